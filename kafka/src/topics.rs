@@ -1,0 +1,93 @@
+//! Creating topics and reading their shape.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{ClientSettings, Error, Result};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication: i32,
+    /// Topic configs such as `retention.ms`, `max.message.bytes`.
+    pub config: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` partitions, replication 1 and no configs.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec { name: name.into(), partitions, replication: 1, config: Vec::new() }
+    }
+
+    /// Adds a topic config.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Whether [`create_topics`] made a topic or found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The topic was created.
+    New,
+    /// It already existed (its shape is not changed).
+    Existing,
+}
+
+/// Creates the topics that do not exist yet; existing topics are left as they are.
+pub async fn create_topics(settings: &ClientSettings, specs: &[TopicSpec]) -> Result<Vec<(String, Created)>> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config(&[])?.create().map_err(Error::kafka("create admin client"))?;
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+            for (k, v) in &s.config {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new.iter(), &options).await.map_err(Error::kafka("create topics"))?;
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(name) => out.push((name, Created::New)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((name, Created::Existing)),
+            Err((name, code)) => {
+                return Err(Error::Topic { topic: name, message: format!("cannot be created: {code}") })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of partitions of `topic`, or an error naming the topic when it does not exist.
+pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str, timeout: Duration) -> Result<i32> {
+    let metadata = client.fetch_metadata(Some(topic), timeout).map_err(Error::kafka("fetch metadata"))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| Error::Topic { topic: topic.to_owned(), message: "not in the metadata answer".into() })?;
+    if let Some(err) = t.error() {
+        return Err(Error::Topic {
+            topic: topic.to_owned(),
+            message: format!("does not exist or is unavailable ({err:?})"),
+        });
+    }
+    if t.partitions().is_empty() {
+        return Err(Error::Topic { topic: topic.to_owned(), message: "has no partitions (does it exist?)".into() });
+    }
+    Ok(t.partitions().len() as i32)
+}

@@ -1,0 +1,238 @@
+//! Canonical JSON per RFC 8785 (JSON Canonicalization Scheme).
+//!
+//! Objects are written with their members sorted by the UTF-16 code units of their names, no
+//! whitespace, strings escaped the way ECMAScript's `JSON.stringify` escapes them, and numbers in
+//! ECMAScript `Number.prototype.toString` form (via `ryu-js`). Any JCS implementation in another
+//! language produces the same bytes; `schemas/testdata/canonical.json` holds vectors to check that.
+//!
+//! RFC 8785 treats every number as an IEEE 754 double. An integer that a double cannot hold exactly
+//! (for example 2^53 + 1) would be silently rounded by other implementations, so two different
+//! documents would share one hash; here it is an error instead, and the processor turns such values
+//! into strings before it hashes.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Number, Value};
+
+/// Why a value has no canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanonicalError {
+    /// An integer outside what an IEEE 754 double represents exactly.
+    #[error("integer {value} at {path} cannot be represented exactly as an IEEE 754 double (RFC 8785 / I-JSON); send it as a string")]
+    InexactInteger {
+        /// JSON path of the number.
+        path: String,
+        /// The integer as written.
+        value: String,
+    },
+    /// NaN or an infinity (cannot come from parsed JSON, only from constructed values).
+    #[error("number at {path} is not finite")]
+    NonFinite {
+        /// JSON path of the number.
+        path: String,
+    },
+}
+
+/// The canonical bytes of `value`.
+pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(512);
+    canonicalize_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the canonical bytes of `value` to `out`.
+pub fn canonicalize_into(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    let mut writer = Writer { out, path: Vec::new(), number: ryu_js::Buffer::new(), omit: None };
+    writer.value(value)
+}
+
+/// Appends the canonical bytes of `value` as if the member `inner` of the top-level object member
+/// `outer` were absent. The hash chain uses it to hash an event without `integrity.hash` and without
+/// copying the event.
+pub(crate) fn canonicalize_omitting(
+    value: &Value,
+    outer: &str,
+    inner: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), CanonicalError> {
+    let mut writer = Writer { out, path: Vec::new(), number: ryu_js::Buffer::new(), omit: Some((outer, inner)) };
+    writer.value(value)
+}
+
+/// True when an integer survives a round trip through an IEEE 754 double.
+fn exact_in_double(n: &Number) -> bool {
+    if let Some(i) = n.as_i64() {
+        // i64 -> f64 -> i128 avoids the saturating cast hiding i64::MIN edge cases.
+        (i as f64) as i128 == i as i128 && (i as f64).abs() < 9.3e18
+    } else if let Some(u) = n.as_u64() {
+        (u as f64) < 1.8446744073709552e19 && (u as f64) as u64 == u
+    } else {
+        true
+    }
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+struct Writer<'a, 'v> {
+    out: &'a mut Vec<u8>,
+    path: Vec<Segment<'v>>,
+    number: ryu_js::Buffer,
+    omit: Option<(&'a str, &'a str)>,
+}
+
+impl<'v> Writer<'_, 'v> {
+    fn path_string(&self) -> String {
+        let mut s = String::from("$");
+        for seg in &self.path {
+            match seg {
+                Segment::Key(k) => {
+                    s.push('.');
+                    s.push_str(k);
+                }
+                Segment::Index(i) => s.push_str(&format!("[{i}]")),
+            }
+        }
+        s
+    }
+
+    fn value(&mut self, value: &'v Value) -> Result<(), CanonicalError> {
+        match value {
+            Value::Null => self.out.extend_from_slice(b"null"),
+            Value::Bool(true) => self.out.extend_from_slice(b"true"),
+            Value::Bool(false) => self.out.extend_from_slice(b"false"),
+            Value::Number(n) => self.number(n)?,
+            Value::String(s) => write_string(s, self.out),
+            Value::Array(items) => {
+                self.out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.path.push(Segment::Index(i));
+                    self.value(item)?;
+                    self.path.pop();
+                }
+                self.out.push(b']');
+            }
+            Value::Object(map) => self.object(map)?,
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, map: &'v Map<String, Value>) -> Result<(), CanonicalError> {
+        let mut members: Vec<(&'v String, &'v Value)> = map.iter().collect();
+        if let (Some((outer, inner)), [Segment::Key(key)]) = (self.omit, self.path.as_slice()) {
+            if *key == outer {
+                members.retain(|(k, _)| k.as_str() != inner);
+            }
+        }
+        // Map iteration is already sorted by UTF-8 bytes, which equals UTF-16 order except when
+        // characters above U+FFFF meet U+E000..U+FFFF; sort only when that can matter.
+        if members.iter().any(|(k, _)| k.chars().any(|c| c as u32 >= 0xE000)) {
+            members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+        } else if !members.windows(2).all(|w| w[0].0 <= w[1].0) {
+            members.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        self.out.push(b'{');
+        for (i, (key, item)) in members.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_string(key, self.out);
+            self.out.push(b':');
+            self.path.push(Segment::Key(key));
+            self.value(item)?;
+            self.path.pop();
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn number(&mut self, n: &Number) -> Result<(), CanonicalError> {
+        if !exact_in_double(n) {
+            return Err(CanonicalError::InexactInteger { path: self.path_string(), value: n.to_string() });
+        }
+        let f = n.as_f64().unwrap_or(f64::NAN);
+        if !f.is_finite() {
+            return Err(CanonicalError::NonFinite { path: self.path_string() });
+        }
+        let text = self.number.format_finite(f);
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+fn utf16_cmp(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// Writes `s` as a JSON string the way `JSON.stringify` does: `"` and `\` escaped, the two-letter
+/// escapes for \b \f \n \r \t, other controls below U+0020 as `\u00xx`, everything else verbatim.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(v: &Value) -> String {
+        String::from_utf8(canonicalize(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sorts_keys_by_utf16_code_units_not_utf8_bytes() {
+        // U+1F600 is D83D DE00 in UTF-16 and so sorts before U+FB33, although its UTF-8 is larger.
+        let v = json!({"\u{fb33}": 1, "\u{1f600}": 2, "a": 3});
+        assert_eq!(canon(&v), "{\"a\":3,\"\u{1f600}\":2,\"\u{fb33}\":1}");
+    }
+
+    #[test]
+    fn rejects_integers_a_double_cannot_hold() {
+        let err = canonicalize(&json!({"a": [9007199254740993u64]})).unwrap_err();
+        assert_eq!(err, CanonicalError::InexactInteger { path: "$.a[0]".into(), value: "9007199254740993".into() });
+        assert!(canonicalize(&json!(-9007199254740993i64)).is_err());
+        // 2^53 and 2^60 are exact doubles.
+        assert_eq!(canon(&json!(9007199254740992u64)), "9007199254740992");
+        assert_eq!(canon(&json!(1152921504606846976u64)), "1152921504606847000");
+        assert_eq!(canon(&json!(i64::MIN)), "-9223372036854776000");
+        assert!(canonicalize(&json!(i64::MAX)).is_err());
+        assert!(canonicalize(&json!(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn escapes_like_json_stringify() {
+        let v = json!("\u{0}\u{8}\u{9}\u{a}\u{c}\u{d}\u{1f}\"\\/\u{7f}\u{2028}é");
+        assert_eq!(canon(&v), "\"\\u0000\\b\\t\\n\\f\\r\\u001f\\\"\\\\/\u{7f}\u{2028}é\"");
+    }
+}

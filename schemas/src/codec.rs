@@ -1,0 +1,299 @@
+//! Decoding and encoding events, JSON or Avro, with errors that name the field.
+//!
+//! Wire detection is by the first bytes: Avro single-object records start with `C3 01`; anything else
+//! is read as UTF-8 JSON.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::avro;
+use crate::validate::{check_event, check_input, FieldError, Findings, ValidationOptions};
+use crate::{AuditEvent, AuditEventInput};
+
+/// Why bytes are not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    /// JSON payload that is not UTF-8.
+    #[error("event is not valid UTF-8 (first bad byte at offset {offset})")]
+    NotUtf8 {
+        /// Byte offset of the first invalid sequence.
+        offset: usize,
+    },
+    /// Not parseable JSON.
+    #[error("event is not valid JSON (line {line}, column {column}): {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Parser message.
+        message: String,
+    },
+    /// Parsed but breaks the contract; every problem found is listed.
+    #[error("invalid audit event: {}", join(.errors))]
+    Invalid {
+        /// The problems, each naming its field.
+        errors: Vec<FieldError>,
+    },
+    /// An Avro record that cannot be decoded.
+    #[error("invalid Avro record: {0}")]
+    Avro(String),
+    /// An Avro single-object record written with a schema this reader does not know.
+    #[error("Avro record written with unknown schema fingerprint {fingerprint} (known: {known})")]
+    UnknownSchema {
+        /// The record's CRC-64-AVRO fingerprint, hex.
+        fingerprint: String,
+        /// Fingerprints this build knows, hex.
+        known: String,
+    },
+    /// An Avro record of the other contract (an input where an event was expected, or vice versa).
+    #[error("Avro record is a {found}, expected a {expected}")]
+    WrongRecord {
+        /// Record name found.
+        found: &'static str,
+        /// Record name expected.
+        expected: &'static str,
+    },
+}
+
+impl ContractError {
+    /// The field errors, when the event parsed but broke the contract.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ContractError::Invalid { errors } => errors,
+            _ => &[],
+        }
+    }
+
+    fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ContractError::Invalid { errors: vec![FieldError::new(path, message)] }
+    }
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// A decoded event and the problems that were tolerated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<T> {
+    /// The event.
+    pub event: T,
+    /// Tolerated problems (unknown fields in lenient mode, identifier-like actions...).
+    pub warnings: Vec<FieldError>,
+}
+
+/// Which wire form a payload uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// UTF-8 JSON.
+    Json,
+    /// Avro single-object encoding.
+    Avro,
+}
+
+impl WireFormat {
+    /// Detects the format from the first bytes.
+    pub fn detect(bytes: &[u8]) -> WireFormat {
+        if bytes.starts_with(&avro::SINGLE_OBJECT_MAGIC) {
+            WireFormat::Avro
+        } else {
+            WireFormat::Json
+        }
+    }
+}
+
+/// Parses JSON bytes into a JSON value with a precise error.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ContractError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ContractError::NotUtf8 { offset: e.valid_up_to() });
+    }
+    serde_json::from_slice(bytes).map_err(|e| ContractError::Syntax {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Deserializes `value` into `T`, naming the path of a type error and collecting unknown fields.
+fn from_value<T: DeserializeOwned>(value: Value, options: ValidationOptions) -> Result<(T, Findings), ContractError> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let ignored = serde_ignored::Deserializer::new(value, &mut record);
+    let event: T = serde_path_to_error::deserialize(ignored).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        ContractError::single(if path == "." { String::new() } else { path }, message)
+    })?;
+    let mut findings = Findings::default();
+    for path in unknown {
+        let f = FieldError::new(path, "unknown field");
+        if options.strict {
+            findings.errors.push(f);
+        } else {
+            findings.warnings.push(f);
+        }
+    }
+    Ok((event, findings))
+}
+
+fn finish<T>(event: T, findings: Findings) -> Result<Decoded<T>, ContractError> {
+    if findings.errors.is_empty() {
+        Ok(Decoded { event, warnings: findings.warnings })
+    } else {
+        Err(ContractError::Invalid { errors: findings.errors })
+    }
+}
+
+/// Validates an input event already in memory (what the producer library does before sending).
+pub fn validate_input(input: &AuditEventInput, options: ValidationOptions) -> Result<Vec<FieldError>, ContractError> {
+    let mut findings = Findings::default();
+    check_input(&mut findings, input, options);
+    finish((), findings).map(|d| d.warnings)
+}
+
+/// Validates a processed event already in memory.
+pub fn validate_event(event: &AuditEvent, options: ValidationOptions) -> Result<Vec<FieldError>, ContractError> {
+    let mut findings = Findings::default();
+    check_event(&mut findings, event, options);
+    finish((), findings).map(|d| d.warnings)
+}
+
+/// Reads an input event from a JSON value.
+pub fn input_from_value(value: Value, options: ValidationOptions) -> Result<Decoded<AuditEventInput>, ContractError> {
+    if !value.is_object() {
+        return Err(ContractError::single("", "an audit event must be a JSON object"));
+    }
+    let (input, mut findings) = from_value::<AuditEventInput>(value, options)?;
+    check_input(&mut findings, &input, options);
+    finish(input, findings)
+}
+
+/// Reads a processed event from a JSON value.
+pub fn event_from_value(value: Value, options: ValidationOptions) -> Result<Decoded<AuditEvent>, ContractError> {
+    if !value.is_object() {
+        return Err(ContractError::single("", "an audit event must be a JSON object"));
+    }
+    let (event, mut findings) = from_value::<AuditEvent>(value, options)?;
+    check_event(&mut findings, &event, options);
+    finish(event, findings)
+}
+
+/// Decodes an input event from JSON or Avro bytes.
+pub fn decode_input(bytes: &[u8], options: ValidationOptions) -> Result<Decoded<AuditEventInput>, ContractError> {
+    input_from_value(input_value(bytes)?, options)
+}
+
+/// The JSON form of input bytes (JSON or Avro), before contract checks.
+pub fn input_value(bytes: &[u8]) -> Result<Value, ContractError> {
+    match WireFormat::detect(bytes) {
+        WireFormat::Json => parse_json(bytes),
+        WireFormat::Avro => avro::decode_to_json(bytes, avro::Record::Input),
+    }
+}
+
+/// Decodes a processed event from JSON or Avro bytes.
+pub fn decode_event(bytes: &[u8], options: ValidationOptions) -> Result<Decoded<AuditEvent>, ContractError> {
+    event_from_value(event_value(bytes)?, options)
+}
+
+/// The JSON form of processed-event bytes (JSON or Avro), before contract checks. Chain
+/// verification hashes this form.
+pub fn event_value(bytes: &[u8]) -> Result<Value, ContractError> {
+    match WireFormat::detect(bytes) {
+        WireFormat::Json => parse_json(bytes),
+        WireFormat::Avro => avro::decode_to_json(bytes, avro::Record::Event),
+    }
+}
+
+/// Encodes a processed event in the given wire format.
+pub fn encode_event(event: &AuditEvent, format: WireFormat) -> Result<Vec<u8>, ContractError> {
+    match format {
+        WireFormat::Json => serde_json::to_vec(event).map_err(|e| ContractError::single("", e.to_string())),
+        WireFormat::Avro => avro::encode_event(event),
+    }
+}
+
+/// Encodes an input event in the given wire format.
+pub fn encode_input(input: &AuditEventInput, format: WireFormat) -> Result<Vec<u8>, ContractError> {
+    match format {
+        WireFormat::Json => serde_json::to_vec(input).map_err(|e| ContractError::single("", e.to_string())),
+        WireFormat::Avro => avro::encode_input(input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({"action": "user.login", "outcome": "SUCCESS", "actor": {"type": "user", "id": "u-1"}})
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let mut v = minimal();
+        v["actor"]["id"] = json!(5);
+        let err = input_from_value(v, ValidationOptions::LENIENT).unwrap_err();
+        assert_eq!(err.field_errors()[0].path, "actor.id", "{err}");
+        assert!(err.to_string().contains("actor.id: invalid type: integer `5`"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_field_is_named() {
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("outcome");
+        let err = input_from_value(v, ValidationOptions::LENIENT).unwrap_err();
+        assert!(err.to_string().contains("missing field `outcome`"), "{err}");
+    }
+
+    #[test]
+    fn bad_outcome_lists_the_allowed_values() {
+        let mut v = minimal();
+        v["outcome"] = json!("OK");
+        let err = input_from_value(v, ValidationOptions::LENIENT).unwrap_err();
+        assert_eq!(err.field_errors()[0].path, "outcome");
+        assert!(err.to_string().contains("SUCCESS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_warnings_when_lenient_and_errors_when_strict() {
+        let mut v = minimal();
+        v["actor"]["email"] = json!("a@b.c");
+        let ok = input_from_value(v.clone(), ValidationOptions::LENIENT).unwrap();
+        assert_eq!(ok.warnings, vec![FieldError::new("actor.email", "unknown field")]);
+        let err = input_from_value(v, ValidationOptions::STRICT).unwrap_err();
+        assert_eq!(err.field_errors(), &[FieldError::new("actor.email", "unknown field")]);
+    }
+
+    #[test]
+    fn all_semantic_errors_are_reported_together() {
+        let v = json!({
+            "action": "", "outcome": "SUCCESS", "actor": {"type": "user", "id": ""},
+            "context": {"ip": "300.1.1.1", "traceId": "XYZ"}
+        });
+        let err = input_from_value(v, ValidationOptions::LENIENT).unwrap_err();
+        let paths: Vec<_> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["action", "actor.id", "context.traceId", "context.ip"]);
+    }
+
+    #[test]
+    fn identifier_like_action_is_a_warning_or_an_error() {
+        let mut v = minimal();
+        v["action"] = json!("invoice.123456.update");
+        let ok = input_from_value(v.clone(), ValidationOptions::LENIENT).unwrap();
+        assert_eq!(ok.warnings[0].path, "action");
+        let strict = ValidationOptions { strict: false, strict_action_naming: true };
+        assert!(input_from_value(v, strict).is_err());
+    }
+
+    #[test]
+    fn syntax_and_encoding_errors_say_where() {
+        assert_eq!(parse_json(b"{\"a\": \xff}").unwrap_err(), ContractError::NotUtf8 { offset: 6 });
+        let err = parse_json(b"{\n  \"a\": tru }").unwrap_err();
+        assert!(matches!(err, ContractError::Syntax { line: 2, .. }), "{err}");
+        let err = input_from_value(json!([1]), ValidationOptions::LENIENT).unwrap_err();
+        assert!(err.to_string().contains("must be a JSON object"));
+    }
+}
