@@ -14,6 +14,7 @@
 //! Nothing here depends on broker-specific behaviour: it targets Apache Kafka and Redpanda; tansu is
 //! only the test broker. Transactions are never used (tansu cannot commit them).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -66,12 +67,12 @@ impl Error {
 }
 
 /// A key our code sets and the user may not override, with the reason shown when they try.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Required {
     /// librdkafka key.
     pub key: &'static str,
     /// Value we set.
-    pub value: &'static str,
+    pub value: Cow<'static, str>,
     /// Why it is fixed (shown in the error).
     pub reason: &'static str,
 }
@@ -129,7 +130,7 @@ impl ClientSettings {
             config.set("client.id", &self.client_id);
         }
         for r in required {
-            config.set(r.key, r.value);
+            config.set(r.key, r.value.as_ref());
         }
         for (k, v) in &self.pass_through {
             config.set(k, v);
@@ -143,15 +144,15 @@ impl ClientSettings {
 pub const AT_LEAST_ONCE_CONSUMER: &[Required] = &[
     Required {
         key: "enable.auto.offset.store",
-        value: "false",
+        value: Cow::Borrowed("false"),
         reason: "offsets are stored only after the write they cover is durable",
     },
     Required {
         key: "enable.auto.commit",
-        value: "true",
+        value: Cow::Borrowed("true"),
         reason: "stored offsets are committed in the background and on revoke",
     },
-    Required { key: "isolation.level", value: "read_committed", reason: "never read aborted records" },
+    Required { key: "isolation.level", value: Cow::Borrowed("read_committed"), reason: "never read aborted records" },
 ];
 
 /// How a consumer close ended.

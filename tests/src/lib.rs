@@ -34,3 +34,5 @@ pub fn unique_name(prefix: &str) -> String {
 pub fn unreachable(service: &str, address: &str, error: impl std::fmt::Display) -> String {
     format!("{service} at {address} is not reachable ({error}); start it with `scripts/services up`")
 }
+
+pub mod kafka;
