@@ -98,7 +98,13 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { dir: None, max_bytes: 1 << 30, segment_bytes: 16 << 20, fsync: Fsync::Interval, fsync_interval_ms: 100 }
+        SpoolConfig {
+            dir: None,
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            fsync: Fsync::Interval,
+            fsync_interval_ms: 100,
+        }
     }
 }
 
@@ -198,15 +204,31 @@ pub(crate) fn required_keys(config: &ProducerConfig) -> Vec<Required> {
         Mode::Block => Cow::Owned(config.delivery_timeout_ms.to_string()),
     };
     vec![
-        Required { key: "enable.idempotence", value: Cow::Borrowed("true"), reason: "retries must not duplicate or reorder events" },
-        Required { key: "acks", value: Cow::Borrowed("all"), reason: "an event counts as delivered only when all in-sync replicas have it" },
+        Required {
+            key: "enable.idempotence",
+            value: Cow::Borrowed("true"),
+            reason: "retries must not duplicate or reorder events",
+        },
+        Required {
+            key: "acks",
+            value: Cow::Borrowed("all"),
+            reason: "an event counts as delivered only when all in-sync replicas have it",
+        },
         Required {
             key: "partitioner",
             value: Cow::Borrowed("murmur2_random"),
             reason: "keyed events must land where the Java clients put them (tenant ordering across languages)",
         },
-        Required { key: "message.timeout.ms", value: timeout, reason: "the delivery deadline follows the producer mode" },
-        Required { key: "max.in.flight.requests.per.connection", value: Cow::Borrowed("5"), reason: "ordering under idempotence" },
+        Required {
+            key: "message.timeout.ms",
+            value: timeout,
+            reason: "the delivery deadline follows the producer mode",
+        },
+        Required {
+            key: "max.in.flight.requests.per.connection",
+            value: Cow::Borrowed("5"),
+            reason: "ordering under idempotence",
+        },
     ]
 }
 
@@ -264,8 +286,11 @@ impl ProducerConfig {
             Fsync::Interval => FsyncPolicy::IntervalMs(spool.fsync_interval_ms),
         };
         let spool_dir = spool.dir.clone().unwrap_or_else(|| {
-            let safe: String =
-                self.service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+            let safe: String = self
+                .service
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect();
             std::env::temp_dir().join("auditstream-spool").join(safe)
         });
         let mut kafka = ClientSettings::new(self.brokers.clone(), format!("audit-producer/{}", self.service));
@@ -276,7 +301,13 @@ impl ProducerConfig {
             }
             other => bad("brokers", other.to_string()),
         })?;
-        for key in ["queue.buffering.max.messages", "queue.buffering.max.kbytes", "linger.ms", "compression.type", "message.max.bytes"] {
+        for key in [
+            "queue.buffering.max.messages",
+            "queue.buffering.max.kbytes",
+            "linger.ms",
+            "compression.type",
+            "message.max.bytes",
+        ] {
             if self.librdkafka.contains_key(key) {
                 return Err(bad(&format!("librdkafka.{key}"), "is set through the producer's own option instead"));
             }
@@ -319,12 +350,12 @@ mod tests {
             (ProducerConfig { brokers: "nowhere".into(), ..config() }, "brokers"),
             (ProducerConfig { max_event_bytes: 10, ..config() }, "max_event_bytes"),
             (ProducerConfig { queue_max_events: 0, ..config() }, "queue_max_events"),
-            (ProducerConfig { spool: SpoolConfig { max_bytes: 10, ..SpoolConfig::default() }, ..config() }, "spool.max_bytes"),
             (
-                ProducerConfig {
-                    spool: SpoolConfig { fsync_interval_ms: 0, ..SpoolConfig::default() },
-                    ..config()
-                },
+                ProducerConfig { spool: SpoolConfig { max_bytes: 10, ..SpoolConfig::default() }, ..config() },
+                "spool.max_bytes",
+            ),
+            (
+                ProducerConfig { spool: SpoolConfig { fsync_interval_ms: 0, ..SpoolConfig::default() }, ..config() },
                 "spool.fsync_interval_ms",
             ),
             (ProducerConfig { librdkafka: [("acks".into(), "1".into())].into(), ..config() }, "librdkafka.acks"),
@@ -332,7 +363,10 @@ mod tests {
                 ProducerConfig { librdkafka: [("enable.idempotence".into(), "false".into())].into(), ..config() },
                 "librdkafka.enable.idempotence",
             ),
-            (ProducerConfig { librdkafka: [("linger.ms".into(), "50".into())].into(), ..config() }, "librdkafka.linger.ms"),
+            (
+                ProducerConfig { librdkafka: [("linger.ms".into(), "50".into())].into(), ..config() },
+                "librdkafka.linger.ms",
+            ),
         ];
         for (c, key) in cases {
             let err = c.validate().unwrap_err();

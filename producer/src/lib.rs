@@ -41,11 +41,11 @@
 //!
 //! # Modes and guarantees
 //! * [`Mode::Queue`] (default): `log` returns once the event is written to the durable local spool
-//!    (one `write(2)`, so a `kill -9` cannot lose it; the fsync policy covers power loss). The
-//!    idempotent producer (`acks=all`) delivers in the background; a segment file is deleted once
-//!    all its events are acknowledged. While the broker is away or the in-memory queue (bounded by
-//!    `queue_max_events`/`queue_max_bytes`) is full, events wait on disk, in order, and are sent
-//!    when it is back, or at the next start after a crash. A full spool is an error from `log`.
+//!   (one `write(2)`, so a `kill -9` cannot lose it; the fsync policy covers power loss). The
+//!   idempotent producer (`acks=all`) delivers in the background; a segment file is deleted once
+//!   all its events are acknowledged. While the broker is away or the in-memory queue (bounded by
+//!   `queue_max_events`/`queue_max_bytes`) is full, events wait on disk, in order, and are sent
+//!   when it is back, or at the next start after a crash. A full spool is an error from `log`.
 //! * [`Mode::Block`]: every `log` waits for the acknowledgement and returns where it was stored.
 //! * [`Mode::Drop`]: no spool; when the queue is full `log` returns [`LogError::Dropped`] and the
 //!   drop is counted.

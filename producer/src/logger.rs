@@ -174,10 +174,7 @@ impl ClientContext for DeliveryContext {
 }
 
 fn is_purge(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-    )
+    matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight))
 }
 
 impl ProducerContext for DeliveryContext {
@@ -209,7 +206,11 @@ impl ProducerContext for DeliveryContext {
                         .headers()
                         .and_then(|h| h.iter().find(|h| h.key == trace::TRACEPARENT))
                         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()));
-                    let record = SpoolRecord { key: key.to_vec(), traceparent, value: message.payload().unwrap_or_default().to_vec() };
+                    let record = SpoolRecord {
+                        key: key.to_vec(),
+                        traceparent,
+                        value: message.payload().unwrap_or_default().to_vec(),
+                    };
                     if let Err(e) = failed.append(&record) {
                         tracing::error!(error = %e, "could not park a refused audit event in failed.spool");
                     }
@@ -218,7 +219,9 @@ impl ProducerContext for DeliveryContext {
             }
         };
         if let Some(segment) = segment {
-            self.shared.lock().spool.as_mut().map(|s| s.ack(segment));
+            if let Some(spool) = self.shared.lock().spool.as_mut() {
+                spool.ack(segment);
+            }
         }
         if let Some(c) = confirm {
             let _ = c.send(outcome);
@@ -239,7 +242,10 @@ struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("producer_id", &self.producer_id).field("mode", &self.settings.config.mode).finish()
+        f.debug_struct("Core")
+            .field("producer_id", &self.producer_id)
+            .field("mode", &self.settings.config.mode)
+            .finish()
     }
 }
 
@@ -352,12 +358,8 @@ impl AuditLoggerBuilder {
         let metrics = ProducerMetrics::register(&registry, &config.service)?;
 
         let (spool, failed, backlog) = if config.mode == Mode::Queue {
-            let (spool, recovery) = Spool::open(
-                &settings.spool_dir,
-                config.spool.segment_bytes,
-                config.spool.max_bytes,
-                settings.fsync,
-            )?;
+            let (spool, recovery) =
+                Spool::open(&settings.spool_dir, config.spool.segment_bytes, config.spool.max_bytes, settings.fsync)?;
             let failed = FailedLog::open(&settings.spool_dir)?;
             let backlog = (recovery.records > 0).then(|| spool.start());
             if recovery.records > 0 {
@@ -380,7 +382,8 @@ impl AuditLoggerBuilder {
         let producer: ThreadedProducer<DeliveryContext> =
             settings.client_config()?.create_with_context(DeliveryContext { shared: shared.clone() })?;
         let max_bytes = topic_limit(&settings).await.map_or(config.max_event_bytes, |t| t.min(config.max_event_bytes));
-        let validation = ValidationOptions { strict: config.strict_validation, strict_action_naming: config.strict_action_naming };
+        let validation =
+            ValidationOptions { strict: config.strict_validation, strict_action_naming: config.strict_action_naming };
         let producer_id = format!("{}-{}", config.service, ulid::Ulid::generate().to_string().to_lowercase());
         let core = Arc::new(Core {
             settings,
@@ -400,7 +403,8 @@ impl AuditLoggerBuilder {
 /// The topic's `max.message.bytes` when the broker reports it (within a few seconds).
 async fn topic_limit(settings: &Settings) -> Option<usize> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = settings.kafka.client_config(&[]).ok()?.create().ok()?;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        settings.kafka.client_config(&[]).ok()?.create().ok()?;
     let wait = Duration::from_secs(3);
     let topic = settings.config.topic.as_str();
     let spec = [ResourceSpecifier::Topic(topic)];
@@ -428,10 +432,20 @@ impl Core {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         if self.settings.config.mode == Mode::Queue {
             let core = self.clone();
-            threads.push(std::thread::Builder::new().name("audit-spool-replay".into()).spawn(move || core.replay_loop()).expect("spawn"));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("audit-spool-replay".into())
+                    .spawn(move || core.replay_loop())
+                    .expect("spawn"),
+            );
         }
         let core = self.clone();
-        threads.push(std::thread::Builder::new().name("audit-spool-sync".into()).spawn(move || core.maintenance_loop()).expect("spawn"));
+        threads.push(
+            std::thread::Builder::new()
+                .name("audit-spool-sync".into())
+                .spawn(move || core.maintenance_loop())
+                .expect("spawn"),
+        );
     }
 
     fn record_headers(traceparent: Option<&str>) -> Option<OwnedHeaders> {
@@ -440,7 +454,9 @@ impl Core {
 
     /// Hands one record to librdkafka. On failure the token comes back.
     fn send(&self, record: &SpoolRecord, token: Box<DeliveryToken>) -> Result<(), (KafkaError, Box<DeliveryToken>)> {
-        let mut base = BaseRecord::with_opaque_to(&self.settings.config.topic, token).key(&record.key[..]).payload(&record.value[..]);
+        let mut base = BaseRecord::with_opaque_to(&self.settings.config.topic, token)
+            .key(&record.key[..])
+            .payload(&record.value[..]);
         if let Some(h) = Self::record_headers(record.traceparent.as_deref()) {
             base = base.headers(h);
         }
@@ -471,7 +487,12 @@ impl Core {
                     if st.backlog.is_some() {
                         break;
                     }
-                    st = self.shared.wake.wait_timeout(st, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+                    st = self
+                        .shared
+                        .wake
+                        .wait_timeout(st, Duration::from_millis(200))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
                 }
                 let from = st.backlog.unwrap_or(Position { segment: 0, offset: 0 });
                 let Some(spool) = st.spool.as_ref() else { return };
@@ -481,7 +502,8 @@ impl Core {
                         continue;
                     }
                     Ok((records, next)) => {
-                        let batch: Vec<_> = records.into_iter().map(|(pos, r)| (pos, r, st.confirms.remove(&pos))).collect();
+                        let batch: Vec<_> =
+                            records.into_iter().map(|(pos, r)| (pos, r, st.confirms.remove(&pos))).collect();
                         (batch, next)
                     }
                     Err(error) => {
@@ -493,7 +515,8 @@ impl Core {
                 }
             };
             for (pos, record, confirm) in batch {
-                let mut token = Box::new(DeliveryToken { segment: Some(pos.segment), confirm, enqueued: Instant::now() });
+                let mut token =
+                    Box::new(DeliveryToken { segment: Some(pos.segment), confirm, enqueued: Instant::now() });
                 loop {
                     match self.send(&record, token) {
                         Ok(()) => break,
@@ -550,7 +573,11 @@ impl Core {
                 }
             }
             if last_gauges.elapsed() >= Duration::from_secs(1) {
-                let depth = if self.settings.config.mode == Mode::Queue { unacked } else { self.producer.in_flight_count().max(0) as u64 };
+                let depth = if self.settings.config.mode == Mode::Queue {
+                    unacked
+                } else {
+                    self.producer.in_flight_count().max(0) as u64
+                };
                 self.shared.metrics.queue_depth.set(depth as i64);
                 self.shared.metrics.spool_bytes.set(bytes as i64);
                 last_gauges = Instant::now();
@@ -756,7 +783,11 @@ impl AuditLogger {
             }
         }
         if pending > 0 {
-            tracing::warn!(pending, in_spool = report.pending_in_spool, "audit producer shut down with undelivered events");
+            tracing::warn!(
+                pending,
+                in_spool = report.pending_in_spool,
+                "audit producer shut down with undelivered events"
+            );
         }
         FlushReport { pending, ..report }
     }

@@ -48,8 +48,16 @@ impl ProducerMetrics {
             accepted: IntCounter::with_opts(opts(EVENTS_ACCEPTED, "Events accepted by log().", service))?,
             delivered: IntCounter::with_opts(opts(EVENTS_DELIVERED, "Events acknowledged by the broker.", service))?,
             failed: IntCounter::with_opts(opts(EVENTS_FAILED, "Events refused for good by the broker.", service))?,
-            dropped: IntCounter::with_opts(opts(EVENTS_DROPPED, "Events dropped because the queue was full (Drop mode).", service))?,
-            rejected: IntCounter::with_opts(opts(EVENTS_REJECTED, "Events rejected by validation or the size limit.", service))?,
+            dropped: IntCounter::with_opts(opts(
+                EVENTS_DROPPED,
+                "Events dropped because the queue was full (Drop mode).",
+                service,
+            ))?,
+            rejected: IntCounter::with_opts(opts(
+                EVENTS_REJECTED,
+                "Events rejected by validation or the size limit.",
+                service,
+            ))?,
             spooled: IntCounter::with_opts(opts(EVENTS_SPOOLED, "Events that waited in the disk spool.", service))?,
             queue_depth: IntGauge::with_opts(opts(QUEUE_DEPTH, "Accepted events not yet acknowledged.", service))?,
             spool_bytes: IntGauge::with_opts(opts(SPOOL_BYTES, "Bytes used by the spool.", service))?,

@@ -23,7 +23,9 @@ const SEGMENT_SUFFIX: &str = ".spool";
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// The spool reached its size cap.
-    #[error("spool {dir} is full ({used} of {cap} bytes used); the broker has been unreachable or too slow for too long")]
+    #[error(
+        "spool {dir} is full ({used} of {cap} bytes used); the broker has been unreachable or too slow for too long"
+    )]
     Full {
         /// Spool directory.
         dir: String,
@@ -180,7 +182,8 @@ impl Spool {
     ) -> Result<(Spool, Recovery), SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("spool.lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { dir: dir.display().to_string() }),
@@ -261,7 +264,11 @@ impl Spool {
         encode_frame(record, &mut self.frame);
         let frame_len = self.frame.len() as u64;
         if self.total_bytes + frame_len > self.max_bytes {
-            return Err(SpoolError::Full { dir: self.dir.display().to_string(), used: self.total_bytes, cap: self.max_bytes });
+            return Err(SpoolError::Full {
+                dir: self.dir.display().to_string(),
+                used: self.total_bytes,
+                cap: self.max_bytes,
+            });
         }
         let active_bytes = self.segments.get(&self.active_id).map_or(0, |s| s.bytes);
         if active_bytes > 0 && active_bytes + frame_len > self.segment_bytes {
@@ -272,7 +279,8 @@ impl Spool {
         if self.fsync == FsyncPolicy::Always {
             self.active.sync_data().map_err(io_err(&path))?;
         }
-        let seg = self.segments.entry(self.active_id).or_insert(Segment { records: 0, acked: 0, bytes: 0, sealed: false });
+        let seg =
+            self.segments.entry(self.active_id).or_insert(Segment { records: 0, acked: 0, bytes: 0, sealed: false });
         let position = Position { segment: self.active_id, offset: seg.bytes };
         seg.records += 1;
         seg.bytes += frame_len;
@@ -361,7 +369,11 @@ impl Spool {
 
     /// Reads up to `max` records from `from` onwards (across segments), stopping at [`Spool::end`].
     /// Returns the records with their positions and the position after the last one.
-    pub fn read_from(&self, from: Position, max: usize) -> Result<(Vec<(Position, SpoolRecord)>, Position), SpoolError> {
+    pub fn read_from(
+        &self,
+        from: Position,
+        max: usize,
+    ) -> Result<(Vec<(Position, SpoolRecord)>, Position), SpoolError> {
         let mut out = Vec::new();
         let mut pos = from;
         for (&id, seg) in self.segments.range(from.segment..) {
@@ -457,7 +469,9 @@ mod tests {
     fn record(i: u32) -> SpoolRecord {
         SpoolRecord {
             key: format!("tenant-{}", i % 3).into_bytes(),
-            traceparent: (i % 2 == 0).then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+            traceparent: i
+                .is_multiple_of(2)
+                .then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
             value: format!("{{\"n\":{i}}}").into_bytes(),
         }
     }
@@ -542,9 +556,9 @@ mod tests {
         }
         assert_eq!(spool.unacked(), 0);
         assert!(spool.bytes() < before);
-        let files = fs::read_dir(dir.path()).unwrap().filter(|e| {
-            e.as_ref().unwrap().file_name().to_string_lossy().ends_with(SEGMENT_SUFFIX)
-        });
+        let files = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(SEGMENT_SUFFIX));
         assert_eq!(files.count(), 1, "only the active segment is left");
     }
 

@@ -54,14 +54,41 @@ mod tests {
     fn parses_valid_traceparents_only() {
         let ok = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert_eq!(ok, Some(("4bf92f3577b34da6a3ce929d0e0e4736".into(), "00f067aa0ba902b7".into())));
-        for bad in ["", "00-xyz-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
     }
 
     #[test]
+    fn the_current_opentelemetry_span_becomes_the_header_and_fills_the_event() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let sc = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let _guard = opentelemetry::Context::new().with_remote_span_context(sc).attach();
+        let mut c = Context::default();
+        let header = apply_current(&mut c);
+        assert_eq!(header.as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_eq!(c.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(c.span_id.as_deref(), Some("b7ad6b7169203331"));
+    }
+
+    #[test]
     fn event_trace_ids_become_the_header_without_a_current_span() {
-        let mut c = Context { trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()), span_id: Some("00f067aa0ba902b7".into()), ..Context::default() };
+        let mut c = Context {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            span_id: Some("00f067aa0ba902b7".into()),
+            ..Context::default()
+        };
         assert_eq!(apply_current(&mut c).as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert_eq!(apply_current(&mut Context::default()), None);
     }

@@ -45,7 +45,10 @@ pub struct Record {
 impl From<OwnedMessage> for Record {
     fn from(m: OwnedMessage) -> Self {
         let traceparent = m.headers().and_then(|h| {
-            h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+            h.iter()
+                .find(|h| h.key == "traceparent")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
         });
         Record {
             partition: m.partition(),
@@ -140,7 +143,15 @@ impl PrivateBroker {
         let bin = tansu_bin();
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(&bin)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--cluster-id", "private"])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())

@@ -78,13 +78,22 @@ async fn queue_mode_delivers_every_event_keyed_by_tenant_in_order() {
     }
     let got: HashSet<String> = records.iter().map(|r| decode(r).event_id.unwrap()).collect();
     assert_eq!(got, ids.into_iter().collect());
-    assert_eq!(std::fs::read_dir(spool.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "spool") && e.as_ref().unwrap().metadata().unwrap().len() > 0).count(), 0, "acknowledged segments are gone");
+    assert_eq!(
+        std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "spool")
+                && e.as_ref().unwrap().metadata().unwrap().len() > 0)
+            .count(),
+        0,
+        "acknowledged segments are gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_mode_returns_where_each_event_was_stored() {
     let topic = create_topic(&kafka_bootstrap(), 2, &[]).await;
-    let logger = AuditLogger::builder("auth").brokers(kafka_bootstrap()).topic(&topic).mode(Mode::Block).build().await.unwrap();
+    let logger =
+        AuditLogger::builder("auth").brokers(kafka_bootstrap()).topic(&topic).mode(Mode::Block).build().await.unwrap();
     let mut stored = HashMap::new();
     for i in 0..10 {
         let r = logger.child(tenant(i)).log(event(i)).await.unwrap();
@@ -102,7 +111,13 @@ async fn block_mode_returns_where_each_event_was_stored() {
 async fn log_confirmed_in_queue_mode_reports_the_offset() {
     let topic = create_topic(&kafka_bootstrap(), 1, &[]).await;
     let spool = tempfile::tempdir().unwrap();
-    let logger = AuditLogger::builder("auth").brokers(kafka_bootstrap()).topic(&topic).spool_dir(spool.path()).build().await.unwrap();
+    let logger = AuditLogger::builder("auth")
+        .brokers(kafka_bootstrap())
+        .topic(&topic)
+        .spool_dir(spool.path())
+        .build()
+        .await
+        .unwrap();
     let first = logger.log_confirmed(event(1)).await.unwrap();
     let second = logger.log_confirmed(event(2)).await.unwrap();
     assert_eq!(first.delivered.unwrap().offset + 1, second.delivered.unwrap().offset);
@@ -139,14 +154,24 @@ async fn drop_mode_refuses_counts_and_tells_the_caller_when_the_queue_is_full() 
         .unwrap();
     assert_eq!(counted, 15.0);
     let report = logger.shutdown(Duration::from_millis(200)).await;
-    assert_eq!((report.accepted, report.dropped, report.pending, report.pending_in_spool), (10, 15, 10, false), "{report:?}");
+    assert_eq!(
+        (report.accepted, report.dropped, report.pending, report.pending_in_spool),
+        (10, 15, 10, false),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_rejected_naming_the_field_and_identifier_actions_warn() {
     let topic = create_topic(&kafka_bootstrap(), 1, &[]).await;
     let spool = tempfile::tempdir().unwrap();
-    let logger = AuditLogger::builder("auth").brokers(kafka_bootstrap()).topic(&topic).spool_dir(spool.path()).build().await.unwrap();
+    let logger = AuditLogger::builder("auth")
+        .brokers(kafka_bootstrap())
+        .topic(&topic)
+        .spool_dir(spool.path())
+        .build()
+        .await
+        .unwrap();
 
     let mut bad = event(1);
     bad.actor.id = String::new();
@@ -180,7 +205,8 @@ async fn invalid_events_are_rejected_naming_the_field_and_identifier_actions_war
 async fn invalid_config_fails_at_build_naming_the_key() {
     let err = AuditLogger::builder("svc").brokers(kafka_bootstrap()).librdkafka("acks", "1").build().await.unwrap_err();
     assert!(err.to_string().contains("librdkafka.acks"), "{err}");
-    let err = AuditLogger::builder("svc").brokers(kafka_bootstrap()).topic("no spaces allowed").build().await.unwrap_err();
+    let err =
+        AuditLogger::builder("svc").brokers(kafka_bootstrap()).topic("no spaces allowed").build().await.unwrap_err();
     assert!(err.to_string().contains("topic"), "{err}");
 }
 
@@ -188,7 +214,13 @@ async fn invalid_config_fails_at_build_naming_the_key() {
 async fn an_oversize_event_is_an_error_before_anything_is_sent() {
     let topic = create_topic(&kafka_bootstrap(), 1, &[("max.message.bytes", "4096")]).await;
     let spool = tempfile::tempdir().unwrap();
-    let logger = AuditLogger::builder("files").brokers(kafka_bootstrap()).topic(&topic).spool_dir(spool.path()).build().await.unwrap();
+    let logger = AuditLogger::builder("files")
+        .brokers(kafka_bootstrap())
+        .topic(&topic)
+        .spool_dir(spool.path())
+        .build()
+        .await
+        .unwrap();
     assert!(logger.max_event_bytes() < 4096, "the topic's limit is used: {}", logger.max_event_bytes());
 
     let mut big = event(1);
@@ -261,7 +293,13 @@ fn accepted_ids(child: &mut std::process::Child) -> Vec<String> {
     ids
 }
 
-fn producing_child(bootstrap: &str, topic: &str, spool: &std::path::Path, count: u64, flush_secs: u64) -> std::process::Child {
+fn producing_child(
+    bootstrap: &str,
+    topic: &str,
+    spool: &std::path::Path,
+    count: u64,
+    flush_secs: u64,
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_audit-test-producer"))
         .env("AUDIT_KAFKA_BOOTSTRAP", bootstrap)
         .env("AUDIT_TEST_TOPIC", topic)
@@ -312,7 +350,12 @@ async fn after_kill_9_with_the_broker_down_every_accepted_event_reaches_the_topi
         *seen.entry(decode(r).event_id.unwrap()).or_default() += 1;
     }
     let missing: Vec<_> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} accepted events never arrived: {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} accepted events never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(seen.len(), ids.len(), "nothing but the accepted events (no garbage from the torn tail)");
 }
 
