@@ -1,9 +1,54 @@
 //! `audit-processor`: consumes the raw topic and publishes processed, chained events.
 //!
-//! **Status: skeleton.** The processor issue fills this crate. Per raw partition, in one ordered lane,
-//! it will: decode (JSON or Avro), validate, normalize (`eventId`, `receivedAt` from the broker
-//! timestamp), redact secrets, enforce payload limits, link the event into the partition's SHA-256
-//! chain with [`audit_schema::chain`], and publish to the same partition of the processed topic.
-//! Records that can never be processed go to the dead-letter topic and leave a quarantine entry in
-//! the chain. Exactly-once chaining without broker transactions comes from resuming each lane at the
-//! tail of its processed partition.
+//! # Guarantees
+//! * **One ordered lane per raw partition**; processed partition p holds the hash chain of raw
+//!   partition p (`chain = "<raw topic>/<p>"`), so raw and processed topics must have the same
+//!   partition count (checked at start).
+//! * **Exactly once per raw offset in the chain, without broker transactions**: on assignment a lane
+//!   recovers `(seq, hash, source.offset)` from the tail of its processed partition and resumes right
+//!   after that raw offset; the producer is idempotent with unlimited retries; processing is a pure
+//!   function of the raw record and the policy. See `docs/INTEGRITY.md` for the argument and the
+//!   remaining risk (a paused zombie), which `verify_chain` exposes as a fork.
+//! * **Nothing vanishes**: an unprocessable record goes to the dead-letter topic with its class,
+//!   reason and source in headers, and a quarantine entry takes its place in the chain.
+//!
+//! # Layout
+//! * [`config`]: figment config (defaults ← preset ← TOML ← `AUDIT_*` env), validated before I/O.
+//! * [`pipeline`]: decode → [`sanitize`] → validate → normalize → [`redact`] → limits → chain →
+//!   encode, pure and deterministic.
+//! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
+//! * [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: the metric names.
+//!
+//! The binary (`src/main.rs`) only loads config, starts telemetry and calls [`run`].
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod redact;
+pub mod runtime;
+pub mod sanitize;
+
+use std::sync::Arc;
+
+pub use config::{ConfigError, ProcessorConfig, Settings};
+pub use runtime::RunError;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the processor until `shutdown` is cancelled (then drains within
+/// `shutdown.drain_timeout_ms`, commits and returns `Ok`) or a fatal error.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
+    let metrics = metrics::ProcessorMetrics::new().map_err(|e| RunError::Fatal(format!("metrics: {e}")))?;
+    let health = Arc::new(runtime::Health::default());
+    let addr = settings.http_listen;
+    let http_stop = CancellationToken::new();
+    let server = http::serve(addr, metrics.clone(), health.clone(), http_stop.clone())
+        .await
+        .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
+    let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, metrics, health, shutdown))
+        .await
+        .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));
+    http_stop.cancel();
+    let _ = server.await;
+    result
+}

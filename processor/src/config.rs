@@ -1,0 +1,588 @@
+//! Processor configuration: figment merges built-in defaults ← a preset ← a TOML file ← `AUDIT_*`
+//! environment variables into [`ProcessorConfig`]; [`ProcessorConfig::validate`] checks every value
+//! without I/O and names the key of anything wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use audit_kafka::ClientSettings;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::redact::{RedactionPolicy, Replacement, Rule, RuleMatch};
+
+/// A config value that is not acceptable, with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid processor config {key}: {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `limits.max_event_bytes`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+pub(crate) fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group of the processors.
+    pub group_id: String,
+    /// Raw topic (input).
+    pub raw_topic: String,
+    /// Processed topic (output); must have as many partitions as the raw topic.
+    pub processed_topic: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Consumer session timeout, milliseconds: how fast a dead instance's partitions move.
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka options for every client (security, SASL, TLS...).
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "audit-processor".into(),
+            raw_topic: "audit.raw".into(),
+            processed_topic: "audit.processed".into(),
+            dead_letter_topic: "audit.dlq".into(),
+            session_timeout_ms: 10_000,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// Validation and output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// Unknown fields and bad values are dead-lettered instead of kept with warnings.
+    pub strict: bool,
+    /// Identifier-like actions are dead-lettered instead of warned about.
+    pub strict_action_naming: bool,
+    /// Encoding of processed events: `avro` (default) or `json`.
+    pub output_encoding: OutputEncoding,
+    /// Deepest nesting kept in metadata/diff (MongoDB refuses documents deeper than 100).
+    pub max_depth: usize,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            strict: false,
+            strict_action_naming: false,
+            output_encoding: OutputEncoding::Avro,
+            max_depth: 32,
+        }
+    }
+}
+
+/// Encoding of processed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputEncoding {
+    /// Avro single-object encoding.
+    Avro,
+    /// UTF-8 JSON.
+    Json,
+}
+
+/// What happens to an event over `max_event_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizeBehavior {
+    /// Dead-letter it (a quarantine entry keeps its place in the chain).
+    Reject,
+    /// Replace metadata and diff by truncation markers; dead-letter it if still too large.
+    Truncate,
+}
+
+/// Payload limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest processed event, bytes (canonical JSON). Default 64 KiB.
+    pub max_event_bytes: usize,
+    /// What to do with a larger event.
+    pub oversize: OversizeBehavior,
+    /// Largest `metadata` (canonical JSON) before it is replaced by a truncation marker. 32 KiB.
+    pub max_metadata_bytes: usize,
+    /// Largest `diff` (canonical JSON) before it is replaced by a truncation marker. 32 KiB.
+    pub max_diff_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: 64 * 1024,
+            oversize: OversizeBehavior::Reject,
+            max_metadata_bytes: 32 * 1024,
+            max_diff_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// One configured redaction rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A key name, matched like the built-in keys (case and spelling variants).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A dot path with `*` (one segment) and `**` (any depth) wildcards, e.g. `metadata.users.*.ssn`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A regular expression over key names.
+    #[serde(default)]
+    pub key_pattern: Option<String>,
+    /// `mask` (default) or `hmac` (a keyed token: equal values stay joinable, unreadable).
+    #[serde(default)]
+    pub replace: ReplaceConfig,
+}
+
+/// Replacement of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceConfig {
+    /// The mask string.
+    #[default]
+    Mask,
+    /// `hmac:<32 hex>` = HMAC-SHA256 under the configured key.
+    Hmac,
+}
+
+/// Value detectors: secrets hiding inside strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsConfig {
+    /// `Bearer <token>` and JWTs.
+    pub bearer_tokens: bool,
+    /// `user:password@` in URLs and `password=`, `token=`, `api_key=`... in query strings.
+    pub url_credentials: bool,
+    /// PEM private-key blocks.
+    pub private_keys: bool,
+    /// Payment card numbers (13–19 digits passing the Luhn check).
+    pub card_numbers: bool,
+}
+
+impl Default for DetectorsConfig {
+    fn default() -> Self {
+        DetectorsConfig { bearer_tokens: true, url_credentials: true, private_keys: true, card_numbers: true }
+    }
+}
+
+/// Redaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// On by default; turning it off is recorded in every event's `redaction.policy`.
+    pub enabled: bool,
+    /// Mask string.
+    pub mask: String,
+    /// Use the built-in keys (password, otp, token, accessToken, refreshToken, authorization,
+    /// cookie, set-cookie, secret, apiKey, privateKey).
+    pub default_keys: bool,
+    /// Extra key names (masked).
+    pub keys: Vec<String>,
+    /// Dot paths to mask.
+    pub paths: Vec<String>,
+    /// Key-name regular expressions to mask.
+    pub key_patterns: Vec<String>,
+    /// Rules with their own replacement.
+    pub rules: Vec<RuleConfig>,
+    /// Value detectors.
+    pub detectors: DetectorsConfig,
+    /// Environment variable holding the HMAC key (for `replace = "hmac"` rules).
+    pub hmac_key_env: Option<String>,
+    /// File holding the HMAC key.
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            enabled: true,
+            mask: "***".into(),
+            default_keys: true,
+            keys: Vec::new(),
+            paths: Vec::new(),
+            key_patterns: Vec::new(),
+            rules: Vec::new(),
+            detectors: DetectorsConfig::default(),
+            hmac_key_env: None,
+            hmac_key_file: None,
+        }
+    }
+}
+
+/// HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:9464".into() }
+    }
+}
+
+/// Shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM may take to drain and commit, milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_timeout_ms: 20_000 }
+    }
+}
+
+/// Telemetry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `json` or `text` logs on stderr.
+    pub log_format: String,
+    /// `tracing` filter, e.g. `info,audit_processor=debug`.
+    pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { log_format: "text".into(), log_filter: "info".into() }
+    }
+}
+
+/// Everything the processor can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Validation and output.
+    pub processing: ProcessingConfig,
+    /// Redaction.
+    pub redaction: RedactionConfig,
+    /// Payload limits.
+    pub limits: LimitsConfig,
+    /// HTTP endpoints.
+    pub http: HttpConfig,
+    /// Shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Telemetry.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Named starting points, after the seed's presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Strict validation and action naming, oversize events rejected, JSON-free Avro output.
+    StrictMultiTenant,
+    /// Lenient, conservative limits, long drain.
+    SelfHosted,
+    /// Lenient, larger limits with truncation instead of rejection.
+    HighThroughput,
+}
+
+impl Preset {
+    /// Parses `strict-multi-tenant`, `self-hosted`, `high-throughput`.
+    pub fn parse(name: &str) -> Result<Preset, ConfigError> {
+        match name {
+            "strict-multi-tenant" => Ok(Preset::StrictMultiTenant),
+            "self-hosted" => Ok(Preset::SelfHosted),
+            "high-throughput" => Ok(Preset::HighThroughput),
+            other => {
+                Err(bad("preset", format!("{other:?} is not one of strict-multi-tenant, self-hosted, high-throughput")))
+            }
+        }
+    }
+
+    /// The preset's config.
+    pub fn config(self) -> ProcessorConfig {
+        let mut c = ProcessorConfig::default();
+        match self {
+            Preset::StrictMultiTenant => {
+                c.processing.strict = true;
+                c.processing.strict_action_naming = true;
+                c.limits.oversize = OversizeBehavior::Reject;
+            }
+            Preset::SelfHosted => {
+                c.shutdown.drain_timeout_ms = 30_000;
+                c.limits.max_event_bytes = 32 * 1024;
+                c.limits.max_metadata_bytes = 16 * 1024;
+                c.limits.max_diff_bytes = 16 * 1024;
+            }
+            Preset::HighThroughput => {
+                c.limits.oversize = OversizeBehavior::Truncate;
+                c.limits.max_event_bytes = 256 * 1024;
+                c.limits.max_metadata_bytes = 64 * 1024;
+                c.limits.max_diff_bytes = 64 * 1024;
+            }
+        }
+        c
+    }
+}
+
+impl ProcessorConfig {
+    /// Loads defaults ← `AUDIT_PRESET` preset ← `file` ← `AUDIT_<SECTION>__<KEY>` environment
+    /// variables (`AUDIT_KAFKA__BROKERS` sets `kafka.brokers`). Unknown keys are errors naming the key.
+    pub fn load(file: Option<&Path>) -> Result<ProcessorConfig, ConfigError> {
+        let base = match std::env::var("AUDIT_PRESET") {
+            Ok(name) => Preset::parse(&name)?.config(),
+            Err(_) => ProcessorConfig::default(),
+        };
+        let mut figment = Figment::from(Serialized::defaults(base));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(bad("config file", format!("{} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only `AUDIT_<SECTION>__<KEY>` variables are config; other AUDIT_* variables are not ours.
+        figment = figment.merge(Env::prefixed("AUDIT_").filter(|k| k.as_str().contains("__")).split("__"));
+        figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let key = if key.is_empty() { "config".to_owned() } else { key };
+            bad(key, e.kind.to_string())
+        })
+    }
+
+    /// Checks every value without I/O (except reading the HMAC key file or variable).
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let k = &self.kafka;
+        for (key, topic) in [
+            ("kafka.raw_topic", &k.raw_topic),
+            ("kafka.processed_topic", &k.processed_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(bad(key, format!("{topic:?} is not a valid topic name")));
+            }
+        }
+        if k.raw_topic == k.processed_topic
+            || k.raw_topic == k.dead_letter_topic
+            || k.processed_topic == k.dead_letter_topic
+        {
+            return Err(bad(
+                "kafka.processed_topic",
+                "raw, processed and dead-letter topics must be three different topics",
+            ));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(bad("kafka.group_id", "must not be empty"));
+        }
+        if !(1_000..=300_000).contains(&k.session_timeout_ms) {
+            return Err(bad("kafka.session_timeout_ms", "must be between 1000 and 300000"));
+        }
+        let mut kafka = ClientSettings::new(k.brokers.clone(), "audit-processor");
+        kafka.pass_through = k.librdkafka.clone();
+        let protected = crate::runtime::protected_keys();
+        kafka.validate(&protected).map_err(|e| match e {
+            audit_kafka::Error::ProtectedKey { key, reason } => {
+                bad(format!("kafka.librdkafka.{key}"), format!("cannot be overridden: {reason}"))
+            }
+            other => bad("kafka.brokers", other.to_string()),
+        })?;
+
+        let p = &self.processing;
+        if !(2..=90).contains(&p.max_depth) {
+            return Err(bad(
+                "processing.max_depth",
+                "must be between 2 and 90 (MongoDB refuses nesting deeper than 100)",
+            ));
+        }
+        let l = &self.limits;
+        if !(1024..=8 << 20).contains(&l.max_event_bytes) {
+            return Err(bad("limits.max_event_bytes", "must be between 1 KiB and 8 MiB"));
+        }
+        for (key, v) in
+            [("limits.max_metadata_bytes", l.max_metadata_bytes), ("limits.max_diff_bytes", l.max_diff_bytes)]
+        {
+            if v < 64 || v > l.max_event_bytes {
+                return Err(bad(key, "must be between 64 bytes and limits.max_event_bytes"));
+            }
+        }
+        if let Err(e) = self.http.listen.parse::<SocketAddr>() {
+            return Err(bad("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)));
+        }
+        if self.shutdown.drain_timeout_ms == 0 {
+            return Err(bad("shutdown.drain_timeout_ms", "must be positive"));
+        }
+        if !["json", "text"].contains(&self.telemetry.log_format.as_str()) {
+            return Err(bad("telemetry.log_format", "must be json or text"));
+        }
+        let policy = self.redaction_policy()?;
+        Ok(Settings {
+            drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
+            http_listen: self.http.listen.parse().map_err(|_| bad("http.listen", "unparseable"))?,
+            kafka,
+            policy,
+            config: self,
+        })
+    }
+
+    fn hmac_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let r = &self.redaction;
+        let key = match (&r.hmac_key_env, &r.hmac_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("redaction.hmac_key_env", "set hmac_key_env or hmac_key_file, not both"))
+            }
+            (Some(var), None) => Some(
+                std::env::var(var)
+                    .map_err(|_| bad("redaction.hmac_key_env", format!("environment variable {var} is not set")))?
+                    .into_bytes(),
+            ),
+            (None, Some(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| bad("redaction.hmac_key_file", format!("cannot read {}: {e}", path.display())))?
+                    .trim_ascii()
+                    .to_vec(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(k) = &key {
+            if k.len() < 16 {
+                return Err(bad("redaction.hmac_key_env", "the HMAC key must be at least 16 bytes"));
+            }
+        }
+        Ok(key)
+    }
+
+    /// The redaction policy this config describes.
+    pub fn redaction_policy(&self) -> Result<RedactionPolicy, ConfigError> {
+        let r = &self.redaction;
+        let mut rules = Vec::new();
+        for (i, rc) in r.rules.iter().enumerate() {
+            let key = format!("redaction.rules[{i}]");
+            let matcher = match (&rc.key, &rc.path, &rc.key_pattern) {
+                (Some(k), None, None) => RuleMatch::key(k),
+                (None, Some(p), None) => RuleMatch::path(p).map_err(|e| bad(format!("{key}.path"), e))?,
+                (None, None, Some(re)) => {
+                    RuleMatch::key_pattern(re).map_err(|e| bad(format!("{key}.key_pattern"), e))?
+                }
+                _ => return Err(bad(key, "set exactly one of key, path, key_pattern")),
+            };
+            let replacement = match rc.replace {
+                ReplaceConfig::Mask => Replacement::Mask,
+                ReplaceConfig::Hmac => Replacement::Hmac,
+            };
+            rules.push(Rule { matcher, replacement });
+        }
+        for k in &r.keys {
+            rules.push(Rule { matcher: RuleMatch::key(k), replacement: Replacement::Mask });
+        }
+        for (i, p) in r.paths.iter().enumerate() {
+            rules.push(Rule {
+                matcher: RuleMatch::path(p).map_err(|e| bad(format!("redaction.paths[{i}]"), e))?,
+                replacement: Replacement::Mask,
+            });
+        }
+        for (i, p) in r.key_patterns.iter().enumerate() {
+            rules.push(Rule {
+                matcher: RuleMatch::key_pattern(p).map_err(|e| bad(format!("redaction.key_patterns[{i}]"), e))?,
+                replacement: Replacement::Mask,
+            });
+        }
+        let hmac_key = self.hmac_key()?;
+        if rules.iter().any(|r| r.replacement == Replacement::Hmac) && hmac_key.is_none() {
+            return Err(bad("redaction.hmac_key_env", "a rule uses replace = \"hmac\" but no HMAC key is configured"));
+        }
+        if r.mask.is_empty() {
+            return Err(bad("redaction.mask", "must not be empty"));
+        }
+        Ok(RedactionPolicy::new(r.enabled, r.mask.clone(), r.default_keys, rules, r.detectors.clone(), hmac_key))
+    }
+}
+
+/// The validated settings the processor runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config they came from.
+    pub config: ProcessorConfig,
+    /// Kafka client settings.
+    pub kafka: ClientSettings,
+    /// The compiled redaction policy.
+    pub policy: RedactionPolicy,
+    /// SIGTERM drain deadline.
+    pub drain_timeout: Duration,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let mut cases: Vec<(ProcessorConfig, &str)> = Vec::new();
+        let mut c = ProcessorConfig::default();
+        c.kafka.raw_topic = "bad topic".into();
+        cases.push((c, "kafka.raw_topic"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.processed_topic = c.kafka.raw_topic.clone();
+        cases.push((c, "kafka.processed_topic"));
+        let mut c = ProcessorConfig::default();
+        c.limits.max_metadata_bytes = 10;
+        cases.push((c, "limits.max_metadata_bytes"));
+        let mut c = ProcessorConfig::default();
+        c.http.listen = "nowhere".into();
+        cases.push((c, "http.listen"));
+        let mut c = ProcessorConfig::default();
+        c.redaction.paths = vec!["metadata..x".into()];
+        cases.push((c, "redaction.paths[0]"));
+        let mut c = ProcessorConfig::default();
+        c.redaction.key_patterns = vec!["(".into()];
+        cases.push((c, "redaction.key_patterns[0]"));
+        let mut c = ProcessorConfig::default();
+        c.redaction.rules =
+            vec![RuleConfig { key: Some("email".into()), path: None, key_pattern: None, replace: ReplaceConfig::Hmac }];
+        cases.push((c, "redaction.hmac_key_env"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.librdkafka.insert("enable.auto.offset.store".into(), "true".into());
+        cases.push((c, "kafka.librdkafka.enable.auto.offset.store"));
+        let mut c = ProcessorConfig::default();
+        c.processing.max_depth = 200;
+        cases.push((c, "processing.max_depth"));
+        for (config, key) in cases {
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[limits]\nmax_event_byte = 5\n").unwrap();
+        let err = ProcessorConfig::load(Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("max_event_byte"), "{err}");
+    }
+
+    #[test]
+    fn presets_are_valid() {
+        for name in ["strict-multi-tenant", "self-hosted", "high-throughput"] {
+            Preset::parse(name).unwrap().config().validate().unwrap();
+        }
+        assert!(Preset::parse("fast").is_err());
+    }
+}

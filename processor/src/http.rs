@@ -1,0 +1,63 @@
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ProcessorMetrics;
+use crate::runtime::Health;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: ProcessorMetrics,
+    health: Arc<Health>,
+}
+
+async fn metrics_text(State(s): State<AppState>) -> String {
+    s.metrics.render()
+}
+
+async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    // Live until the poll loop has been stuck for a minute (a rebalance may block it for a while).
+    if !s.health.ready.load(Ordering::Acquire) && s.health.last_poll_ms.load(Ordering::Relaxed) == 0 {
+        return (StatusCode::OK, "starting");
+    }
+    if s.health.live(Duration::from_secs(60)) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "poll loop stalled")
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.health.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Binds `addr` (fails fast when taken) and serves until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: ProcessorMetrics,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, health });
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    }))
+}

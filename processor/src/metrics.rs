@@ -1,0 +1,82 @@
+//! The processor's Prometheus metrics; names defined once here and listed in `docs/METRICS.md`.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Raw records consumed.
+pub const CONSUMED: &str = "audit_processor_records_consumed_total";
+/// Events published to the processed topic (quarantine entries included).
+pub const PROCESSED: &str = "audit_processor_events_processed_total";
+/// Records sent to the dead-letter topic, by `class`.
+pub const DEAD_LETTERED: &str = "audit_processor_dead_lettered_total";
+/// Values redacted, by `rule`.
+pub const REDACTIONS: &str = "audit_processor_redactions_total";
+/// Payloads replaced by truncation markers, by `field` (`metadata`, `diff`).
+pub const TRUNCATIONS: &str = "audit_processor_truncations_total";
+/// Records behind the raw partition's end, by `partition`.
+pub const LAG: &str = "audit_processor_lag_records";
+/// Seconds spent in the pipeline per record.
+pub const PROCESSING_LATENCY: &str = "audit_processor_processing_seconds";
+/// Partitions currently owned.
+pub const ASSIGNED: &str = "audit_processor_assigned_partitions";
+
+/// Metric handles.
+#[derive(Debug, Clone)]
+pub struct ProcessorMetrics {
+    /// Registry they are in (served at `/metrics`).
+    pub registry: Registry,
+    pub(crate) consumed: IntCounter,
+    pub(crate) processed: IntCounter,
+    pub(crate) dead_lettered: IntCounterVec,
+    pub(crate) redactions: IntCounterVec,
+    pub(crate) truncations: IntCounterVec,
+    pub(crate) lag: IntGaugeVec,
+    pub(crate) latency: Histogram,
+    pub(crate) assigned: prometheus::IntGauge,
+}
+
+impl ProcessorMetrics {
+    /// Creates and registers the metrics in a new registry.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let m = ProcessorMetrics {
+            consumed: IntCounter::new(CONSUMED, "Raw records consumed.")?,
+            processed: IntCounter::new(
+                PROCESSED,
+                "Events published to the processed topic (quarantine entries included).",
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new(DEAD_LETTERED, "Records sent to the dead-letter topic."),
+                &["class"],
+            )?,
+            redactions: IntCounterVec::new(Opts::new(REDACTIONS, "Values redacted, by rule."), &["rule"])?,
+            truncations: IntCounterVec::new(
+                Opts::new(TRUNCATIONS, "Payloads replaced by truncation markers."),
+                &["field"],
+            )?,
+            lag: IntGaugeVec::new(Opts::new(LAG, "Records behind the end of the raw partition."), &["partition"])?,
+            latency: Histogram::with_opts(
+                HistogramOpts::new(PROCESSING_LATENCY, "Seconds spent in the pipeline per record.")
+                    .buckets(vec![0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05]),
+            )?,
+            assigned: prometheus::IntGauge::new(ASSIGNED, "Raw partitions this instance owns.")?,
+            registry,
+        };
+        m.registry.register(Box::new(m.consumed.clone()))?;
+        m.registry.register(Box::new(m.processed.clone()))?;
+        m.registry.register(Box::new(m.dead_lettered.clone()))?;
+        m.registry.register(Box::new(m.redactions.clone()))?;
+        m.registry.register(Box::new(m.truncations.clone()))?;
+        m.registry.register(Box::new(m.lag.clone()))?;
+        m.registry.register(Box::new(m.latency.clone()))?;
+        m.registry.register(Box::new(m.assigned.clone()))?;
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        let _ = encoder.encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,668 @@
+//! Redaction of secrets in the free-form parts of an event (`metadata` and `diff`).
+//!
+//! Four kinds of rule, applied in one walk over the JSON tree:
+//! * **keys**: the built-in list (password, otp, token, accessToken, refreshToken, authorization,
+//!   cookie, set-cookie, secret, apiKey, privateKey) plus configured names, matched across case and
+//!   spelling: a key is split into words (`x-api-key` → x/api/key, `accessToken` → access/token) and
+//!   matches when the rule's words appear in it in a row (plural allowed on the last word) or its
+//!   letters end with the rule's letters (`xapikey`). The whole value under a matching key is
+//!   replaced, whatever its type, at any depth, inside arrays too;
+//! * **paths**: dot paths with `*` (one segment) and `**` (any depth), e.g. `metadata.users.*.ssn`;
+//! * **key patterns**: regular expressions over key names;
+//! * **value detectors** for secrets inside strings that no key gives away: `Bearer`/`Basic`
+//!   credentials, JWTs, `user:password@` in URLs, `password=`/`token=`/`api_key=`... in query
+//!   strings, PEM private-key blocks, and card numbers that pass the Luhn check. Only the secret part
+//!   of the string is replaced.
+//!
+//! A replacement is the mask (`***`) or, per rule, `hmac:<32 hex>` = HMAC-SHA256 under a configured
+//! key over the value's canonical JSON: equal values give equal tokens (joinable) without being
+//! readable. The policy's version ([`RedactionPolicy::version`]) is a hash of every rule, the mask and
+//! the HMAC key's fingerprint, recorded on each event with the redacted paths.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, KeyInit, Mac};
+use regex::Regex;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::DetectorsConfig;
+
+/// The built-in sensitive keys.
+pub const DEFAULT_KEYS: &[&str] = &[
+    "password",
+    "otp",
+    "token",
+    "accessToken",
+    "refreshToken",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "secret",
+    "apiKey",
+    "privateKey",
+];
+
+/// Splits a key into lowercase words at separators and lower→upper case changes.
+fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// A key name as a rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName {
+    original: String,
+    words: Vec<String>,
+    joined: String,
+}
+
+impl KeyName {
+    /// Parses a rule's key name.
+    pub fn new(name: &str) -> Self {
+        let words = words(name);
+        KeyName { original: name.to_owned(), joined: words.concat(), words }
+    }
+
+    /// Whether a document key matches this name.
+    pub fn matches(&self, key: &str) -> bool {
+        if self.words.is_empty() {
+            return false;
+        }
+        let kw = words(key);
+        let joined: String = kw.concat();
+        if joined == self.joined || joined.ends_with(&self.joined) || joined == format!("{}s", self.joined) {
+            return true;
+        }
+        let n = self.words.len();
+        kw.windows(n).any(|w| {
+            w[..n - 1] == self.words[..n - 1]
+                && (w[n - 1] == self.words[n - 1] || w[n - 1] == format!("{}s", self.words[n - 1]))
+        })
+    }
+}
+
+/// One segment of a concrete path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// One segment of a path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatSeg {
+    Literal(String),
+    Any,
+    AnyDepth,
+}
+
+/// A dot path with wildcards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    text: String,
+    segs: Vec<PatSeg>,
+}
+
+impl PathPattern {
+    /// Parses `metadata.users.*.ssn`, `metadata.users[*].ssn`, `diff.**.password`.
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        let mut segs = Vec::new();
+        for part in text.split('.') {
+            let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+            if name.is_empty() && rest.is_empty() {
+                return Err(format!("{text:?} has an empty segment"));
+            }
+            if !name.is_empty() {
+                segs.push(match name {
+                    "*" => PatSeg::Any,
+                    "**" => PatSeg::AnyDepth,
+                    n => PatSeg::Literal(n.to_owned()),
+                });
+            }
+            if !rest.is_empty() {
+                for idx in format!("[{rest}").split('[').skip(1) {
+                    let idx = idx.strip_suffix(']').ok_or_else(|| format!("{text:?} has an unclosed ["))?;
+                    segs.push(if idx == "*" {
+                        PatSeg::Any
+                    } else {
+                        idx.parse::<usize>().map_err(|_| format!("{text:?}: [{idx}] is not an index or *"))?;
+                        PatSeg::Literal(idx.to_owned())
+                    });
+                }
+            }
+        }
+        match segs.first() {
+            Some(PatSeg::Literal(root)) if root == "metadata" || root == "diff" => {}
+            Some(PatSeg::AnyDepth | PatSeg::Any) => {}
+            _ => {
+                return Err(format!(
+                    "{text:?} must start with metadata or diff (the parts of an event that are redacted)"
+                ))
+            }
+        }
+        Ok(PathPattern { text: text.to_owned(), segs })
+    }
+
+    fn matches(&self, path: &[Seg]) -> bool {
+        fn go(pat: &[PatSeg], path: &[Seg]) -> bool {
+            match pat.split_first() {
+                None => path.is_empty(),
+                Some((PatSeg::AnyDepth, rest)) => (0..=path.len()).any(|i| go(rest, &path[i..])),
+                Some((seg, rest)) => {
+                    let Some((head, tail)) = path.split_first() else { return false };
+                    let ok = match (seg, head) {
+                        (PatSeg::Any, _) => true,
+                        (PatSeg::Literal(l), Seg::Key(k)) => l.eq_ignore_ascii_case(k),
+                        (PatSeg::Literal(l), Seg::Index(i)) => l.parse::<usize>().is_ok_and(|n| n == *i),
+                        (PatSeg::AnyDepth, _) => unreachable!(),
+                    };
+                    ok && go(rest, tail)
+                }
+            }
+        }
+        go(&self.segs, path)
+    }
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone)]
+pub enum RuleMatch {
+    /// A key name (spelling variants included).
+    Key(KeyName),
+    /// A path pattern.
+    Path(PathPattern),
+    /// A regular expression over key names.
+    KeyPattern(Regex),
+}
+
+impl RuleMatch {
+    /// A key-name rule.
+    pub fn key(name: &str) -> RuleMatch {
+        RuleMatch::Key(KeyName::new(name))
+    }
+
+    /// A path rule.
+    pub fn path(pattern: &str) -> Result<RuleMatch, String> {
+        PathPattern::parse(pattern).map(RuleMatch::Path)
+    }
+
+    /// A key-regex rule.
+    pub fn key_pattern(pattern: &str) -> Result<RuleMatch, String> {
+        Regex::new(pattern)
+            .map(RuleMatch::KeyPattern)
+            .map_err(|e| format!("{pattern:?} is not a valid regular expression: {e}"))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            RuleMatch::Key(_) => "key",
+            RuleMatch::Path(_) => "path",
+            RuleMatch::KeyPattern(_) => "key_pattern",
+        }
+    }
+
+    fn describe(&self) -> Value {
+        match self {
+            RuleMatch::Key(k) => json!({"key": k.original}),
+            RuleMatch::Path(p) => json!({"path": p.text}),
+            RuleMatch::KeyPattern(r) => json!({"keyPattern": r.as_str()}),
+        }
+    }
+}
+
+/// How a matched value is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// The mask string.
+    Mask,
+    /// `hmac:<32 hex>`.
+    Hmac,
+}
+
+/// A rule: what to match, how to replace.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Matcher.
+    pub matcher: RuleMatch,
+    /// Replacement.
+    pub replacement: Replacement,
+}
+
+#[derive(Debug, Clone)]
+struct Detector {
+    name: &'static str,
+    regex: Regex,
+    /// Capture group holding the secret (0 = the whole match).
+    group: usize,
+    luhn: bool,
+}
+
+/// What redaction did to one event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedactionReport {
+    /// Paths of redacted values, in document order.
+    pub paths: Vec<String>,
+    /// Redactions by rule kind (`key`, `path`, `key_pattern`, `bearer`, `jwt`, ...).
+    pub by_rule: BTreeMap<&'static str, u64>,
+}
+
+/// A compiled redaction policy.
+#[derive(Debug, Clone)]
+pub struct RedactionPolicy {
+    enabled: bool,
+    mask: String,
+    rules: Vec<Rule>,
+    detectors: Vec<Detector>,
+    hmac_key: Option<Vec<u8>>,
+    version: String,
+}
+
+#[allow(clippy::expect_used)] // constant patterns, covered by tests
+fn detectors(config: &DetectorsConfig) -> Vec<Detector> {
+    let mut out = Vec::new();
+    let d =
+        |name, re: &str, group, luhn| Detector { name, regex: Regex::new(re).expect("detector regex"), group, luhn };
+    if config.private_keys {
+        out.push(d(
+            "private_key",
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
+            0,
+            false,
+        ));
+    }
+    if config.bearer_tokens {
+        out.push(d("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, false));
+        out.push(d("bearer", r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1, false));
+    }
+    if config.url_credentials {
+        out.push(d("url_credentials", r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@", 1, false));
+        out.push(d(
+            "url_credentials",
+            r"(?i)(?:^|[?&;\s])(?:password|passwd|pwd|pass|token|access_token|refresh_token|id_token|api_key|apikey|api-key|secret|client_secret)=([^&\s#;]+)",
+            1,
+            false,
+        ));
+    }
+    if config.card_numbers {
+        out.push(d("card_number", r"\b[2-6](?:[ -]?\d){12,18}\b", 0, true));
+    }
+    out
+}
+
+/// Luhn checksum over the digits of `s` (13–19 of them).
+pub fn luhn_valid(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+impl RedactionPolicy {
+    /// Compiles a policy. `rules` are tried first, then the built-in keys (when enabled).
+    pub fn new(
+        enabled: bool,
+        mask: String,
+        default_keys: bool,
+        mut rules: Vec<Rule>,
+        detector_config: DetectorsConfig,
+        hmac_key: Option<Vec<u8>>,
+    ) -> RedactionPolicy {
+        if default_keys {
+            rules.extend(
+                DEFAULT_KEYS.iter().map(|k| Rule { matcher: RuleMatch::key(k), replacement: Replacement::Mask }),
+            );
+        }
+        let detectors = detectors(&detector_config);
+        let description = json!({
+            "v": 1,
+            "enabled": enabled,
+            "mask": mask,
+            "rules": rules.iter().map(|r| json!({"match": r.matcher.describe(), "replace": if r.replacement == Replacement::Mask { "mask" } else { "hmac" }})).collect::<Vec<_>>(),
+            "detectors": detectors.iter().map(|d| json!({"name": d.name, "regex": d.regex.as_str()})).collect::<Vec<_>>(),
+            "hmacKey": hmac_key.as_ref().map(|k| hex::encode(&Sha256::digest(k)[..8])),
+        });
+        let canonical = audit_schema::canonical::canonicalize(&description).unwrap_or_default();
+        let version = hex::encode(&Sha256::digest(&canonical)[..8]);
+        RedactionPolicy { enabled, mask, rules, detectors, hmac_key, version }
+    }
+
+    /// The default policy (built-in keys, all detectors, mask).
+    pub fn default_policy() -> RedactionPolicy {
+        RedactionPolicy::new(true, "***".into(), true, Vec::new(), DetectorsConfig::default(), None)
+    }
+
+    /// Version hash of this policy (16 hex), recorded in each event's `redaction.policy`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn replacement(&self, replacement: Replacement, value: &Value) -> Value {
+        match (replacement, &self.hmac_key) {
+            (Replacement::Hmac, Some(key)) => {
+                let canonical =
+                    audit_schema::canonical::canonicalize(value).unwrap_or_else(|_| value.to_string().into_bytes());
+                #[allow(clippy::expect_used)] // HMAC accepts keys of any length
+                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+                mac.update(&canonical);
+                Value::String(format!("hmac:{}", &hex::encode(mac.finalize().into_bytes())[..32]))
+            }
+            _ => Value::String(self.mask.clone()),
+        }
+    }
+
+    /// Redacts the subtree `value` found at `root` (`metadata` or `diff`), recording what it did.
+    pub fn redact(&self, root: &str, value: &mut Value, report: &mut RedactionReport) {
+        if !self.enabled {
+            return;
+        }
+        let mut path = vec![Seg::Key(root.to_owned())];
+        self.walk(value, &mut path, report);
+    }
+
+    fn matching_rule(&self, key: Option<&str>, path: &[Seg]) -> Option<&Rule> {
+        self.rules.iter().find(|r| match &r.matcher {
+            RuleMatch::Key(k) => key.is_some_and(|key| k.matches(key)),
+            RuleMatch::KeyPattern(re) => key.is_some_and(|key| re.is_match(key)),
+            RuleMatch::Path(p) => p.matches(path),
+        })
+    }
+
+    fn walk(&self, value: &mut Value, path: &mut Vec<Seg>, report: &mut RedactionReport) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    path.push(Seg::Key(key.clone()));
+                    self.visit(Some(key), child, path, report);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter_mut().enumerate() {
+                    path.push(Seg::Index(i));
+                    self.visit(None, child, path, report);
+                    path.pop();
+                }
+            }
+            Value::String(s) => {
+                if let Some(replaced) = self.scan_string(s, report) {
+                    *s = replaced;
+                    report.paths.push(format_path(path));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn visit(&self, key: Option<&str>, child: &mut Value, path: &mut Vec<Seg>, report: &mut RedactionReport) {
+        if let Some(rule) = self.matching_rule(key, path) {
+            *child = self.replacement(rule.replacement, child);
+            report.paths.push(format_path(path));
+            *report.by_rule.entry(rule.matcher.kind()).or_default() += 1;
+        } else {
+            self.walk(child, path, report);
+        }
+    }
+
+    /// Runs the value detectors over `s`; returns the redacted string when something was found.
+    fn scan_string(&self, s: &str, report: &mut RedactionReport) -> Option<String> {
+        let mut current: Option<String> = None;
+        for d in &self.detectors {
+            let text = current.as_deref().unwrap_or(s);
+            let mut found = 0u64;
+            let mut out = String::with_capacity(text.len());
+            let mut last = 0;
+            for caps in d.regex.captures_iter(text) {
+                let Some(m) = caps.get(d.group) else { continue };
+                if d.luhn && !luhn_valid(m.as_str()) {
+                    continue;
+                }
+                if m.as_str() == self.mask {
+                    continue;
+                }
+                out.push_str(&text[last..m.start()]);
+                out.push_str(&self.mask);
+                last = m.end();
+                found += 1;
+            }
+            if found > 0 {
+                out.push_str(&text[last..]);
+                *report.by_rule.entry(d.name).or_default() += found;
+                current = Some(out);
+            }
+        }
+        current
+    }
+}
+
+fn format_path(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => {
+                s.push('[');
+                s.push_str(&i.to_string());
+                s.push(']');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redact(policy: &RedactionPolicy, mut v: Value) -> (Value, RedactionReport) {
+        let mut report = RedactionReport::default();
+        policy.redact("metadata", &mut v, &mut report);
+        (v, report)
+    }
+
+    #[test]
+    fn default_keys_match_case_and_spelling_variants_at_any_depth() {
+        let policy = RedactionPolicy::default_policy();
+        let (v, report) = redact(
+            &policy,
+            json!({
+                "Authorization": "Basic dXNlcjpwYXNz",
+                "headers": {"x-api-key": "k1", "Set-Cookie": ["a=1", "b=2"], "cookies": {"sid": "s"}},
+                "access_token": {"nested": "object replaced whole"},
+                "users": [{"name": "ada", "PASSWORD": 1234}, {"name": "bob", "password_confirmation": "x"}],
+                "refreshToken": "r", "otp": 123456, "client_secret": "cs", "private_key": "pk", "apikey": "k2",
+                "secretary": "not a secret", "tokenizer": "fine", "passport": "fine"
+            }),
+        );
+        for (pointer, expected) in [
+            ("/Authorization", json!("***")),
+            ("/headers/x-api-key", json!("***")),
+            ("/headers/Set-Cookie", json!("***")),
+            ("/headers/cookies", json!("***")),
+            ("/access_token", json!("***")),
+            ("/users/0/PASSWORD", json!("***")),
+            ("/users/1/password_confirmation", json!("***")),
+            ("/refreshToken", json!("***")),
+            ("/otp", json!("***")),
+            ("/client_secret", json!("***")),
+            ("/private_key", json!("***")),
+            ("/apikey", json!("***")),
+            ("/secretary", json!("not a secret")),
+            ("/tokenizer", json!("fine")),
+            ("/passport", json!("fine")),
+            ("/users/0/name", json!("ada")),
+        ] {
+            assert_eq!(v.pointer(pointer), Some(&expected), "{pointer}");
+        }
+        assert!(report.paths.contains(&"metadata.users[0].PASSWORD".to_owned()), "{:?}", report.paths);
+        assert_eq!(report.by_rule.get("key"), Some(&12));
+    }
+
+    #[test]
+    fn path_rules_support_wildcards_and_indices() {
+        let rules = vec![
+            Rule { matcher: RuleMatch::path("metadata.users.*.ssn").unwrap(), replacement: Replacement::Mask },
+            Rule { matcher: RuleMatch::path("metadata.**.email").unwrap(), replacement: Replacement::Mask },
+            Rule { matcher: RuleMatch::path("metadata.cards[1]").unwrap(), replacement: Replacement::Mask },
+        ];
+        let policy = RedactionPolicy::new(true, "***".into(), false, rules, DetectorsConfig::default(), None);
+        let (v, report) = redact(
+            &policy,
+            json!({"users": [{"ssn": "1"}, {"ssn": "2", "keep": "k"}], "deep": {"a": {"b": {"email": "e@x"}}}, "email": "top@x", "cards": ["a", "b"]}),
+        );
+        assert_eq!(v["users"][0]["ssn"], "***");
+        assert_eq!(v["users"][1]["ssn"], "***");
+        assert_eq!(v["users"][1]["keep"], "k");
+        assert_eq!(v["deep"]["a"]["b"]["email"], "***");
+        assert_eq!(v["email"], "***", "** matches zero segments");
+        assert_eq!(v["cards"], json!(["a", "***"]));
+        assert_eq!(report.by_rule.get("path"), Some(&5));
+    }
+
+    #[test]
+    fn path_patterns_are_validated() {
+        assert!(PathPattern::parse("metadata..x").is_err());
+        assert!(PathPattern::parse("actor.id").is_err(), "only metadata and diff are redacted");
+        assert!(PathPattern::parse("metadata.a[x]").is_err());
+        assert!(PathPattern::parse("diff.after.*.password").is_ok());
+    }
+
+    #[test]
+    fn key_patterns_are_regular_expressions_over_keys() {
+        let rules =
+            vec![Rule { matcher: RuleMatch::key_pattern("^secret_|_pin$").unwrap(), replacement: Replacement::Mask }];
+        let policy = RedactionPolicy::new(true, "***".into(), false, rules, DetectorsConfig::default(), None);
+        let (v, _) = redact(&policy, json!({"secret_sauce": 1, "card_pin": 2, "pinned": 3}));
+        assert_eq!(v, json!({"secret_sauce": "***", "card_pin": "***", "pinned": 3}));
+    }
+
+    #[test]
+    fn value_detectors_find_secrets_inside_strings() {
+        let policy = RedactionPolicy::default_policy();
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let (v, report) = redact(
+            &policy,
+            json!({
+                "h": "Bearer abcdef1234567890.xyz",
+                "log": format!("got {jwt} from client"),
+                "url": "postgres://admin:s3cr3t@db.internal:5432/app",
+                "query": "/cb?code=1&access_token=abc123&state=x",
+                "form": "user=ada&password=hunter2",
+                "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+                "note": "card 4111 1111 1111 1111 on file",
+                "not_card": "order 4111 1111 1111 1112 and ts 1732579200000",
+                "plain": "nothing to see"
+            }),
+        );
+        assert_eq!(v["h"], "Bearer ***");
+        assert_eq!(v["log"], "got *** from client");
+        assert_eq!(v["url"], "postgres://admin:***@db.internal:5432/app");
+        assert_eq!(v["query"], "/cb?code=1&access_token=***&state=x");
+        assert_eq!(v["form"], "user=ada&password=***");
+        assert_eq!(v["pem"], "***");
+        assert_eq!(v["note"], "card *** on file");
+        assert_eq!(
+            v["not_card"], "order 4111 1111 1111 1112 and ts 1732579200000",
+            "Luhn fails; timestamps are not cards"
+        );
+        assert_eq!(v["plain"], "nothing to see");
+        for rule in ["jwt", "bearer", "url_credentials", "private_key", "card_number"] {
+            assert!(report.by_rule.contains_key(rule), "{rule}: {:?}", report.by_rule);
+        }
+        assert!(report.paths.contains(&"metadata.url".to_owned()));
+    }
+
+    #[test]
+    fn hmac_tokens_are_stable_joinable_and_keyed() {
+        let rules = || vec![Rule { matcher: RuleMatch::key("email"), replacement: Replacement::Hmac }];
+        let a = RedactionPolicy::new(
+            true,
+            "***".into(),
+            true,
+            rules(),
+            DetectorsConfig::default(),
+            Some(b"0123456789abcdef".to_vec()),
+        );
+        let b = RedactionPolicy::new(
+            true,
+            "***".into(),
+            true,
+            rules(),
+            DetectorsConfig::default(),
+            Some(b"fedcba9876543210".to_vec()),
+        );
+        let (v1, _) = redact(&a, json!({"email": "ada@example.com", "other": {"email": "ada@example.com"}}));
+        let (v2, _) = redact(&b, json!({"email": "ada@example.com"}));
+        let token = v1["email"].as_str().unwrap();
+        assert!(token.starts_with("hmac:") && token.len() == 37, "{token}");
+        assert_eq!(v1["email"], v1["other"]["email"], "equal values give equal tokens");
+        assert_ne!(v1["email"], v2["email"], "another key gives another token");
+        assert_ne!(a.version(), b.version(), "the key is part of the policy version");
+    }
+
+    #[test]
+    fn the_version_changes_with_the_rules_and_not_otherwise() {
+        let p1 = RedactionPolicy::default_policy();
+        let p2 = RedactionPolicy::default_policy();
+        assert_eq!(p1.version(), p2.version());
+        let p3 = RedactionPolicy::new(true, "[redacted]".into(), true, Vec::new(), DetectorsConfig::default(), None);
+        assert_ne!(p1.version(), p3.version());
+    }
+
+    #[test]
+    fn disabled_policy_leaves_values_alone() {
+        let policy = RedactionPolicy::new(false, "***".into(), true, Vec::new(), DetectorsConfig::default(), None);
+        let (v, report) = redact(&policy, json!({"password": "p"}));
+        assert_eq!(v["password"], "p");
+        assert!(report.paths.is_empty());
+    }
+
+    #[test]
+    fn luhn() {
+        assert!(luhn_valid("4111111111111111"));
+        assert!(luhn_valid("5555 5555 5555 4444"));
+        assert!(!luhn_valid("4111111111111112"));
+        assert!(!luhn_valid("1234"));
+    }
+}

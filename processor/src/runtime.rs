@@ -1,0 +1,665 @@
+//! The Kafka side: one consumer in the processor group, one ordered lane (thread) per assigned raw
+//! partition, one idempotent producer, and the exactly-once chain without broker transactions.
+//!
+//! * On assignment of raw partition p, the lane's state is recovered from the tail of processed
+//!   partition p: the last event's `(seq, hash, source.offset)`. The raw partition is assigned at
+//!   `source.offset + 1`, whatever the group committed, so a restart neither repeats nor skips a raw
+//!   record in the chain.
+//! * The producer is idempotent with unlimited retries, so a lane's output lands in order and
+//!   without gaps; a permanent delivery failure is fatal (the chain must not skip) and the process
+//!   exits non-zero, to resume from the tail after a restart.
+//! * Raw offsets are stored only once the processed event they produced is acknowledged; they are
+//!   committed in the background and on revoke and shutdown. They serve lag monitoring; correctness
+//!   comes from the processed tail.
+//! * On revoke and on shutdown each lane stops taking records, waits for its in-flight deliveries,
+//!   stores and commits its offset, then lets the partition go.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use audit_kafka::{close_consumer, Required};
+use audit_schema::chain::{chain_name, ChainHead, ChainLink};
+use audit_schema::codec;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::metrics::ProcessorMetrics;
+use crate::pipeline::{Pipeline, RawRecord};
+
+/// Why the processor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The topics are missing or shaped wrong.
+    #[error("{0}")]
+    Topology(String),
+    /// A Kafka client could not be created or used.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A lane cannot continue (permanent delivery failure, unreadable processed tail...).
+    #[error("{0}")]
+    Fatal(String),
+    /// The HTTP endpoint could not start.
+    #[error("http endpoint {addr}: {source}")]
+    Http {
+        /// Listen address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
+    Required { key, value: Cow::Borrowed(value), reason }
+}
+
+fn consumer_required() -> Vec<Required> {
+    let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
+    r.push(req(
+        "partition.assignment.strategy",
+        "range,roundrobin",
+        "lanes are handed over whole on revoke (eager rebalancing)",
+    ));
+    r.push(req("auto.offset.reset", "earliest", "a new partition is processed from its beginning"));
+    r.push(req("enable.partition.eof", "false", "the consumer reads a never-ending stream"));
+    r
+}
+
+fn producer_required() -> Vec<Required> {
+    vec![
+        req("enable.idempotence", "true", "a lane's events must land in order, without duplicates or gaps"),
+        req("acks", "all", "an event counts only when every in-sync replica has it"),
+        req("message.timeout.ms", "0", "the chain cannot skip an event, so delivery is retried until it succeeds"),
+        req("max.in.flight.requests.per.connection", "5", "ordering under idempotence"),
+    ]
+}
+
+/// Every librdkafka key the processor fixes (refused as pass-through options).
+pub fn protected_keys() -> Vec<Required> {
+    let mut keys = consumer_required();
+    keys.extend(producer_required());
+    keys.push(req("group.id", "", "set kafka.group_id instead"));
+    keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
+    keys
+}
+
+/// What a delivery report belongs to.
+#[derive(Debug)]
+struct Token {
+    lane: Arc<LaneState>,
+    /// Raw offset whose processed event this is; `None` for a dead letter.
+    raw_offset: Option<i64>,
+}
+
+#[derive(Debug)]
+struct LaneState {
+    partition: i32,
+    stop: AtomicBool,
+    in_flight: AtomicI64,
+    /// Highest raw offset whose processed event was acknowledged (-1: none yet).
+    acked: AtomicI64,
+    /// Highest raw offset stored for commit.
+    stored: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct FatalSlot(Mutex<Option<String>>);
+
+impl FatalSlot {
+    fn set(&self, message: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(error = %message, "fatal");
+            *slot = Some(message);
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Debug)]
+struct DeliveryContext {
+    fatal: Arc<FatalSlot>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
+        match result {
+            Ok(_) => {
+                if let Some(offset) = token.raw_offset {
+                    token.lane.acked.fetch_max(offset, Ordering::AcqRel);
+                }
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight), _))
+                if self.shutting_down.load(Ordering::Relaxed) => {}
+            Err((error, message)) => self.fatal.set(format!(
+                "permanent delivery failure to {} partition {} (raw partition {}): {error}; the chain cannot skip an event, exiting to resume from the processed tail",
+                message.topic(),
+                message.partition(),
+                token.lane.partition
+            )),
+        }
+        token.lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Lane {
+    state: Arc<LaneState>,
+    tx: SyncSender<OwnedMessage>,
+    thread: JoinHandle<()>,
+}
+
+/// Liveness and readiness, for `/healthz` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Startup checks passed and the consumer is subscribed.
+    pub ready: AtomicBool,
+    /// Unix milliseconds of the last poll-loop turn.
+    pub last_poll_ms: AtomicI64,
+}
+
+impl Health {
+    /// Whether the poll loop turned within `max_age`.
+    pub fn live(&self, max_age: Duration) -> bool {
+        let last = self.last_poll_ms.load(Ordering::Relaxed);
+        last > 0 && now_ms() - last < max_age.as_millis() as i64
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct Shared {
+    settings: Settings,
+    pipeline: Pipeline,
+    metrics: ProcessorMetrics,
+    producer: ThreadedProducer<DeliveryContext>,
+    lanes: Mutex<BTreeMap<i32, Lane>>,
+    tail: Mutex<Option<BaseConsumer>>,
+    fatal: Arc<FatalSlot>,
+}
+
+impl Shared {
+    fn lanes(&self) -> MutexGuard<'_, BTreeMap<i32, Lane>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn raw_topic(&self) -> &str {
+        &self.settings.config.kafka.raw_topic
+    }
+}
+
+struct RebalanceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.shared.release(consumer, &partitions);
+                if let Err(error) = consumer.unassign() {
+                    tracing::warn!(%error, "unassign after revoke");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                let partitions: Vec<i32> = self.shared.lanes().keys().copied().collect();
+                self.shared.release(consumer, &partitions);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let shared = &self.shared;
+        let raw = shared.raw_topic().to_owned();
+        let mut assignment = TopicPartitionList::new();
+        let mut resumed = Vec::new();
+        for element in tpl.elements() {
+            let p = element.partition();
+            match shared.recover(p) {
+                Ok((head, offset)) => {
+                    tracing::info!(partition = p, seq = head.seq, next_raw_offset = ?offset, "lane resumes at the processed tail");
+                    let _ = assignment.add_partition_offset(&raw, p, offset);
+                    resumed.push((p, head));
+                }
+                Err(message) => {
+                    shared
+                        .fatal
+                        .set(format!("raw partition {p}: cannot recover the chain from the processed tail: {message}"));
+                    let _ = assignment.add_partition_offset(&raw, p, Offset::Stored);
+                }
+            }
+        }
+        if let Err(error) = consumer.assign(&assignment) {
+            shared.fatal.set(format!("assign failed: {error}"));
+            return;
+        }
+        for (p, head) in resumed {
+            shared.start_lane(p, head);
+        }
+        shared.metrics.assigned.set(shared.lanes().len() as i64);
+    }
+}
+
+impl Shared {
+    /// Reads the tail of processed partition `p`: the chain head and the raw offset to resume at.
+    fn recover(&self, p: i32) -> Result<(ChainHead, Offset), String> {
+        let k = &self.settings.config.kafka;
+        let chain = chain_name(&k.raw_topic, p);
+        let mut guard = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let mut config = self.settings.kafka.client_config(&[]).map_err(|e| e.to_string())?;
+            config
+                .set("group.id", format!("{}.tail-reader", k.group_id))
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest");
+            *guard = Some(config.create().map_err(|e| format!("tail reader: {e}"))?);
+        }
+        let reader = guard.as_ref().ok_or("no tail reader")?;
+        let (low, high) = reader
+            .fetch_watermarks(&k.processed_topic, p, Duration::from_secs(15))
+            .map_err(|e| format!("watermarks of {} partition {p}: {e}", k.processed_topic))?;
+        if high <= low {
+            return Ok((ChainHead::genesis(chain), Offset::Beginning));
+        }
+        // Reported high watermarks can lag behind the last batch on some brokers, so read from one
+        // before it to the end rather than trusting it to name the last record.
+        let mut start = (high - 1).max(low);
+        loop {
+            if let Some(link) = read_last_event(reader, &k.processed_topic, p, start)? {
+                if link.chain != chain {
+                    return Err(format!(
+                        "processed partition {p} holds chain {:?}, expected {chain:?}: do raw and processed topics belong together?",
+                        link.chain
+                    ));
+                }
+                if link.computed_hash != link.hash {
+                    tracing::warn!(
+                        partition = p,
+                        seq = link.seq,
+                        "the processed tail does not verify; continuing the chain from its recorded hash"
+                    );
+                }
+                let head = ChainHead { chain, seq: link.seq, hash: link.hash };
+                return Ok((head, Offset::Offset(link.source_offset + 1)));
+            }
+            if start == low {
+                return Err(format!("processed partition {p} has records but no auditstream event"));
+            }
+            start = (start - 1000).max(low);
+        }
+    }
+
+    fn start_lane(self: &Arc<Self>, partition: i32, head: ChainHead) {
+        let state = Arc::new(LaneState {
+            partition,
+            stop: AtomicBool::new(false),
+            in_flight: AtomicI64::new(0),
+            acked: AtomicI64::new(-1),
+            stored: AtomicI64::new(-1),
+        });
+        let (tx, rx) = sync_channel(2048);
+        let shared = self.clone();
+        let lane_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("lane-{partition}"))
+            .spawn(move || shared.lane_loop(&lane_state, rx, head))
+            .unwrap_or_else(|e| panic!("cannot spawn a lane thread: {e}"));
+        self.lanes().insert(partition, Lane { state, tx, thread });
+    }
+
+    /// Stops the lanes of `partitions`: no new records, in-flight deliveries awaited, offsets
+    /// stored and committed.
+    fn release<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
+        let lanes: Vec<(i32, Lane)> = {
+            let mut map = self.lanes();
+            partitions.iter().filter_map(|p| map.remove(p).map(|l| (*p, l))).collect()
+        };
+        if lanes.is_empty() {
+            return;
+        }
+        for (_, lane) in &lanes {
+            lane.state.stop.store(true, Ordering::Release);
+        }
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        for (p, lane) in lanes {
+            drop(lane.tx);
+            let _ = lane.thread.join();
+            while lane.state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let left = lane.state.in_flight.load(Ordering::Acquire);
+            if left > 0 {
+                tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
+            }
+            self.store_offset(consumer, &lane.state);
+            tracing::info!(partition = p, acked_raw_offset = lane.state.acked.load(Ordering::Acquire), "lane released");
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "commit on release");
+        }
+        self.metrics.assigned.set(self.lanes().len() as i64);
+    }
+
+    fn store_offset<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, lane: &LaneState) {
+        let acked = lane.acked.load(Ordering::Acquire);
+        if acked > lane.stored.load(Ordering::Acquire) {
+            match consumer.store_offset(self.raw_topic(), lane.partition, acked) {
+                Ok(()) => lane.stored.store(acked, Ordering::Release),
+                // Not owned any more: the next owner resumes from the processed tail anyway.
+                Err(error) => tracing::debug!(partition = lane.partition, %error, "offset not stored"),
+            }
+        }
+    }
+
+    /// One lane: process the records of one raw partition in order.
+    fn lane_loop(&self, state: &Arc<LaneState>, rx: Receiver<OwnedMessage>, mut head: ChainHead) {
+        let k = &self.settings.config.kafka;
+        let mut next_expected: Option<i64> = None;
+        loop {
+            let message = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => continue,
+                Err(_) => return,
+            };
+            if state.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if next_expected.is_some_and(|n| message.offset() < n) {
+                continue;
+            }
+            next_expected = Some(message.offset() + 1);
+            let started = Instant::now();
+            let raw = RawRecord {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp_ms: message.timestamp().to_millis(),
+                key: message.key(),
+                payload: message.payload(),
+            };
+            let processed = self.pipeline.process(&raw, &mut head);
+            self.metrics.latency.observe(started.elapsed().as_secs_f64());
+            for (rule, n) in &processed.redactions.by_rule {
+                self.metrics.redactions.with_label_values(&[rule]).inc_by(*n);
+            }
+            if processed.event.limits.metadata_truncated {
+                self.metrics.truncations.with_label_values(&["metadata"]).inc();
+            }
+            if processed.event.limits.diff_truncated {
+                self.metrics.truncations.with_label_values(&["diff"]).inc();
+            }
+            let traceparent = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value.map(<[u8]>::to_vec)));
+            if let Some(dead) = &processed.dead_letter {
+                self.metrics.dead_lettered.with_label_values(&[dead.class.as_str()]).inc();
+                tracing::warn!(partition = raw.partition, offset = raw.offset, class = dead.class.as_str(), reason = %dead.reason, "dead letter");
+                let source_partition = raw.partition.to_string();
+                let source_offset = raw.offset.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "audit.error.class", value: Some(dead.class.as_str()) })
+                    .insert(Header { key: "audit.error.reason", value: Some(dead.reason.as_str()) })
+                    .insert(Header { key: "audit.source.topic", value: Some(raw.topic) })
+                    .insert(Header { key: "audit.source.partition", value: Some(source_partition.as_str()) })
+                    .insert(Header { key: "audit.source.offset", value: Some(source_offset.as_str()) })
+                    .insert(Header {
+                        key: "audit.quarantine.event_id",
+                        value: Some(processed.event.event_id.as_str()),
+                    });
+                let token = Box::new(Token { lane: state.clone(), raw_offset: None });
+                let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, token).headers(headers);
+                if let Some(key) = raw.key {
+                    record = record.key(key);
+                }
+                if let Some(payload) = raw.payload {
+                    record = record.payload(payload);
+                }
+                if !self.send(state, record) {
+                    return;
+                }
+            }
+            let token = Box::new(Token { lane: state.clone(), raw_offset: Some(raw.offset) });
+            let mut headers = OwnedHeaders::new()
+                .insert(Header { key: "audit.event_id", value: Some(processed.event.event_id.as_str()) });
+            if let Some(tp) = &traceparent {
+                headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_slice()) });
+            }
+            let mut record = BaseRecord::with_opaque_to(&k.processed_topic, token)
+                .partition(raw.partition)
+                .payload(&processed.encoded[..])
+                .headers(headers);
+            if let Some(key) = raw.key {
+                record = record.key(key);
+            }
+            if !self.send(state, record) {
+                return;
+            }
+            self.metrics.processed.inc();
+        }
+    }
+
+    /// Hands a record to the producer, waiting while its queue is full; false when the lane must stop.
+    fn send(&self, state: &LaneState, mut record: BaseRecord<'_, [u8], [u8], Box<Token>>) -> bool {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return true,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if state.stop.load(Ordering::Acquire) {
+                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        return false;
+                    }
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    self.fatal.set(format!(
+                        "cannot hand a record of raw partition {} to the producer: {error}",
+                        state.partition
+                    ));
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The last decodable event in `topic`/`p` from `start` to the end.
+struct TailLink {
+    chain: String,
+    seq: u64,
+    hash: String,
+    computed_hash: String,
+    source_offset: i64,
+}
+
+fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Result<Option<TailLink>, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
+    reader.assign(&tpl).map_err(|e| format!("assign {topic}/{p}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    let mut buf = Vec::new();
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("reading the tail of {topic} partition {p} did not reach its end in 30 s"));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let Some(payload) = m.payload() else { continue };
+                let Ok(value) = codec::event_value(payload) else { continue };
+                let Ok(link) = ChainLink::from_value(&value, &mut buf) else { continue };
+                let Some(offset) = value.pointer("/integrity/source/offset").and_then(serde_json::Value::as_i64) else {
+                    continue;
+                };
+                last = Some(TailLink {
+                    chain: link.chain,
+                    seq: link.seq,
+                    hash: link.hash,
+                    computed_hash: link.computed_hash,
+                    source_offset: offset,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(format!("reading {topic} partition {p}: {e}")),
+            None => {}
+        }
+    }
+    let _ = reader.unassign();
+    Ok(last)
+}
+
+/// Checks that the three topics exist and raw and processed have the same partition count.
+fn check_topology(settings: &Settings) -> Result<i32, RunError> {
+    let k = &settings.config.kafka;
+    let probe: BaseConsumer = settings
+        .kafka
+        .client_config(&[])
+        .map_err(|e| RunError::Kafka(e.to_string()))?
+        .create()
+        .map_err(|e| RunError::Kafka(e.to_string()))?;
+    let count = |topic: &str| {
+        audit_kafka::topics::partition_count(probe.client(), topic, Duration::from_secs(15))
+            .map_err(|e| RunError::Topology(format!("{e} (create the topics with `auditctl topics create`)")))
+    };
+    let raw = count(&k.raw_topic)?;
+    let processed = count(&k.processed_topic)?;
+    count(&k.dead_letter_topic)?;
+    if raw != processed {
+        return Err(RunError::Topology(format!(
+            "raw topic {:?} has {raw} partitions but processed topic {:?} has {processed}; they must match, because processed partition p holds the chain of raw partition p",
+            k.raw_topic, k.processed_topic
+        )));
+    }
+    Ok(raw)
+}
+
+/// Runs the processor until `shutdown` is cancelled (then drains and commits) or a fatal error.
+pub fn run_blocking(
+    settings: Settings,
+    metrics: ProcessorMetrics,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let partitions = check_topology(&settings)?;
+    tracing::info!(partitions, raw = %settings.config.kafka.raw_topic, processed = %settings.config.kafka.processed_topic,
+        policy = %settings.policy.version(), "topics checked");
+    let fatal = Arc::new(FatalSlot::default());
+    let shutting_down = Arc::new(AtomicBool::new(false));
+
+    let mut pconf = settings.kafka.client_config(&producer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
+    pconf
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
+    let producer: ThreadedProducer<DeliveryContext> = pconf
+        .create_with_context(DeliveryContext { fatal: fatal.clone(), shutting_down: shutting_down.clone() })
+        .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
+
+    let shared = Arc::new(Shared {
+        pipeline: Pipeline::new(&settings),
+        metrics,
+        producer,
+        lanes: Mutex::new(BTreeMap::new()),
+        tail: Mutex::new(None),
+        fatal: fatal.clone(),
+        settings,
+    });
+    let k = &shared.settings.config.kafka;
+    let mut cconf =
+        shared.settings.kafka.client_config(&consumer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
+    cconf
+        .set("group.id", &k.group_id)
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (k.session_timeout_ms / 4).max(250).to_string())
+        .set("auto.commit.interval.ms", "1000");
+    let consumer: BaseConsumer<RebalanceContext> = cconf
+        .create_with_context(RebalanceContext { shared: shared.clone() })
+        .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
+    consumer.subscribe(&[k.raw_topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
+    health.ready.store(true, Ordering::Release);
+
+    let mut last_lag = Instant::now();
+    let result = loop {
+        health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some(message) = fatal.get() {
+            break Err(RunError::Fatal(message));
+        }
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                shared.metrics.consumed.inc();
+                let p = m.partition();
+                let tx = shared.lanes().get(&p).map(|l| l.tx.clone());
+                if let Some(tx) = tx {
+                    // Blocks while the lane is busy: back-pressure on the consumer.
+                    let _ = tx.send(m.detach());
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+            None => {}
+        }
+        for lane in shared.lanes().values() {
+            shared.store_offset(&consumer, &lane.state);
+        }
+        if last_lag.elapsed() > Duration::from_secs(5) {
+            last_lag = Instant::now();
+            for (p, lane) in shared.lanes().iter() {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&k.raw_topic, *p, Duration::from_millis(500)) {
+                    let done = lane.state.acked.load(Ordering::Acquire) + 1;
+                    shared.metrics.lag.with_label_values(&[&p.to_string()]).set((high - done).max(0));
+                }
+            }
+        }
+    };
+
+    // Drain: stop every lane, wait for deliveries, store and commit, leave the group.
+    health.ready.store(false, Ordering::Release);
+    let all: Vec<i32> = shared.lanes().keys().copied().collect();
+    shared.release(&consumer, &all);
+    shutting_down.store(true, Ordering::Relaxed);
+    let outcome = close_consumer(consumer, Duration::from_secs(10));
+    tracing::info!(?outcome, "left the consumer group");
+    if result.is_err() {
+        shared.producer.purge(PurgeConfig::default().queue().inflight());
+    }
+    let _ = shared.producer.flush(Duration::from_secs(5));
+    if let Some(tail) = shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        drop(tail);
+    }
+    result
+}

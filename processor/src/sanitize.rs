@@ -1,0 +1,191 @@
+//! Making a decoded event safe for every sink before anything else looks at it.
+//!
+//! * NUL characters (`\u0000`, refused by PostgreSQL `jsonb`) in any string or key are replaced by
+//!   U+FFFD;
+//! * integers that an IEEE 754 double cannot hold exactly become strings (the canonical form, and
+//!   every JSON reader in another language, would otherwise round them);
+//! * inside `metadata` and `diff`: nesting deeper than the limit is cut (MongoDB refuses documents
+//!   deeper than 100), and key names that document stores refuse or misread (a leading `$`, a `.`)
+//!   are rewritten (`$` → `＄`, `.` → `_`), the same way every time.
+//!
+//! Every change is recorded as a warning naming its path.
+
+use serde_json::{Map, Number, Value};
+
+/// Replacement for NUL.
+const REPLACEMENT: char = '\u{FFFD}';
+
+fn push_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn exact_in_double(n: &Number) -> bool {
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) => (i as f64) as i128 == i as i128 && (i as f64).abs() < 9.3e18,
+        (None, Some(u)) => (u as f64) < 1.8e19 && (u as f64) as u64 == u,
+        _ => true,
+    }
+}
+
+/// Sanitizes a whole decoded event in place; returns the warnings.
+pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Value::Object(map) = event {
+        sanitize_object(map, "", &mut warnings);
+        for root in ["metadata", "diff"] {
+            if let Some(v) = map.get_mut(root) {
+                free_form(v, root, 1, max_depth, &mut warnings);
+            }
+        }
+    }
+    warnings
+}
+
+fn clean_string(s: &mut String, path: &str, warnings: &mut Vec<String>) {
+    if s.contains('\0') {
+        *s = s.replace('\0', &REPLACEMENT.to_string());
+        warnings.push(format!("{path}: NUL characters replaced by U+FFFD"));
+    }
+}
+
+/// NULs and inexact integers, everywhere.
+fn sanitize_object(map: &mut Map<String, Value>, path: &str, warnings: &mut Vec<String>) {
+    if map.keys().any(|k| k.contains('\0')) {
+        let entries = std::mem::take(map);
+        for (k, v) in entries {
+            let clean = k.replace('\0', &REPLACEMENT.to_string());
+            if clean != k {
+                warnings.push(format!("{}: NUL characters in the key replaced by U+FFFD", push_key(path, &clean)));
+            }
+            map.insert(clean, v);
+        }
+    }
+    for (k, v) in map.iter_mut() {
+        let p = push_key(path, k);
+        sanitize_value(v, &p, warnings);
+    }
+}
+
+fn sanitize_value(v: &mut Value, path: &str, warnings: &mut Vec<String>) {
+    match v {
+        Value::String(s) => clean_string(s, path, warnings),
+        Value::Number(n) if !exact_in_double(n) => {
+            warnings.push(format!("{path}: integer {n} is beyond what a double holds exactly; kept as a string"));
+            *v = Value::String(n.to_string());
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                sanitize_value(item, &format!("{path}[{i}]"), warnings);
+            }
+        }
+        Value::Object(map) => sanitize_object(map, path, warnings),
+        _ => {}
+    }
+}
+
+/// Depth cap and key rewriting inside a free-form subtree (`metadata`, `diff`).
+fn free_form(v: &mut Value, path: &str, depth: usize, max_depth: usize, warnings: &mut Vec<String>) {
+    match v {
+        Value::Object(map) if depth >= max_depth && !map.is_empty() => {
+            warnings.push(format!("{path}: nesting deeper than {max_depth} levels cut"));
+            *v = Value::String(format!("[cut: nesting deeper than {max_depth} levels]"));
+        }
+        Value::Array(items) if depth >= max_depth && !items.is_empty() => {
+            warnings.push(format!("{path}: nesting deeper than {max_depth} levels cut"));
+            *v = Value::String(format!("[cut: nesting deeper than {max_depth} levels]"));
+        }
+        Value::Object(map) => {
+            if map.keys().any(|k| k.starts_with('$') || k.contains('.')) {
+                let entries = std::mem::take(map);
+                let originals: std::collections::BTreeSet<String> = entries.keys().cloned().collect();
+                for (k, child) in entries {
+                    let mut new = k.replace('.', "_");
+                    if let Some(rest) = new.strip_prefix('$') {
+                        new = format!("＄{rest}");
+                    }
+                    while new != k && (map.contains_key(&new) || originals.contains(&new)) {
+                        new.push('_');
+                    }
+                    if new != k {
+                        warnings.push(format!(
+                            "{}: key renamed to {new:?} (document stores refuse '.' and a leading '$')",
+                            push_key(path, &k)
+                        ));
+                    }
+                    map.insert(new, child);
+                }
+            }
+            for (k, child) in map.iter_mut() {
+                let p = push_key(path, k);
+                free_form(child, &p, depth + 1, max_depth, warnings);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                free_form(item, &format!("{path}[{i}]"), depth + 1, max_depth, warnings);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere_and_recorded() {
+        let mut v = json!({"actor": {"id": "a\u{0}b"}, "metadata": {"k\u{0}": ["x\u{0}"]}});
+        let w = sanitize_event(&mut v, 32);
+        assert_eq!(v["actor"]["id"], "a\u{FFFD}b");
+        assert_eq!(v["metadata"]["k\u{FFFD}"][0], "x\u{FFFD}");
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("actor.id"), "{w:?}");
+    }
+
+    #[test]
+    fn big_integers_become_strings() {
+        let mut v =
+            json!({"metadata": {"id": 9007199254740993u64, "ok": 9007199254740992u64, "neg": -9007199254740993i64}});
+        let w = sanitize_event(&mut v, 32);
+        assert_eq!(v["metadata"]["id"], "9007199254740993");
+        assert_eq!(v["metadata"]["ok"], 9007199254740992u64);
+        assert_eq!(v["metadata"]["neg"], "-9007199254740993");
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_below_the_limit() {
+        let mut deep = json!("leaf");
+        for _ in 0..150 {
+            deep = json!({ "d": deep });
+        }
+        let mut v = json!({ "metadata": deep });
+        let w = sanitize_event(&mut v, 32);
+        let mut depth = 0;
+        let mut cur = &v["metadata"];
+        while let Some(next) = cur.get("d") {
+            cur = next;
+            depth += 1;
+        }
+        assert_eq!(depth, 31);
+        assert!(cur.as_str().unwrap().starts_with("[cut"));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn keys_document_stores_refuse_are_rewritten_consistently() {
+        let mut v = json!({"metadata": {"$where": 1, "a.b": 2, "a_b": 3, "ok": {"x.y": 4}}});
+        let w = sanitize_event(&mut v, 32);
+        assert_eq!(v["metadata"], json!({"＄where": 1, "a_b_": 2, "a_b": 3, "ok": {"x_y": 4}}));
+        assert_eq!(w.len(), 3, "{w:?}");
+        let mut again = json!({"metadata": {"$where": 1, "a.b": 2, "a_b": 3, "ok": {"x.y": 4}}});
+        sanitize_event(&mut again, 32);
+        assert_eq!(again, v, "deterministic");
+    }
+}
