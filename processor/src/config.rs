@@ -44,6 +44,9 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Consumer session timeout, milliseconds: how fast a dead instance's partitions move.
     pub session_timeout_ms: u64,
+    /// Static group membership (`group.instance.id`): a stable name per instance (a StatefulSet
+    /// pod name). A restarted instance then takes its partitions back without a rebalance.
+    pub instance_id: Option<String>,
     /// Extra librdkafka options for every client (security, SASL, TLS...).
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -57,6 +60,7 @@ impl Default for KafkaConfig {
             processed_topic: "audit.processed".into(),
             dead_letter_topic: "audit.dlq".into(),
             session_timeout_ms: 10_000,
+            instance_id: None,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -389,6 +393,9 @@ impl ProcessorConfig {
         }
         if k.group_id.trim().is_empty() {
             return Err(bad("kafka.group_id", "must not be empty"));
+        }
+        if k.instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
+            return Err(bad("kafka.instance_id", "must be 1 to 249 characters"));
         }
         if !(1_000..=300_000).contains(&k.session_timeout_ms) {
             return Err(bad("kafka.session_timeout_ms", "must be between 1000 and 300000"));

@@ -19,8 +19,10 @@
 //! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: the metric names.
 //!
-//! The binary (`src/main.rs`) only loads config, starts telemetry and calls [`run`].
+//! The binary (`src/main.rs`) only calls [`cli::main`], which loads config, starts telemetry and
+//! calls [`run`].
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -39,6 +41,15 @@ use tokio_util::sync::CancellationToken;
 /// `shutdown.drain_timeout_ms`, commits and returns `Ok`) or a fatal error.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
     let metrics = metrics::ProcessorMetrics::new().map_err(|e| RunError::Fatal(format!("metrics: {e}")))?;
+    run_with_metrics(settings, metrics, shutdown).await
+}
+
+/// [`run`] reporting into `metrics` (for embedding the processor and for benchmarks).
+pub async fn run_with_metrics(
+    settings: Settings,
+    metrics: metrics::ProcessorMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let health = Arc::new(runtime::Health::default());
     let addr = settings.http_listen;
     let http_stop = CancellationToken::new();

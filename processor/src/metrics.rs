@@ -72,6 +72,16 @@ impl ProcessorMetrics {
         Ok(m)
     }
 
+    /// Events published so far (quarantine entries included).
+    pub fn processed_total(&self) -> u64 {
+        self.processed.get()
+    }
+
+    /// Records dead-lettered so far.
+    pub fn dead_lettered_total(&self) -> u64 {
+        ["empty", "decode", "invalid", "oversize", "internal"].iter().map(|c| self.dead_lettered.with_label_values(&[c]).get()).sum()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

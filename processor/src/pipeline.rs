@@ -9,7 +9,7 @@
 //! place in the chain (action `audit.quarantined`, the dead-letter reference and the SHA-256 of the
 //! raw bytes, no content); the lane goes on.
 
-use audit_schema::chain::{seal, ChainHead};
+use audit_schema::chain::{hash_event_value_with, seal, ChainHead};
 use audit_schema::codec::{self, WireFormat};
 use audit_schema::{
     Actor, AuditEvent, AuditEventInput, Context, FieldError, Limits, Outcome, Redaction, SourceRef, Timestamp,
@@ -107,13 +107,13 @@ pub struct Pipeline {
 /// Top-level input fields that lenient mode may drop when their value is invalid.
 const DROPPABLE: &[&str] = &["eventId", "target", "metadata", "diff", "retentionTag", "producer"];
 
-fn canonical_len_and_hash(v: &Value) -> (usize, String) {
-    let bytes = audit_schema::canonical::canonicalize(v).unwrap_or_else(|_| v.to_string().into_bytes());
-    (bytes.len(), hex::encode(Sha256::digest(&bytes)))
+fn canonical_bytes(v: &Value) -> Vec<u8> {
+    audit_schema::canonical::canonicalize(v).unwrap_or_else(|_| v.to_string().into_bytes())
 }
 
 fn truncation_marker(original: &Value) -> Map<String, Value> {
-    let (bytes, sha256) = canonical_len_and_hash(original);
+    let canonical = canonical_bytes(original);
+    let (bytes, sha256) = (canonical.len(), hex::encode(Sha256::digest(&canonical)));
     let mut m = Map::new();
     m.insert("truncated".into(), Value::Bool(true));
     m.insert("originalBytes".into(), Value::from(bytes));
@@ -187,20 +187,34 @@ impl Pipeline {
         head: &mut ChainHead,
     ) -> Processed {
         event.integrity = head.next_integrity(source(raw));
-        if let Err(e) = seal(&mut event) {
-            let dl = DeadLetter { class: DeadLetterClass::Internal, reason: format!("cannot hash the event: {e}") };
-            return self.quarantine(raw, received_at, dl, head);
+        let internal = |reason: String| DeadLetter { class: DeadLetterClass::Internal, reason };
+        // One JSON value serves the size limit, the hash and the encoding.
+        let mut buf = Vec::with_capacity(2048);
+        let (mut value, hash) = loop {
+            let value = match serde_json::to_value(&event) {
+                Ok(v) => v,
+                Err(e) => return self.quarantine(raw, received_at, internal(format!("cannot serialize the event: {e}")), head),
+            };
+            let hash = match hash_event_value_with(&value, &mut buf) {
+                Ok(h) => h,
+                Err(e) => return self.quarantine(raw, received_at, internal(format!("cannot hash the event: {e}")), head),
+            };
+            match self.check_event_limit(&mut event, buf.len()) {
+                Ok(false) => break (value, hash),
+                Ok(true) => continue, // payloads were truncated: measure again
+                Err(dead_letter) => return self.quarantine(raw, received_at, dead_letter, head),
+            }
+        };
+        if let Some(integrity) = value.get_mut("integrity").and_then(Value::as_object_mut) {
+            integrity.insert("hash".into(), Value::String(hash.clone()));
         }
-        match codec::encode_event(&event, self.format) {
+        event.integrity.hash = hash;
+        match codec::encode_event_value(&value, self.format) {
             Ok(encoded) => {
                 head.advance(&event.integrity);
                 Processed { event, encoded, dead_letter: None, redactions }
             }
-            Err(e) => {
-                let dl =
-                    DeadLetter { class: DeadLetterClass::Internal, reason: format!("cannot encode the event: {e}") };
-                self.quarantine(raw, received_at, dl, head)
-            }
+            Err(e) => self.quarantine(raw, received_at, internal(format!("cannot encode the event: {e}")), head),
         }
     }
 
@@ -237,29 +251,32 @@ impl Pipeline {
         }
         let mut limits = Limits::default();
         if let Some(m) = metadata.as_mut() {
-            if canonical_len_and_hash(m).0 > self.limits.max_metadata_bytes {
+            if canonical_bytes(m).len() > self.limits.max_metadata_bytes {
                 *m = Value::Object(truncation_marker(m));
                 limits.metadata_truncated = true;
             }
         }
         if let Some(d) = diff.as_mut() {
-            if canonical_len_and_hash(d).0 > self.limits.max_diff_bytes {
+            if canonical_bytes(d).len() > self.limits.max_diff_bytes {
                 *d = Value::Object(truncation_marker(d));
                 limits.diff_truncated = true;
             }
         }
-        event.metadata = metadata.and_then(|m| m.as_object().cloned());
-        event.diff = diff.and_then(|d| d.as_object().cloned());
+        let into_map = |v: Value| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        };
+        event.metadata = metadata.and_then(into_map);
+        event.diff = diff.and_then(into_map);
         event.limits = limits;
         event.redaction = Redaction { policy: self.policy.version().to_owned(), paths: redactions.paths.clone() };
         event.warnings = warnings;
-        self.enforce_event_limit(&mut event)?;
         Ok((event, redactions))
     }
 
     fn validate(&self, mut value: Value, warnings: &mut Vec<String>) -> Result<AuditEventInput, DeadLetter> {
         for _ in 0..8 {
-            match codec::input_from_value(value.clone(), self.validation) {
+            match codec::input_from_ref(&value, self.validation) {
                 Ok(decoded) => {
                     warnings.extend(decoded.warnings.iter().map(FieldError::to_string));
                     return Ok(decoded.event);
@@ -321,30 +338,31 @@ impl Pipeline {
         (event, warnings)
     }
 
-    fn enforce_event_limit(&self, event: &mut AuditEvent) -> Result<(), DeadLetter> {
-        let size = |e: &AuditEvent| serde_json::to_vec(e).map(|v| v.len()).unwrap_or(usize::MAX);
+    /// Checks the event's canonical size against `limits.max_event_bytes`. `Ok(true)`: payloads
+    /// were replaced by truncation markers and the event must be measured again.
+    fn check_event_limit(&self, event: &mut AuditEvent, bytes: usize) -> Result<bool, DeadLetter> {
         let max = self.limits.max_event_bytes;
-        let bytes = size(event);
         if bytes <= max {
-            return Ok(());
+            return Ok(false);
         }
-        if self.limits.oversize == OversizeBehavior::Truncate {
-            if let Some(m) = event.metadata.as_mut().filter(|_| !event.limits.metadata_truncated) {
-                *m = truncation_marker(&Value::Object(m.clone()));
-                event.limits.metadata_truncated = true;
-            }
-            if let Some(d) = event.diff.as_mut().filter(|_| !event.limits.diff_truncated) {
-                *d = truncation_marker(&Value::Object(d.clone()));
-                event.limits.diff_truncated = true;
-            }
-            if size(event) <= max {
-                return Ok(());
-            }
+        let can_truncate = self.limits.oversize == OversizeBehavior::Truncate
+            && ((event.metadata.is_some() && !event.limits.metadata_truncated)
+                || (event.diff.is_some() && !event.limits.diff_truncated));
+        if !can_truncate {
+            return Err(DeadLetter {
+                class: DeadLetterClass::Oversize,
+                reason: format!("event is {bytes} bytes (canonical JSON), over limits.max_event_bytes = {max}"),
+            });
         }
-        Err(DeadLetter {
-            class: DeadLetterClass::Oversize,
-            reason: format!("event is {bytes} bytes, over limits.max_event_bytes = {max}"),
-        })
+        if let Some(m) = event.metadata.as_mut().filter(|_| !event.limits.metadata_truncated) {
+            *m = truncation_marker(&Value::Object(std::mem::take(m)));
+            event.limits.metadata_truncated = true;
+        }
+        if let Some(d) = event.diff.as_mut().filter(|_| !event.limits.diff_truncated) {
+            *d = truncation_marker(&Value::Object(std::mem::take(d)));
+            event.limits.diff_truncated = true;
+        }
+        Ok(true)
     }
 
     /// The quarantine entry for a dead letter, chained in its place.
@@ -405,4 +423,169 @@ pub fn derived_event_id(raw: &RawRecord<'_>) -> String {
     random[6..].copy_from_slice(&digest[..10]);
     let ts = raw.timestamp_ms.unwrap_or(0).max(0) as u64;
     ulid::Ulid::from_parts(ts, u128::from_be_bytes(random)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProcessorConfig;
+    use audit_schema::chain::{chain_name, verify_chain};
+
+    fn pipeline(edit: impl FnOnce(&mut ProcessorConfig)) -> Pipeline {
+        let mut c = ProcessorConfig::default();
+        edit(&mut c);
+        Pipeline::new(&c.validate().unwrap())
+    }
+
+    fn raw<'a>(offset: i64, payload: &'a [u8]) -> RawRecord<'a> {
+        RawRecord { topic: "audit.raw", partition: 2, offset, timestamp_ms: Some(1_790_000_000_000 + offset), key: Some(b"tenant-a"), payload: Some(payload) }
+    }
+
+    fn head() -> ChainHead {
+        ChainHead::genesis(chain_name("audit.raw", 2))
+    }
+
+    fn input(extra: Value) -> Vec<u8> {
+        let mut v = json!({"action": "user.login", "outcome": "SUCCESS", "actor": {"type": "user", "id": "u-1"}, "context": {"tenantId": "tenant-a"}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn processing_the_same_range_twice_gives_byte_identical_events() {
+        let p = pipeline(|_| {});
+        let payloads: Vec<Vec<u8>> = (0..20)
+            .map(|i| if i % 7 == 3 { b"not json".to_vec() } else { input(json!({"metadata": {"i": i, "password": "p"}})) })
+            .collect();
+        let run = || {
+            let mut h = head();
+            payloads.iter().enumerate().map(|(i, b)| p.process(&raw(100 + i as i64, b), &mut h).encoded).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn normalizes_ids_and_times_from_the_raw_record() {
+        let p = pipeline(|_| {});
+        let out = p.process(&raw(7, &input(json!({}))), &mut head());
+        let e = &out.event;
+        assert_eq!(e.event_id, derived_event_id(&raw(7, b"")), "derived from the position");
+        assert_eq!(e.received_at.as_millis(), 1_790_000_000_007, "broker timestamp");
+        assert_eq!(e.context.occurred_at, Some(e.received_at));
+        assert!(e.warnings.iter().any(|w| w.starts_with("context.occurredAt")));
+        assert_eq!((e.integrity.seq, e.integrity.source.offset), (1, 7));
+        let kept = p.process(&raw(8, &input(json!({"eventId": "evt-from-producer"}))), &mut head());
+        assert_eq!(kept.event.event_id, "evt-from-producer");
+    }
+
+    #[test]
+    fn each_dead_letter_class_leaves_a_quarantine_entry_in_the_chain() {
+        let p = pipeline(|c| {
+            c.limits.max_event_bytes = 2048;
+            c.limits.max_metadata_bytes = 1024;
+            c.limits.max_diff_bytes = 1024;
+        });
+        let huge = input(json!({"target": {"type": "doc", "id": "x".repeat(200)}, "actor": {"type": "user", "id": "u", "roles": vec!["r".repeat(200); 12]}}));
+        let cases: Vec<(Option<&[u8]>, DeadLetterClass)> = vec![
+            (None, DeadLetterClass::Empty),
+            (Some(b"\xff\xfe"), DeadLetterClass::Decode),
+            (Some(b"{\"action\": "), DeadLetterClass::Decode),
+            (Some(b"[1,2]"), DeadLetterClass::Invalid),
+            (Some(br#"{"action":"a","outcome":"OK","actor":{"type":"u","id":"1"}}"#), DeadLetterClass::Invalid),
+            (Some(&huge), DeadLetterClass::Oversize),
+        ];
+        let mut h = head();
+        let mut events = Vec::new();
+        for (i, (payload, class)) in cases.into_iter().enumerate() {
+            let mut r = raw(i as i64, b"");
+            r.payload = payload;
+            let out = p.process(&r, &mut h);
+            let dl = out.dead_letter.expect("dead-lettered");
+            assert_eq!(dl.class, class, "case {i}: {}", dl.reason);
+            assert_eq!(out.event.action, QUARANTINE_ACTION);
+            assert_eq!(out.event.metadata.as_ref().unwrap()["deadLetter"]["class"], class.as_str());
+            let sha = hex::encode(Sha256::digest(payload.unwrap_or_default()));
+            assert_eq!(out.event.metadata.as_ref().unwrap()["rawSha256"], sha.as_str());
+            assert!(!serde_json::to_string(&out.event).unwrap().contains("\"OK\""), "no content in the chain");
+            events.push(out.event);
+        }
+        assert!(verify_chain(&events).unwrap().is_intact());
+    }
+
+    #[test]
+    fn lenient_mode_drops_bad_optional_fields_with_warnings_and_strict_mode_refuses() {
+        let bad = input(json!({"context": {"tenantId": "t", "ip": "300.1.1.1"}, "actor": {"type": "user", "id": "u", "email": "a@b"}}));
+        let lenient = pipeline(|_| {}).process(&raw(1, &bad), &mut head());
+        assert!(lenient.dead_letter.is_none());
+        assert_eq!(lenient.event.context.ip, None);
+        let w = lenient.event.warnings.join("\n");
+        assert!(w.contains("context.ip") && w.contains("dropped"), "{w}");
+        assert!(w.contains("actor.email: unknown field"), "{w}");
+        let strict = pipeline(|c| c.processing.strict = true).process(&raw(1, &bad), &mut head());
+        assert_eq!(strict.dead_letter.unwrap().class, DeadLetterClass::Invalid);
+    }
+
+    #[test]
+    fn metadata_and_diff_over_their_limits_become_truncation_markers() {
+        let p = pipeline(|c| {
+            c.limits.max_metadata_bytes = 100;
+            c.limits.max_diff_bytes = 100;
+        });
+        let big = "z".repeat(500);
+        let out = p.process(&raw(1, &input(json!({"metadata": {"blob": big}, "diff": {"before": {"a": 1}, "after": {"a": big}}}))), &mut head());
+        let e = &out.event;
+        assert!(e.limits.metadata_truncated && e.limits.diff_truncated);
+        let marker = e.metadata.as_ref().unwrap();
+        assert_eq!(marker["truncated"], true);
+        assert_eq!(marker["originalBytes"], 511, "canonical size of {{\"blob\":\"z…\"}}");
+        assert_eq!(marker["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(e.diff.as_ref().unwrap()["truncated"], true);
+    }
+
+    #[test]
+    fn oversize_events_are_truncated_when_configured() {
+        let p = pipeline(|c| {
+            c.limits.max_event_bytes = 2048;
+            c.limits.max_metadata_bytes = 2048;
+            c.limits.max_diff_bytes = 1024;
+            c.limits.oversize = OversizeBehavior::Truncate;
+        });
+        let meta = (0..40).map(|i| (format!("k{i}"), json!("v".repeat(40)))).collect::<Map<_, _>>();
+        let out = p.process(&raw(1, &input(json!({"metadata": meta}))), &mut head());
+        assert!(out.dead_letter.is_none());
+        assert!(out.event.limits.metadata_truncated);
+    }
+
+    #[test]
+    fn redaction_is_recorded_with_the_policy_version() {
+        let p = pipeline(|_| {});
+        let out = p.process(&raw(1, &input(json!({"metadata": {"headers": {"Authorization": "Bearer abc.def.ghi"}}}))), &mut head());
+        assert_eq!(out.event.metadata.as_ref().unwrap()["headers"]["Authorization"], "***");
+        assert_eq!(out.event.redaction.paths, vec!["metadata.headers.Authorization"]);
+        assert_eq!(out.event.redaction.policy, p.policy_version());
+    }
+
+    #[test]
+    fn unsafe_values_are_sanitized_before_the_chain() {
+        let p = pipeline(|_| {});
+        let out = p.process(&raw(1, br#"{"action":"a.b","outcome":"SUCCESS","actor":{"type":"u","id":"x\u0000y"},"metadata":{"n":12345678901234567890,"$k":1}}"#), &mut head());
+        assert!(out.dead_letter.is_none(), "{:?}", out.dead_letter);
+        assert_eq!(out.event.actor.id, "x\u{FFFD}y");
+        let m = out.event.metadata.as_ref().unwrap();
+        assert_eq!(m["n"], "12345678901234567890");
+        assert!(m.contains_key("＄k"));
+    }
+
+    #[test]
+    fn avro_input_is_accepted() {
+        let p = pipeline(|_| {});
+        let input = AuditEventInput::new("user.logout", Outcome::Success, Actor::new("user", "u-2"));
+        let bytes = codec::encode_input(&input, WireFormat::Avro).unwrap();
+        let out = p.process(&raw(1, &bytes), &mut head());
+        assert!(out.dead_letter.is_none());
+        assert_eq!(out.event.action, "user.logout");
+        assert_eq!(&out.encoded[..2], &[0xC3, 0x01], "processed events are Avro by default");
+    }
 }

@@ -68,6 +68,26 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
+/// A key split into words once, so every rule can test it without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWords {
+    words: Vec<String>,
+    joined: String,
+}
+
+impl KeyWords {
+    /// Splits `key`.
+    pub fn new(key: &str) -> Self {
+        let words = words(key);
+        KeyWords { joined: words.concat(), words }
+    }
+}
+
+/// `word` is `base` or `base` + "s".
+fn same_or_plural(word: &str, base: &str) -> bool {
+    word == base || (word.len() == base.len() + 1 && word.starts_with(base) && word.ends_with('s'))
+}
+
 /// A key name as a rule sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyName {
@@ -85,19 +105,19 @@ impl KeyName {
 
     /// Whether a document key matches this name.
     pub fn matches(&self, key: &str) -> bool {
+        self.matches_words(&KeyWords::new(key))
+    }
+
+    /// [`KeyName::matches`] on a key already split.
+    pub fn matches_words(&self, key: &KeyWords) -> bool {
         if self.words.is_empty() {
             return false;
         }
-        let kw = words(key);
-        let joined: String = kw.concat();
-        if joined == self.joined || joined.ends_with(&self.joined) || joined == format!("{}s", self.joined) {
+        if key.joined.ends_with(&self.joined) || same_or_plural(&key.joined, &self.joined) {
             return true;
         }
         let n = self.words.len();
-        kw.windows(n).any(|w| {
-            w[..n - 1] == self.words[..n - 1]
-                && (w[n - 1] == self.words[n - 1] || w[n - 1] == format!("{}s", self.words[n - 1]))
-        })
+        key.words.windows(n).any(|w| w[..n - 1] == self.words[..n - 1] && same_or_plural(&w[n - 1], &self.words[n - 1]))
     }
 }
 
@@ -251,6 +271,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 struct Detector {
     name: &'static str,
+    /// Cheap test a string must pass before the regex runs.
+    gate: fn(&str) -> bool,
     regex: Regex,
     /// Capture group holding the secret (0 = the whole match).
     group: usize,
@@ -280,33 +302,50 @@ pub struct RedactionPolicy {
 #[allow(clippy::expect_used)] // constant patterns, covered by tests
 fn detectors(config: &DetectorsConfig) -> Vec<Detector> {
     let mut out = Vec::new();
-    let d =
-        |name, re: &str, group, luhn| Detector { name, regex: Regex::new(re).expect("detector regex"), group, luhn };
+    let d = |name, gate: fn(&str) -> bool, re: &str, group, luhn| Detector {
+        name,
+        gate,
+        regex: Regex::new(re).expect("detector regex"),
+        group,
+        luhn,
+    };
     if config.private_keys {
         out.push(d(
             "private_key",
+            |s| s.contains("-----BEGIN"),
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
             0,
             false,
         ));
     }
     if config.bearer_tokens {
-        out.push(d("jwt", r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, false));
-        out.push(d("bearer", r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1, false));
+        out.push(d("jwt", |s| s.contains("eyJ"), r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, false));
+        out.push(d("bearer", has_auth_scheme, r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1, false));
     }
     if config.url_credentials {
-        out.push(d("url_credentials", r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@", 1, false));
+        out.push(d("url_credentials", |s| s.contains("://") && s.contains('@'), r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@", 1, false));
         out.push(d(
             "url_credentials",
+            |s| s.contains('='),
             r"(?i)(?:^|[?&;\s])(?:password|passwd|pwd|pass|token|access_token|refresh_token|id_token|api_key|apikey|api-key|secret|client_secret)=([^&\s#;]+)",
             1,
             false,
         ));
     }
     if config.card_numbers {
-        out.push(d("card_number", r"\b[2-6](?:[ -]?\d){12,18}\b", 0, true));
+        out.push(d("card_number", |s| s.bytes().filter(u8::is_ascii_digit).count() >= 13, r"\b[2-6](?:[ -]?\d){12,18}\b", 0, true));
     }
     out
+}
+
+/// Whether `s` may hold an authorization scheme followed by a credential.
+fn has_auth_scheme(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(5).any(|w| {
+        let l = |i: usize| w[i].to_ascii_lowercase();
+        (l(0) == b'b' && ((l(1) == b'e' && l(2) == b'a' && l(3) == b'r' && l(4) == b'e') || (l(1) == b'a' && l(2) == b's' && l(3) == b'i' && l(4) == b'c')))
+            || (l(0) == b't' && l(1) == b'o' && l(2) == b'k' && l(3) == b'e' && l(4) == b'n')
+    })
 }
 
 /// Luhn checksum over the digits of `s` (13–19 of them).
@@ -397,8 +436,9 @@ impl RedactionPolicy {
     }
 
     fn matching_rule(&self, key: Option<&str>, path: &[Seg]) -> Option<&Rule> {
+        let words = key.map(KeyWords::new);
         self.rules.iter().find(|r| match &r.matcher {
-            RuleMatch::Key(k) => key.is_some_and(|key| k.matches(key)),
+            RuleMatch::Key(k) => words.as_ref().is_some_and(|w| k.matches_words(w)),
             RuleMatch::KeyPattern(re) => key.is_some_and(|key| re.is_match(key)),
             RuleMatch::Path(p) => p.matches(path),
         })
@@ -445,6 +485,9 @@ impl RedactionPolicy {
         let mut current: Option<String> = None;
         for d in &self.detectors {
             let text = current.as_deref().unwrap_or(s);
+            if !(d.gate)(text) {
+                continue;
+            }
             let mut found = 0u64;
             let mut out = String::with_capacity(text.len());
             let mut last = 0;

@@ -92,6 +92,7 @@ pub fn protected_keys() -> Vec<Required> {
     keys.extend(producer_required());
     keys.push(req("group.id", "", "set kafka.group_id instead"));
     keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
+    keys.push(req("group.instance.id", "", "set kafka.instance_id instead"));
     keys
 }
 
@@ -246,7 +247,7 @@ impl RebalanceContext {
             let p = element.partition();
             match shared.recover(p) {
                 Ok((head, offset)) => {
-                    tracing::info!(partition = p, seq = head.seq, next_raw_offset = ?offset, "lane resumes at the processed tail");
+                    tracing::info!(pid = std::process::id(), partition = p, seq = head.seq, next_raw_offset = ?offset, "lane resumes at the processed tail");
                     let _ = assignment.add_partition_offset(&raw, p, offset);
                     resumed.push((p, head));
                 }
@@ -362,7 +363,7 @@ impl Shared {
                 tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
             }
             self.store_offset(consumer, &lane.state);
-            tracing::info!(partition = p, acked_raw_offset = lane.state.acked.load(Ordering::Acquire), "lane released");
+            tracing::info!(pid = std::process::id(), partition = p, acked_raw_offset = lane.state.acked.load(Ordering::Acquire), "lane released");
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%error, "commit on release");
@@ -573,7 +574,7 @@ pub fn run_blocking(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let partitions = check_topology(&settings)?;
-    tracing::info!(partitions, raw = %settings.config.kafka.raw_topic, processed = %settings.config.kafka.processed_topic,
+    tracing::info!(pid = std::process::id(), partitions, raw = %settings.config.kafka.raw_topic, processed = %settings.config.kafka.processed_topic,
         policy = %settings.policy.version(), "topics checked");
     let fatal = Arc::new(FatalSlot::default());
     let shutting_down = Arc::new(AtomicBool::new(false));
@@ -605,6 +606,9 @@ pub fn run_blocking(
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (k.session_timeout_ms / 4).max(250).to_string())
         .set("auto.commit.interval.ms", "1000");
+    if let Some(id) = &k.instance_id {
+        cconf.set("group.instance.id", id);
+    }
     let consumer: BaseConsumer<RebalanceContext> = cconf
         .create_with_context(RebalanceContext { shared: shared.clone() })
         .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;

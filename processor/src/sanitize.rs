@@ -15,11 +15,31 @@ use serde_json::{Map, Number, Value};
 /// Replacement for NUL.
 const REPLACEMENT: char = '\u{FFFD}';
 
-fn push_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+/// A path built only as far as the walk has gone; text is made only for a warning.
+struct PathBuf {
+    text: String,
+}
+
+impl PathBuf {
+    fn push_key(&mut self, key: &str) -> usize {
+        let at = self.text.len();
+        if !self.text.is_empty() {
+            self.text.push('.');
+        }
+        self.text.push_str(key);
+        at
+    }
+
+    fn push_index(&mut self, i: usize) -> usize {
+        let at = self.text.len();
+        self.text.push('[');
+        self.text.push_str(&i.to_string());
+        self.text.push(']');
+        at
+    }
+
+    fn pop(&mut self, at: usize) {
+        self.text.truncate(at);
     }
 }
 
@@ -34,52 +54,58 @@ fn exact_in_double(n: &Number) -> bool {
 /// Sanitizes a whole decoded event in place; returns the warnings.
 pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
     let mut warnings = Vec::new();
+    let mut path = PathBuf { text: String::with_capacity(64) };
     if let Value::Object(map) = event {
-        sanitize_object(map, "", &mut warnings);
+        sanitize_object(map, &mut path, &mut warnings);
         for root in ["metadata", "diff"] {
             if let Some(v) = map.get_mut(root) {
-                free_form(v, root, 1, max_depth, &mut warnings);
+                let at = path.push_key(root);
+                free_form(v, &mut path, 1, max_depth, &mut warnings);
+                path.pop(at);
             }
         }
     }
     warnings
 }
 
-fn clean_string(s: &mut String, path: &str, warnings: &mut Vec<String>) {
-    if s.contains('\0') {
-        *s = s.replace('\0', &REPLACEMENT.to_string());
-        warnings.push(format!("{path}: NUL characters replaced by U+FFFD"));
-    }
-}
-
 /// NULs and inexact integers, everywhere.
-fn sanitize_object(map: &mut Map<String, Value>, path: &str, warnings: &mut Vec<String>) {
+fn sanitize_object(map: &mut Map<String, Value>, path: &mut PathBuf, warnings: &mut Vec<String>) {
     if map.keys().any(|k| k.contains('\0')) {
         let entries = std::mem::take(map);
         for (k, v) in entries {
             let clean = k.replace('\0', &REPLACEMENT.to_string());
             if clean != k {
-                warnings.push(format!("{}: NUL characters in the key replaced by U+FFFD", push_key(path, &clean)));
+                let at = path.push_key(&clean);
+                warnings.push(format!("{}: NUL characters in the key replaced by U+FFFD", path.text));
+                path.pop(at);
             }
             map.insert(clean, v);
         }
     }
     for (k, v) in map.iter_mut() {
-        let p = push_key(path, k);
-        sanitize_value(v, &p, warnings);
+        let at = path.push_key(k);
+        sanitize_value(v, path, warnings);
+        path.pop(at);
     }
 }
 
-fn sanitize_value(v: &mut Value, path: &str, warnings: &mut Vec<String>) {
+fn sanitize_value(v: &mut Value, path: &mut PathBuf, warnings: &mut Vec<String>) {
     match v {
-        Value::String(s) => clean_string(s, path, warnings),
+        Value::String(s) => {
+            if s.contains('\0') {
+                *s = s.replace('\0', &REPLACEMENT.to_string());
+                warnings.push(format!("{}: NUL characters replaced by U+FFFD", path.text));
+            }
+        }
         Value::Number(n) if !exact_in_double(n) => {
-            warnings.push(format!("{path}: integer {n} is beyond what a double holds exactly; kept as a string"));
+            warnings.push(format!("{}: integer {n} is beyond what a double holds exactly; kept as a string", path.text));
             *v = Value::String(n.to_string());
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                sanitize_value(item, &format!("{path}[{i}]"), warnings);
+                let at = path.push_index(i);
+                sanitize_value(item, path, warnings);
+                path.pop(at);
             }
         }
         Value::Object(map) => sanitize_object(map, path, warnings),
@@ -87,17 +113,16 @@ fn sanitize_value(v: &mut Value, path: &str, warnings: &mut Vec<String>) {
     }
 }
 
+fn cut(v: &mut Value, path: &PathBuf, max_depth: usize, warnings: &mut Vec<String>) {
+    warnings.push(format!("{}: nesting deeper than {max_depth} levels cut", path.text));
+    *v = Value::String(format!("[cut: nesting deeper than {max_depth} levels]"));
+}
+
 /// Depth cap and key rewriting inside a free-form subtree (`metadata`, `diff`).
-fn free_form(v: &mut Value, path: &str, depth: usize, max_depth: usize, warnings: &mut Vec<String>) {
+fn free_form(v: &mut Value, path: &mut PathBuf, depth: usize, max_depth: usize, warnings: &mut Vec<String>) {
     match v {
-        Value::Object(map) if depth >= max_depth && !map.is_empty() => {
-            warnings.push(format!("{path}: nesting deeper than {max_depth} levels cut"));
-            *v = Value::String(format!("[cut: nesting deeper than {max_depth} levels]"));
-        }
-        Value::Array(items) if depth >= max_depth && !items.is_empty() => {
-            warnings.push(format!("{path}: nesting deeper than {max_depth} levels cut"));
-            *v = Value::String(format!("[cut: nesting deeper than {max_depth} levels]"));
-        }
+        Value::Object(map) if depth >= max_depth && !map.is_empty() => cut(v, path, max_depth, warnings),
+        Value::Array(items) if depth >= max_depth && !items.is_empty() => cut(v, path, max_depth, warnings),
         Value::Object(map) => {
             if map.keys().any(|k| k.starts_with('$') || k.contains('.')) {
                 let entries = std::mem::take(map);
@@ -111,22 +136,24 @@ fn free_form(v: &mut Value, path: &str, depth: usize, max_depth: usize, warnings
                         new.push('_');
                     }
                     if new != k {
-                        warnings.push(format!(
-                            "{}: key renamed to {new:?} (document stores refuse '.' and a leading '$')",
-                            push_key(path, &k)
-                        ));
+                        let at = path.push_key(&k);
+                        warnings.push(format!("{}: key renamed to {new:?} (document stores refuse '.' and a leading '$')", path.text));
+                        path.pop(at);
                     }
                     map.insert(new, child);
                 }
             }
             for (k, child) in map.iter_mut() {
-                let p = push_key(path, k);
-                free_form(child, &p, depth + 1, max_depth, warnings);
+                let at = path.push_key(k);
+                free_form(child, path, depth + 1, max_depth, warnings);
+                path.pop(at);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                free_form(item, &format!("{path}[{i}]"), depth + 1, max_depth, warnings);
+                let at = path.push_index(i);
+                free_form(item, path, depth + 1, max_depth, warnings);
+                path.pop(at);
             }
         }
         _ => {}

@@ -105,18 +105,30 @@ fn avro_err(e: impl std::fmt::Display) -> ContractError {
     ContractError::Avro(e.to_string())
 }
 
+#[allow(clippy::expect_used)] // the schemas are compiled in and covered by tests
+static EVENT_WRITER: LazyLock<GenericDatumWriter<'static>> =
+    LazyLock::new(|| GenericDatumWriter::builder(&EVENT_SCHEMA).build().expect("writer for audit-event.avsc"));
+#[allow(clippy::expect_used)]
+static INPUT_WRITER: LazyLock<GenericDatumWriter<'static>> =
+    LazyLock::new(|| GenericDatumWriter::builder(&INPUT_SCHEMA).build().expect("writer for audit-event.input.avsc"));
+
 fn encode(record: Record, json: &Json) -> Result<Vec<u8>, ContractError> {
     let schema = schema(record);
     let value = to_avro(schema, Some(json), false, "")?;
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&fingerprint_of(record));
-    GenericDatumWriter::builder(schema)
-        .build()
-        .map_err(avro_err)?
-        .write_value_ref(&mut out, &value)
-        .map_err(avro_err)?;
+    let writer = match record {
+        Record::Event => &*EVENT_WRITER,
+        Record::Input => &*INPUT_WRITER,
+    };
+    writer.write_value_ref(&mut out, &value).map_err(avro_err)?;
     Ok(out)
+}
+
+/// Encodes a processed event given as its JSON value.
+pub fn encode_event_value(value: &Json) -> Result<Vec<u8>, ContractError> {
+    encode(Record::Event, value)
 }
 
 fn fingerprint_of(record: Record) -> [u8; 8] {

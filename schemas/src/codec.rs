@@ -116,7 +116,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ContractError> {
 }
 
 /// Deserializes `value` into `T`, naming the path of a type error and collecting unknown fields.
-fn from_value<T: DeserializeOwned>(value: Value, options: ValidationOptions) -> Result<(T, Findings), ContractError> {
+fn from_value<T: DeserializeOwned>(value: &Value, options: ValidationOptions) -> Result<(T, Findings), ContractError> {
     let mut unknown = Vec::new();
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let ignored = serde_ignored::Deserializer::new(value, &mut record);
@@ -161,6 +161,11 @@ pub fn validate_event(event: &AuditEvent, options: ValidationOptions) -> Result<
 
 /// Reads an input event from a JSON value.
 pub fn input_from_value(value: Value, options: ValidationOptions) -> Result<Decoded<AuditEventInput>, ContractError> {
+    input_from_ref(&value, options)
+}
+
+/// Reads an input event from a borrowed JSON value (no copy of the value is made).
+pub fn input_from_ref(value: &Value, options: ValidationOptions) -> Result<Decoded<AuditEventInput>, ContractError> {
     if !value.is_object() {
         return Err(ContractError::single("", "an audit event must be a JSON object"));
     }
@@ -174,7 +179,7 @@ pub fn event_from_value(value: Value, options: ValidationOptions) -> Result<Deco
     if !value.is_object() {
         return Err(ContractError::single("", "an audit event must be a JSON object"));
     }
-    let (event, mut findings) = from_value::<AuditEvent>(value, options)?;
+    let (event, mut findings) = from_value::<AuditEvent>(&value, options)?;
     check_event(&mut findings, &event, options);
     finish(event, findings)
 }
@@ -211,6 +216,14 @@ pub fn encode_event(event: &AuditEvent, format: WireFormat) -> Result<Vec<u8>, C
     match format {
         WireFormat::Json => serde_json::to_vec(event).map_err(|e| ContractError::single("", e.to_string())),
         WireFormat::Avro => avro::encode_event(event),
+    }
+}
+
+/// Encodes a processed event given as its JSON value (as hashed), in the given wire format.
+pub fn encode_event_value(value: &Value, format: WireFormat) -> Result<Vec<u8>, ContractError> {
+    match format {
+        WireFormat::Json => serde_json::to_vec(value).map_err(|e| ContractError::single("", e.to_string())),
+        WireFormat::Avro => avro::encode_event_value(value),
     }
 }
 

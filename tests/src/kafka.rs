@@ -40,6 +40,15 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// The `traceparent` header, if any.
     pub traceparent: Option<String>,
+    /// Every header, as text.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 impl From<OwnedMessage> for Record {
@@ -50,7 +59,12 @@ impl From<OwnedMessage> for Record {
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         });
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .unwrap_or_default();
         Record {
+            headers,
             partition: m.partition(),
             offset: m.offset(),
             key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),

@@ -1,0 +1,157 @@
+//! End to end against the local broker (not a timed test: it prints figures).
+//!
+//! ```sh
+//! scripts/services up && eval "$(scripts/services env)"
+//! cargo bench -p audit-processor --bench e2e     # AUDIT_BENCH_EVENTS=500000 by default
+//! ```
+//!
+//! Pre-fills a raw topic, then times, over the same data, (1) a pass-through (consume + produce
+//! the same bytes, no processing) and (2) the processor draining it; prints both rates and their
+//! ratio.
+
+use std::time::{Duration, Instant};
+
+use audit_kafka::topics::{create_topics, TopicSpec};
+use audit_kafka::ClientSettings;
+use audit_processor::config::ProcessorConfig;
+use audit_processor::metrics::ProcessorMetrics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 6;
+
+// The same allocator as the audit-processor binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn payload(i: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "eventId": format!("01JD3Z5Q7X8Y9ABCDEF{i:07}"),
+        "action": "billing.invoice.update",
+        "outcome": "SUCCESS",
+        "actor": {"type": "user", "id": format!("user-{}", i % 1000), "roles": ["billing"]},
+        "target": {"type": "invoice", "id": format!("inv-{i}")},
+        "context": {"tenantId": format!("tenant-{:02}", i % 16), "requestId": format!("req-{i:012}"), "ip": "203.0.113.7",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36", "occurredAt": "2026-11-26T10:00:00.123Z",
+            "service": "billing-api", "environment": "production"},
+        "metadata": {"reason": "customer request", "amount": 1250.5, "headers": {"authorization": "Bearer abcdefghijklmnop"},
+            "note": "n".repeat(300)},
+        "diff": {"before": {"status": "draft", "total": 100}, "after": {"status": "sent", "total": 120}},
+        "producer": {"id": "billing-api-1", "seq": i + 1}
+    }))
+    .expect("json")
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let mut c = ClientSettings::new(bootstrap, "bench").client_config(&[]).expect("config");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .set("partitioner", "murmur2_random");
+    c.create().expect("producer")
+}
+
+fn send_retrying<'a>(p: &ThreadedProducer<DefaultProducerContext>, mut r: BaseRecord<'a, [u8], [u8]>) {
+    loop {
+        match p.send(r) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                r = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn pass_through(bootstrap: &str, from: &str, to: &str, n: usize) -> Duration {
+    let mut c = ClientSettings::new(bootstrap, "bench-pt").client_config(&[]).expect("config");
+    c.set("group.id", format!("bench-pt-{}", std::process::id())).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(from, p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let out = producer(bootstrap);
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let mut r = BaseRecord::<[u8], [u8]>::to(to).partition(m.partition());
+            if let Some(k) = m.key() {
+                r = r.key(k);
+            }
+            if let Some(v) = m.payload() {
+                r = r.payload(v);
+            }
+            send_retrying(&out, r);
+            seen += 1;
+        }
+    }
+    out.flush(Duration::from_secs(120)).expect("flush");
+    let took = started.elapsed();
+    audit_kafka::close_consumer(consumer, Duration::from_secs(10));
+    took
+}
+
+#[tokio::main]
+async fn main() {
+    let bootstrap = std::env::var("AUDIT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let n: usize = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let id = format!("bench-e2e-{}", std::process::id());
+    let (raw, processed, dlq, pt) = (format!("{id}.raw"), format!("{id}.processed"), format!("{id}.dlq"), format!("{id}.passthrough"));
+    create_topics(
+        &ClientSettings::new(&bootstrap, "bench"),
+        &[TopicSpec::new(&raw, PARTITIONS), TopicSpec::new(&processed, PARTITIONS), TopicSpec::new(&dlq, 1), TopicSpec::new(&pt, PARTITIONS)],
+    )
+    .await
+    .expect("create topics");
+
+    let started = Instant::now();
+    let p = producer(&bootstrap);
+    let payloads: Vec<Vec<u8>> = (0..1000).map(payload).collect();
+    for i in 0..n {
+        let key = format!("tenant-{:02}", i % 16);
+        send_retrying(&p, BaseRecord::to(&raw).key(key.as_bytes()).payload(&payloads[i % 1000][..]));
+    }
+    p.flush(Duration::from_secs(300)).expect("prefill flush");
+    let avg = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
+    println!("e2e bench: prefilled {n} raw events of ~{avg} bytes in {:.1}s, {PARTITIONS} partitions", started.elapsed().as_secs_f64());
+
+    let (b, r, t) = (bootstrap.clone(), raw.clone(), pt.clone());
+    let pt_time = tokio::task::spawn_blocking(move || pass_through(&b, &r, &t, n)).await.expect("pass-through");
+    let pt_rate = n as f64 / pt_time.as_secs_f64();
+    println!("pass-through (consume + produce, no processing): {pt_rate:.0} events/s ({:.1}s)", pt_time.as_secs_f64());
+
+    let mut config = ProcessorConfig::default();
+    config.kafka.brokers = bootstrap.clone();
+    config.kafka.raw_topic = raw;
+    config.kafka.processed_topic = processed;
+    config.kafka.dead_letter_topic = dlq;
+    config.kafka.group_id = format!("{id}.processor");
+    config.http.listen = "127.0.0.1:0".into();
+    let settings = config.validate().expect("config");
+    let metrics = ProcessorMetrics::new().expect("metrics");
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(audit_processor::run_with_metrics(settings, metrics.clone(), shutdown.clone()));
+    while (metrics.processed_total() as usize) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("join").expect("processor run");
+    let proc_time = started.elapsed();
+    let proc_rate = n as f64 / proc_time.as_secs_f64();
+    println!(
+        "processor (decode, validate, redact, limit, chain, Avro, produce): {proc_rate:.0} events/s ({:.1}s, includes start-up and drain), {} dead letters",
+        proc_time.as_secs_f64(),
+        metrics.dead_lettered_total()
+    );
+    println!("ratio processor / pass-through: {:.0}%", proc_rate / pt_rate * 100.0);
+}

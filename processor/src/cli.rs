@@ -1,0 +1,80 @@
+//! The `audit-processor` command line, shared by the binary and the test harness.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::ProcessorConfig;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Consumes the raw audit topic and publishes redacted, limited, hash-chained events.
+#[derive(Debug, Parser)]
+#[command(name = "audit-processor", version, about)]
+struct Args {
+    /// TOML config file (defaults ← AUDIT_PRESET ← file ← AUDIT_<SECTION>__<KEY> env).
+    #[arg(long, short, env = "AUDIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the config, print the effective values and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Parses the command line, loads and validates the config, starts telemetry and runs until
+/// SIGTERM/SIGINT. Exit codes: 0 clean shutdown, 1 runtime failure, 2 invalid config.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match ProcessorConfig::load(args.config.as_deref()).and_then(ProcessorConfig::validate) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("audit-processor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        match toml::to_string(&settings.config) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("cannot print the config: {e}"),
+        }
+        eprintln!("audit-processor: config OK (redaction policy {})", settings.policy.version());
+        return ExitCode::SUCCESS;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.telemetry.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if settings.config.telemetry.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("audit-processor: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutdown requested: draining");
+            signal.cancel();
+        });
+        match crate::run(settings, shutdown).await {
+            Ok(()) => {
+                tracing::info!("stopped cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit-processor stopped");
+                eprintln!("audit-processor: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

@@ -1,0 +1,200 @@
+//! The processor as a real process against a real broker: the whole path from the producer
+//! library, dead letters, refusing a bad topology, a graceful SIGTERM, and exactly-once chains
+//! under repeated `kill -9`.
+//!
+//! Two instances sharing the group through kills are not tested here: the test broker's group
+//! coordinator (tansu 0.6.0) does not start a new generation when a member's session expires, so
+//! after a `kill -9` two live members can both keep a partition, or the group stalls (see
+//! docs/INTEGRITY.md). The processor relies on a standard coordinator for that case.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome};
+use audit_tests::kafka::read_topic;
+use audit_tests::pipeline::{raw_event, resume_points, source_offsets, terminate, verify, Loader, Topology};
+use serde_json::{json, Value};
+
+const PROCESSOR: &str = env!("CARGO_BIN_EXE_audit-test-processor");
+
+/// How many raw records each partition of the raw topic holds.
+fn raw_counts(t: &Topology, expected: usize) -> BTreeMap<i32, i64> {
+    let mut counts = BTreeMap::new();
+    for r in read_topic(&t.bootstrap, &t.raw, expected, Duration::from_secs(1)) {
+        *counts.entry(r.partition).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits until the processed topic holds `total` records (or `limit` passes).
+fn wait_processed(t: &Topology, total: usize, limit: Duration) -> BTreeMap<i32, Vec<Value>> {
+    let started = Instant::now();
+    loop {
+        let got = t.read_processed(total);
+        let n: usize = got.values().map(Vec::len).sum();
+        if n >= total || started.elapsed() > limit {
+            return got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Every partition holds each raw offset exactly once, in order, and its chain verifies.
+fn assert_exactly_once(t: &Topology, processed: &BTreeMap<i32, Vec<Value>>, raw: &BTreeMap<i32, i64>) {
+    for p in 0..t.partitions {
+        let events = processed.get(&p).map(Vec::as_slice).unwrap_or_default();
+        let want: Vec<i64> = (0..raw.get(&p).copied().unwrap_or(0)).collect();
+        let got = source_offsets(events);
+        assert_eq!(got.len(), want.len(), "partition {p}: {} events for {} raw records", got.len(), want.len());
+        assert_eq!(got, want, "partition {p}: raw offsets not each present once and in order");
+        let report = verify(events);
+        assert!(report.is_intact(), "partition {p}: {:?}", report.first_break());
+        assert_eq!(report.head.map(|h| h.seq), Some(want.len() as u64));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
+    let t = Topology::create(3, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let processor = t.spawn_processor(PROCESSOR, &logs.path().join("processor.log"), &[]);
+
+    let spool = tempfile::tempdir().unwrap();
+    let logger = AuditLogger::builder("billing").brokers(&t.bootstrap).topic(&t.raw).spool_dir(spool.path()).build().await.unwrap();
+    for i in 0..120 {
+        let tenant = Context { tenant_id: Some(format!("tenant-{}", i % 6)), ..Context::default() };
+        let mut e = AuditEventInput::new("billing.invoice.update", Outcome::Success, Actor::new("user", format!("u-{i}")));
+        e.context.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        e.context.span_id = Some("00f067aa0ba902b7".into());
+        e.metadata = Some(json!({"i": i, "headers": {"authorization": "Bearer s3cr3t-t0ken-value"}}).as_object().unwrap().clone());
+        logger.child(tenant).log(e).await.unwrap();
+    }
+    assert_eq!(logger.shutdown(Duration::from_secs(30)).await.pending, 0);
+    // Two records no processor can read.
+    let loader_topic = t.raw.clone();
+    let bootstrap = t.bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let p: ThreadedProducer<DefaultProducerContext> =
+            audit_kafka::ClientSettings::new(&bootstrap, "t").client_config(&[]).unwrap().create().unwrap();
+        p.send(BaseRecord::to(&loader_topic).key("tenant-0").payload(&b"\xff not json"[..])).unwrap();
+        p.send(BaseRecord::to(&loader_topic).key("tenant-1").payload(&br#"{"action":"x","outcome":"MAYBE","actor":{"type":"u","id":"1"}}"#[..])).unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let processed = wait_processed(&t, 122, Duration::from_secs(60));
+    terminate(&processor);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut processor = processor;
+        processor.wait()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0, got {status}; log: {}", std::fs::read_to_string(logs.path().join("processor.log")).unwrap_or_default());
+
+    let raw = raw_counts(&t, 122);
+    assert_exactly_once(&t, &processed, &raw);
+    let all: Vec<&Value> = processed.values().flatten().collect();
+    let regular: Vec<&&Value> = all.iter().filter(|e| e["action"] == "billing.invoice.update").collect();
+    assert_eq!(regular.len(), 120);
+    for e in &regular {
+        assert_eq!(e["metadata"]["headers"]["authorization"], "***");
+        assert_eq!(e["redaction"]["paths"], json!(["metadata.headers.authorization"]));
+        assert_eq!(e["context"]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    let quarantined: Vec<&&Value> = all.iter().filter(|e| e["action"] == "audit.quarantined").collect();
+    assert_eq!(quarantined.len(), 2);
+
+    let processed_records = read_topic(&t.bootstrap, &t.processed, 122, Duration::from_secs(1));
+    assert!(processed_records.iter().filter(|r| r.header("audit.event_id").is_some()).count() == 122);
+    assert!(
+        processed_records.iter().any(|r| r.traceparent.as_deref() == Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
+        "the producer's traceparent travels on"
+    );
+    let dead = t.read_dead_letters(2);
+    assert_eq!(dead.len(), 2);
+    let mut classes: Vec<&str> = dead.iter().map(|r| r.header("audit.error.class").unwrap()).collect();
+    classes.sort();
+    assert_eq!(classes, ["decode", "invalid"]);
+    for r in &dead {
+        assert_eq!(r.header("audit.source.topic"), Some(t.raw.as_str()));
+        assert!(r.header("audit.error.reason").is_some_and(|s| !s.is_empty()));
+        let offset: i64 = r.header("audit.source.offset").unwrap().parse().unwrap();
+        let partition: i32 = r.header("audit.source.partition").unwrap().parse().unwrap();
+        let q = processed[&partition].iter().find(|e| e["integrity"]["source"]["offset"] == offset).unwrap();
+        assert_eq!(q["action"], "audit.quarantined", "the quarantine entry sits at the dead letter's raw offset");
+        assert_eq!(q["eventId"].as_str(), r.header("audit.quarantine.event_id"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_when_raw_and_processed_partition_counts_differ() {
+    let t = Topology::create(3, Some(2)).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let child = t.spawn_processor(PROCESSOR, &log, &[]);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("has 3 partitions but processed topic") && text.contains("has 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_exits_2_naming_the_key() {
+    let t = Topology::create(1, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let child = t.spawn_processor(PROCESSOR, &log, &[("AUDIT_LIMITS__MAX_EVENT_BYTES", "12")]);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("limits.max_event_bytes"), "{text}");
+}
+
+/// Deterministic pseudo-random delays, so a failure can be replayed.
+fn delays(seed: u64, n: usize, min_ms: u64, max_ms: u64) -> Vec<Duration> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(min_ms + x % (max_ms - min_ms))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_chain() {
+    let t = Topology::create(3, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let loader = Loader::start(&t.bootstrap, &t.raw, 150, u64::MAX);
+    let kills = 22;
+    for (i, pause) in delays(0x5eed_c0ffee, kills, 6_500, 9_500).into_iter().enumerate() {
+        let mut child = t.spawn_processor(PROCESSOR, &log, &[]);
+        tokio::time::sleep(pause).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        eprintln!("kill {} of {kills} after {pause:?}", i + 1);
+    }
+    let sent = loader.finish();
+    let mut last = t.spawn_processor(PROCESSOR, &log, &[]);
+    let processed = wait_processed(&t, sent as usize, Duration::from_secs(180));
+    terminate(&last);
+    let status = last.wait().unwrap();
+    assert!(status.success(), "final SIGTERM exits 0: {status}");
+
+    let raw = raw_counts(&t, sent as usize);
+    assert_eq!(raw.values().sum::<i64>() as u64, sent);
+    assert_exactly_once(&t, &processed, &raw);
+    let quarantined = processed.values().flatten().filter(|e| e["action"] == "audit.quarantined").count() as u64;
+    assert_eq!(quarantined, (0..sent).filter(|i| raw_event(*i).1.starts_with(b"{\"action\": \"broken")).count() as u64);
+    assert!(t.read_dead_letters(quarantined as usize).len() as u64 >= quarantined, "every dead letter reached the DLQ (at least once)");
+    // The kills hit a working processor: restarts resumed many chains mid-way.
+    let resumed_mid_chain = resume_points(&log).into_iter().filter(|(_, seq)| *seq > 0).count();
+    assert!(resumed_mid_chain >= kills, "only {resumed_mid_chain} lanes resumed mid-chain over {kills} restarts");
+}
