@@ -105,10 +105,16 @@ async fn main() {
     let bootstrap = std::env::var("AUDIT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let n: usize = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
     let id = format!("bench-e2e-{}", std::process::id());
-    let (raw, processed, dlq, pt) = (format!("{id}.raw"), format!("{id}.processed"), format!("{id}.dlq"), format!("{id}.passthrough"));
+    let (raw, processed, dlq, pt) =
+        (format!("{id}.raw"), format!("{id}.processed"), format!("{id}.dlq"), format!("{id}.passthrough"));
     create_topics(
         &ClientSettings::new(&bootstrap, "bench"),
-        &[TopicSpec::new(&raw, PARTITIONS), TopicSpec::new(&processed, PARTITIONS), TopicSpec::new(&dlq, 1), TopicSpec::new(&pt, PARTITIONS)],
+        &[
+            TopicSpec::new(&raw, PARTITIONS),
+            TopicSpec::new(&processed, PARTITIONS),
+            TopicSpec::new(&dlq, 1),
+            TopicSpec::new(&pt, PARTITIONS),
+        ],
     )
     .await
     .expect("create topics");
@@ -122,7 +128,10 @@ async fn main() {
     }
     p.flush(Duration::from_secs(300)).expect("prefill flush");
     let avg = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
-    println!("e2e bench: prefilled {n} raw events of ~{avg} bytes in {:.1}s, {PARTITIONS} partitions", started.elapsed().as_secs_f64());
+    println!(
+        "e2e bench: prefilled {n} raw events of ~{avg} bytes in {:.1}s, {PARTITIONS} partitions",
+        started.elapsed().as_secs_f64()
+    );
 
     let (b, r, t) = (bootstrap.clone(), raw.clone(), pt.clone());
     let pt_time = tokio::task::spawn_blocking(move || pass_through(&b, &r, &t, n)).await.expect("pass-through");

@@ -20,7 +20,7 @@ fn payload(i: usize) -> Vec<u8> {
         "eventId": format!("01JD3Z5Q7X8Y9ABCDEF{i:07}"),
         "schemaVersion": 1,
         "action": "billing.invoice.update",
-        "outcome": if i % 10 == 0 { "DENIED" } else { "SUCCESS" },
+        "outcome": if i.is_multiple_of(10) { "DENIED" } else { "SUCCESS" },
         "actor": {"type": "user", "id": format!("user-{}", i % 1000), "name": "Ada Lovelace", "roles": ["billing", "admin"]},
         "target": {"type": "invoice", "id": format!("inv-{i}")},
         "context": {

@@ -79,7 +79,10 @@ impl ProcessorMetrics {
 
     /// Records dead-lettered so far.
     pub fn dead_lettered_total(&self) -> u64 {
-        ["empty", "decode", "invalid", "oversize", "internal"].iter().map(|c| self.dead_lettered.with_label_values(&[c]).get()).sum()
+        ["empty", "decode", "invalid", "oversize", "internal"]
+            .iter()
+            .map(|c| self.dead_lettered.with_label_values(&[c]).get())
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric.

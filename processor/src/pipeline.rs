@@ -11,9 +11,10 @@
 
 use audit_schema::chain::{hash_event_value_with, seal, ChainHead};
 use audit_schema::codec::{self, WireFormat};
+use audit_schema::Integrity;
 use audit_schema::{
-    Actor, AuditEvent, AuditEventInput, Context, FieldError, Limits, Outcome, Redaction, SourceRef, Timestamp,
-    ValidationOptions, SCHEMA_VERSION,
+    Actor, AuditEvent, AuditEventInput, Context, Limits, Outcome, Redaction, SourceRef, Timestamp, ValidationOptions,
+    SCHEMA_VERSION,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -80,17 +81,30 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// What the pipeline made of a raw record. Either way, `event` is the next link of the chain.
+/// What the pipeline made of a raw record. Either way, it is the next link of the chain.
 #[derive(Debug, Clone)]
 pub struct Processed {
-    /// The processed event, or the quarantine entry standing in for a dead letter.
-    pub event: AuditEvent,
-    /// `event` encoded for the processed topic.
+    /// The processed event (or the quarantine entry standing in for a dead letter) as JSON,
+    /// exactly as hashed and encoded.
+    pub value: Value,
+    /// `value` encoded for the processed topic.
     pub encoded: Vec<u8>,
+    /// Its `eventId`.
+    pub event_id: String,
+    /// Its `limits`.
+    pub limits: Limits,
     /// Set when the record goes to the dead-letter topic.
     pub dead_letter: Option<DeadLetter>,
     /// What redaction did.
     pub redactions: RedactionReport,
+}
+
+impl Processed {
+    /// The typed event (decoded from [`Processed::value`]).
+    pub fn event(&self) -> AuditEvent {
+        serde_json::from_value(self.value.clone())
+            .unwrap_or_else(|e| panic!("a processed event always has the contract's shape: {e}"))
+    }
 }
 
 /// The compiled pipeline.
@@ -171,58 +185,69 @@ impl Pipeline {
     /// Processes one raw record as the next link after `head`, and advances `head`.
     pub fn process(&self, raw: &RawRecord<'_>, head: &mut ChainHead) -> Processed {
         let received_at = raw.timestamp_ms.and_then(Timestamp::from_millis);
-        let (event, redactions) = match self.build(raw, received_at) {
-            Ok(built) => built,
-            Err(dead_letter) => return self.quarantine(raw, received_at, dead_letter, head),
-        };
-        self.seal_and_encode(raw, received_at, event, redactions, head)
+        match self.build(raw, received_at) {
+            Ok((value, event_id, limits, redactions)) => {
+                self.seal_and_encode(raw, received_at, value, event_id, limits, redactions, head)
+            }
+            Err(dead_letter) => self.quarantine(raw, received_at, dead_letter, head),
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn seal_and_encode(
         &self,
         raw: &RawRecord<'_>,
         received_at: Option<Timestamp>,
-        mut event: AuditEvent,
+        mut value: Value,
+        event_id: String,
+        mut limits: Limits,
         redactions: RedactionReport,
         head: &mut ChainHead,
     ) -> Processed {
-        event.integrity = head.next_integrity(source(raw));
+        let integrity = head.next_integrity(source(raw));
+        if let Some(obj) = value.as_object_mut() {
+            let mut i = serde_json::to_value(&integrity).unwrap_or_default();
+            if let Some(m) = i.as_object_mut() {
+                m.remove("hash");
+            }
+            obj.insert("integrity".into(), i);
+        }
         let internal = |reason: String| DeadLetter { class: DeadLetterClass::Internal, reason };
         // One JSON value serves the size limit, the hash and the encoding.
         let mut buf = Vec::with_capacity(2048);
-        let (mut value, hash) = loop {
-            let value = match serde_json::to_value(&event) {
-                Ok(v) => v,
-                Err(e) => return self.quarantine(raw, received_at, internal(format!("cannot serialize the event: {e}")), head),
-            };
+        let hash = loop {
             let hash = match hash_event_value_with(&value, &mut buf) {
                 Ok(h) => h,
-                Err(e) => return self.quarantine(raw, received_at, internal(format!("cannot hash the event: {e}")), head),
+                Err(e) => {
+                    return self.quarantine(raw, received_at, internal(format!("cannot hash the event: {e}")), head)
+                }
             };
-            match self.check_event_limit(&mut event, buf.len()) {
-                Ok(false) => break (value, hash),
+            match self.check_event_limit(&mut value, &mut limits, buf.len()) {
+                Ok(false) => break hash,
                 Ok(true) => continue, // payloads were truncated: measure again
                 Err(dead_letter) => return self.quarantine(raw, received_at, dead_letter, head),
             }
         };
-        if let Some(integrity) = value.get_mut("integrity").and_then(Value::as_object_mut) {
-            integrity.insert("hash".into(), Value::String(hash.clone()));
+        if let Some(i) = value.get_mut("integrity").and_then(Value::as_object_mut) {
+            i.insert("hash".into(), Value::String(hash.clone()));
         }
-        event.integrity.hash = hash;
         match codec::encode_event_value(&value, self.format) {
             Ok(encoded) => {
-                head.advance(&event.integrity);
-                Processed { event, encoded, dead_letter: None, redactions }
+                head.advance(&Integrity { hash, ..integrity });
+                Processed { value, encoded, event_id, limits, dead_letter: None, redactions }
             }
             Err(e) => self.quarantine(raw, received_at, internal(format!("cannot encode the event: {e}")), head),
         }
     }
 
+    /// Decode, sanitize, validate, normalize, redact and limit: the processed event as JSON, without
+    /// `integrity`. The input's JSON is edited in place rather than rebuilt from typed values, so
+    /// metadata and diff are never copied.
     fn build(
         &self,
         raw: &RawRecord<'_>,
         received_at: Option<Timestamp>,
-    ) -> Result<(AuditEvent, RedactionReport), DeadLetter> {
+    ) -> Result<(Value, String, Limits, RedactionReport), DeadLetter> {
         let payload = match raw.payload {
             Some(p) if !p.is_empty() => p,
             _ => return Err(DeadLetter { class: DeadLetterClass::Empty, reason: "record has no payload".into() }),
@@ -236,49 +261,60 @@ impl Pipeline {
             });
         }
         let mut warnings = sanitize_event(&mut value, self.max_depth);
-        let input = self.validate(value, &mut warnings)?;
-        let (mut event, received_warning) = self.normalize(raw, input, received_at);
-        warnings.extend(received_warning);
+        let input = self.validate(&mut value, &mut warnings)?;
+        strip_contract_nulls(&mut value);
+
+        let received_at = received_at.unwrap_or_else(|| {
+            warnings.push("receivedAt: the raw record has no broker timestamp; using occurredAt".into());
+            input.context.occurred_at.unwrap_or(EPOCH)
+        });
+        let occurred_at = input.context.occurred_at.unwrap_or_else(|| {
+            warnings.push("context.occurredAt: missing; set to receivedAt".into());
+            received_at
+        });
+        let event_id = input.event_id.clone().unwrap_or_else(|| derived_event_id(raw));
+        let Some(obj) = value.as_object_mut() else { unreachable!("checked above") };
+        obj.insert("schemaVersion".into(), Value::from(SCHEMA_VERSION));
+        obj.insert("eventId".into(), Value::String(event_id.clone()));
+        obj.insert("receivedAt".into(), Value::String(received_at.to_string()));
+        let context = obj.entry("context").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(c) = context.as_object_mut() {
+            c.insert("occurredAt".into(), Value::String(occurred_at.to_string()));
+        }
 
         let mut redactions = RedactionReport::default();
-        let mut metadata = event.metadata.take().map(Value::Object);
-        let mut diff = event.diff.take().map(Value::Object);
-        if let Some(m) = metadata.as_mut() {
-            self.policy.redact("metadata", m, &mut redactions);
-        }
-        if let Some(d) = diff.as_mut() {
-            self.policy.redact("diff", d, &mut redactions);
-        }
         let mut limits = Limits::default();
-        if let Some(m) = metadata.as_mut() {
-            if canonical_bytes(m).len() > self.limits.max_metadata_bytes {
-                *m = Value::Object(truncation_marker(m));
-                limits.metadata_truncated = true;
+        for (root, max) in [("metadata", self.limits.max_metadata_bytes), ("diff", self.limits.max_diff_bytes)] {
+            if let Some(v) = obj.get_mut(root) {
+                self.policy.redact(root, v, &mut redactions);
+                if canonical_bytes(v).len() > max {
+                    *v = Value::Object(truncation_marker(v));
+                    if root == "metadata" {
+                        limits.metadata_truncated = true;
+                    } else {
+                        limits.diff_truncated = true;
+                    }
+                }
             }
         }
-        if let Some(d) = diff.as_mut() {
-            if canonical_bytes(d).len() > self.limits.max_diff_bytes {
-                *d = Value::Object(truncation_marker(d));
-                limits.diff_truncated = true;
-            }
-        }
-        let into_map = |v: Value| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        };
-        event.metadata = metadata.and_then(into_map);
-        event.diff = diff.and_then(into_map);
-        event.limits = limits;
-        event.redaction = Redaction { policy: self.policy.version().to_owned(), paths: redactions.paths.clone() };
-        event.warnings = warnings;
-        Ok((event, redactions))
+        obj.insert("redaction".into(), json!({"policy": self.policy.version(), "paths": redactions.paths}));
+        obj.insert("limits".into(), serde_json::to_value(limits).unwrap_or_default());
+        obj.insert("warnings".into(), Value::from(warnings));
+        Ok((value, event_id, limits, redactions))
     }
 
-    fn validate(&self, mut value: Value, warnings: &mut Vec<String>) -> Result<AuditEventInput, DeadLetter> {
+    /// Validates `value` against the input contract; in lenient mode drops unknown fields and bad
+    /// optional fields from it (with warnings) until it passes.
+    fn validate(&self, value: &mut Value, warnings: &mut Vec<String>) -> Result<AuditEventInput, DeadLetter> {
         for _ in 0..8 {
-            match codec::input_from_ref(&value, self.validation) {
+            match codec::input_from_ref(value, self.validation) {
                 Ok(decoded) => {
-                    warnings.extend(decoded.warnings.iter().map(FieldError::to_string));
+                    for w in &decoded.warnings {
+                        if w.message == "unknown field" {
+                            remove_path(value, &w.path);
+                        }
+                        warnings.push(w.to_string());
+                    }
                     return Ok(decoded.event);
                 }
                 Err(e) if self.validation.strict || e.field_errors().is_empty() => {
@@ -287,7 +323,7 @@ impl Pipeline {
                 Err(e) => {
                     let mut dropped_any = false;
                     for fe in e.field_errors() {
-                        if let Some(removed) = drop_optional(&mut value, &fe.path) {
+                        if let Some(removed) = drop_optional(value, &fe.path) {
                             warnings.push(format!("{fe} (field {removed} dropped)"));
                             dropped_any = true;
                         }
@@ -301,67 +337,31 @@ impl Pipeline {
         Err(DeadLetter { class: DeadLetterClass::Invalid, reason: "too many invalid fields".into() })
     }
 
-    fn normalize(
-        &self,
-        raw: &RawRecord<'_>,
-        input: AuditEventInput,
-        received_at: Option<Timestamp>,
-    ) -> (AuditEvent, Vec<String>) {
-        let mut warnings = Vec::new();
-        let received_at = received_at.unwrap_or_else(|| {
-            warnings.push("receivedAt: the raw record has no broker timestamp; using occurredAt".into());
-            input.context.occurred_at.unwrap_or(Timestamp::from_millis(0).unwrap_or(Timestamp::now()))
-        });
-        let mut context = input.context;
-        if context.occurred_at.is_none() {
-            context.occurred_at = Some(received_at);
-            warnings.push("context.occurredAt: missing; set to receivedAt".into());
-        }
-        let event = AuditEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: input.event_id.unwrap_or_else(|| derived_event_id(raw)),
-            action: input.action,
-            outcome: input.outcome,
-            actor: input.actor,
-            target: input.target,
-            context,
-            metadata: input.metadata,
-            diff: input.diff.and_then(|d| serde_json::to_value(d).ok()).and_then(|v| v.as_object().cloned()),
-            retention_tag: input.retention_tag,
-            received_at,
-            producer: input.producer,
-            redaction: Redaction::default(),
-            limits: Limits::default(),
-            warnings: Vec::new(),
-            integrity: ChainHead::genesis("").next_integrity(source(raw)),
-        };
-        (event, warnings)
-    }
-
     /// Checks the event's canonical size against `limits.max_event_bytes`. `Ok(true)`: payloads
     /// were replaced by truncation markers and the event must be measured again.
-    fn check_event_limit(&self, event: &mut AuditEvent, bytes: usize) -> Result<bool, DeadLetter> {
+    fn check_event_limit(&self, value: &mut Value, limits: &mut Limits, bytes: usize) -> Result<bool, DeadLetter> {
         let max = self.limits.max_event_bytes;
         if bytes <= max {
             return Ok(false);
         }
-        let can_truncate = self.limits.oversize == OversizeBehavior::Truncate
-            && ((event.metadata.is_some() && !event.limits.metadata_truncated)
-                || (event.diff.is_some() && !event.limits.diff_truncated));
-        if !can_truncate {
+        let Some(obj) = value.as_object_mut() else { return Ok(false) };
+        let mut changed = false;
+        if self.limits.oversize == OversizeBehavior::Truncate {
+            for (root, done) in [("metadata", &mut limits.metadata_truncated), ("diff", &mut limits.diff_truncated)] {
+                if let Some(v) = obj.get_mut(root).filter(|_| !*done) {
+                    *v = Value::Object(truncation_marker(v));
+                    *done = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
             return Err(DeadLetter {
                 class: DeadLetterClass::Oversize,
                 reason: format!("event is {bytes} bytes (canonical JSON), over limits.max_event_bytes = {max}"),
             });
         }
-        if let Some(m) = event.metadata.as_mut().filter(|_| !event.limits.metadata_truncated) {
-            *m = truncation_marker(&Value::Object(std::mem::take(m)));
-            event.limits.metadata_truncated = true;
-        }
-        if let Some(d) = event.diff.as_mut().filter(|_| !event.limits.diff_truncated) {
-            *d = truncation_marker(&Value::Object(std::mem::take(d)));
-            event.limits.diff_truncated = true;
-        }
+        obj.insert("limits".into(), serde_json::to_value(*limits).unwrap_or_default());
         Ok(true)
     }
 
@@ -373,7 +373,7 @@ impl Pipeline {
         dead_letter: DeadLetter,
         head: &mut ChainHead,
     ) -> Processed {
-        let received_at = received_at.unwrap_or(Timestamp::from_millis(0).unwrap_or(Timestamp::now()));
+        let received_at = received_at.unwrap_or(EPOCH);
         let payload = raw.payload.unwrap_or_default();
         let tenant_id = raw
             .key
@@ -405,9 +405,58 @@ impl Pipeline {
         };
         // Built from fixed, valid parts: hashing and encoding cannot fail.
         let _ = seal(&mut event);
-        let encoded = codec::encode_event(&event, self.format).unwrap_or_default();
+        let value = serde_json::to_value(&event).unwrap_or_default();
+        let encoded = codec::encode_event_value(&value, self.format).unwrap_or_default();
         head.advance(&event.integrity);
-        Processed { event, encoded, dead_letter: Some(dead_letter), redactions: RedactionReport::default() }
+        Processed {
+            value,
+            encoded,
+            event_id: event.event_id,
+            limits: event.limits,
+            dead_letter: Some(dead_letter),
+            redactions: RedactionReport::default(),
+        }
+    }
+}
+
+/// For records without any time at all.
+const EPOCH: Timestamp = Timestamp::EPOCH;
+
+/// Removes `null` from the contract's optional fields (serde reads `null` as absent; the processed
+/// schema has no nullable fields). Nulls inside metadata and diff are data and stay.
+fn strip_contract_nulls(value: &mut Value) {
+    let Some(obj) = value.as_object_mut() else { return };
+    obj.retain(|k, v| !v.is_null() || k == "metadata" || k == "diff");
+    for nested in ["actor", "target", "context", "producer"] {
+        if let Some(m) = obj.get_mut(nested).and_then(Value::as_object_mut) {
+            m.retain(|_, v| !v.is_null());
+        }
+    }
+    if let Some(d) = obj.get_mut("diff").and_then(Value::as_object_mut) {
+        d.retain(|_, v| !v.is_null());
+    }
+}
+
+/// Removes the field at a serde path (`actor.email`, `actor.roles.2.x`).
+fn remove_path(value: &mut Value, path: &str) {
+    let segs: Vec<&str> = path.split('.').collect();
+    let Some((last, parents)) = segs.split_last() else { return };
+    let mut cur = value;
+    for seg in parents {
+        cur = match cur {
+            Value::Object(m) => match m.get_mut(*seg) {
+                Some(v) => v,
+                None => return,
+            },
+            Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    if let Value::Object(m) = cur {
+        m.remove(*last);
     }
 }
 
@@ -438,7 +487,14 @@ mod tests {
     }
 
     fn raw<'a>(offset: i64, payload: &'a [u8]) -> RawRecord<'a> {
-        RawRecord { topic: "audit.raw", partition: 2, offset, timestamp_ms: Some(1_790_000_000_000 + offset), key: Some(b"tenant-a"), payload: Some(payload) }
+        RawRecord {
+            topic: "audit.raw",
+            partition: 2,
+            offset,
+            timestamp_ms: Some(1_790_000_000_000 + offset),
+            key: Some(b"tenant-a"),
+            payload: Some(payload),
+        }
     }
 
     fn head() -> ChainHead {
@@ -456,28 +512,46 @@ mod tests {
     #[test]
     fn processing_the_same_range_twice_gives_byte_identical_events() {
         let p = pipeline(|_| {});
-        let payloads: Vec<Vec<u8>> = (0..20)
-            .map(|i| if i % 7 == 3 { b"not json".to_vec() } else { input(json!({"metadata": {"i": i, "password": "p"}})) })
-            .collect();
+        let payloads: Vec<Vec<u8>> =
+            (0..20)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        b"not json".to_vec()
+                    } else {
+                        input(json!({"metadata": {"i": i, "password": "p"}}))
+                    }
+                })
+                .collect();
         let run = || {
             let mut h = head();
-            payloads.iter().enumerate().map(|(i, b)| p.process(&raw(100 + i as i64, b), &mut h).encoded).collect::<Vec<_>>()
+            payloads
+                .iter()
+                .enumerate()
+                .map(|(i, b)| p.process(&raw(100 + i as i64, b), &mut h).encoded)
+                .collect::<Vec<_>>()
         };
-        assert_eq!(run(), run());
+        let first = run();
+        assert_eq!(first, run());
+        // Every output is a valid processed event, and the chain it forms verifies.
+        let events: Vec<AuditEvent> = first
+            .iter()
+            .map(|b| codec::decode_event(b, ValidationOptions::STRICT).expect("the processed contract").event)
+            .collect();
+        assert!(verify_chain(&events).unwrap().is_intact());
     }
 
     #[test]
     fn normalizes_ids_and_times_from_the_raw_record() {
         let p = pipeline(|_| {});
         let out = p.process(&raw(7, &input(json!({}))), &mut head());
-        let e = &out.event;
+        let e = &out.event();
         assert_eq!(e.event_id, derived_event_id(&raw(7, b"")), "derived from the position");
         assert_eq!(e.received_at.as_millis(), 1_790_000_000_007, "broker timestamp");
         assert_eq!(e.context.occurred_at, Some(e.received_at));
         assert!(e.warnings.iter().any(|w| w.starts_with("context.occurredAt")));
         assert_eq!((e.integrity.seq, e.integrity.source.offset), (1, 7));
         let kept = p.process(&raw(8, &input(json!({"eventId": "evt-from-producer"}))), &mut head());
-        assert_eq!(kept.event.event_id, "evt-from-producer");
+        assert_eq!(kept.event().event_id, "evt-from-producer");
     }
 
     #[test]
@@ -487,7 +561,9 @@ mod tests {
             c.limits.max_metadata_bytes = 1024;
             c.limits.max_diff_bytes = 1024;
         });
-        let huge = input(json!({"target": {"type": "doc", "id": "x".repeat(200)}, "actor": {"type": "user", "id": "u", "roles": vec!["r".repeat(200); 12]}}));
+        let huge = input(
+            json!({"target": {"type": "doc", "id": "x".repeat(200)}, "actor": {"type": "user", "id": "u", "roles": vec!["r".repeat(200); 12]}}),
+        );
         let cases: Vec<(Option<&[u8]>, DeadLetterClass)> = vec![
             (None, DeadLetterClass::Empty),
             (Some(b"\xff\xfe"), DeadLetterClass::Decode),
@@ -502,25 +578,27 @@ mod tests {
             let mut r = raw(i as i64, b"");
             r.payload = payload;
             let out = p.process(&r, &mut h);
-            let dl = out.dead_letter.expect("dead-lettered");
+            let dl = out.dead_letter.clone().expect("dead-lettered");
             assert_eq!(dl.class, class, "case {i}: {}", dl.reason);
-            assert_eq!(out.event.action, QUARANTINE_ACTION);
-            assert_eq!(out.event.metadata.as_ref().unwrap()["deadLetter"]["class"], class.as_str());
+            assert_eq!(out.event().action, QUARANTINE_ACTION);
+            assert_eq!(out.event().metadata.as_ref().unwrap()["deadLetter"]["class"], class.as_str());
             let sha = hex::encode(Sha256::digest(payload.unwrap_or_default()));
-            assert_eq!(out.event.metadata.as_ref().unwrap()["rawSha256"], sha.as_str());
-            assert!(!serde_json::to_string(&out.event).unwrap().contains("\"OK\""), "no content in the chain");
-            events.push(out.event);
+            assert_eq!(out.event().metadata.as_ref().unwrap()["rawSha256"], sha.as_str());
+            assert!(!serde_json::to_string(&out.event()).unwrap().contains("\"OK\""), "no content in the chain");
+            events.push(out.event());
         }
         assert!(verify_chain(&events).unwrap().is_intact());
     }
 
     #[test]
     fn lenient_mode_drops_bad_optional_fields_with_warnings_and_strict_mode_refuses() {
-        let bad = input(json!({"context": {"tenantId": "t", "ip": "300.1.1.1"}, "actor": {"type": "user", "id": "u", "email": "a@b"}}));
+        let bad = input(
+            json!({"context": {"tenantId": "t", "ip": "300.1.1.1"}, "actor": {"type": "user", "id": "u", "email": "a@b"}}),
+        );
         let lenient = pipeline(|_| {}).process(&raw(1, &bad), &mut head());
         assert!(lenient.dead_letter.is_none());
-        assert_eq!(lenient.event.context.ip, None);
-        let w = lenient.event.warnings.join("\n");
+        assert_eq!(lenient.event().context.ip, None);
+        let w = lenient.event().warnings.join("\n");
         assert!(w.contains("context.ip") && w.contains("dropped"), "{w}");
         assert!(w.contains("actor.email: unknown field"), "{w}");
         let strict = pipeline(|c| c.processing.strict = true).process(&raw(1, &bad), &mut head());
@@ -534,8 +612,11 @@ mod tests {
             c.limits.max_diff_bytes = 100;
         });
         let big = "z".repeat(500);
-        let out = p.process(&raw(1, &input(json!({"metadata": {"blob": big}, "diff": {"before": {"a": 1}, "after": {"a": big}}}))), &mut head());
-        let e = &out.event;
+        let out = p.process(
+            &raw(1, &input(json!({"metadata": {"blob": big}, "diff": {"before": {"a": 1}, "after": {"a": big}}}))),
+            &mut head(),
+        );
+        let e = &out.event();
         assert!(e.limits.metadata_truncated && e.limits.diff_truncated);
         let marker = e.metadata.as_ref().unwrap();
         assert_eq!(marker["truncated"], true);
@@ -555,16 +636,19 @@ mod tests {
         let meta = (0..40).map(|i| (format!("k{i}"), json!("v".repeat(40)))).collect::<Map<_, _>>();
         let out = p.process(&raw(1, &input(json!({"metadata": meta}))), &mut head());
         assert!(out.dead_letter.is_none());
-        assert!(out.event.limits.metadata_truncated);
+        assert!(out.event().limits.metadata_truncated);
     }
 
     #[test]
     fn redaction_is_recorded_with_the_policy_version() {
         let p = pipeline(|_| {});
-        let out = p.process(&raw(1, &input(json!({"metadata": {"headers": {"Authorization": "Bearer abc.def.ghi"}}}))), &mut head());
-        assert_eq!(out.event.metadata.as_ref().unwrap()["headers"]["Authorization"], "***");
-        assert_eq!(out.event.redaction.paths, vec!["metadata.headers.Authorization"]);
-        assert_eq!(out.event.redaction.policy, p.policy_version());
+        let out = p.process(
+            &raw(1, &input(json!({"metadata": {"headers": {"Authorization": "Bearer abc.def.ghi"}}}))),
+            &mut head(),
+        );
+        assert_eq!(out.event().metadata.as_ref().unwrap()["headers"]["Authorization"], "***");
+        assert_eq!(out.event().redaction.paths, vec!["metadata.headers.Authorization"]);
+        assert_eq!(out.event().redaction.policy, p.policy_version());
     }
 
     #[test]
@@ -572,8 +656,9 @@ mod tests {
         let p = pipeline(|_| {});
         let out = p.process(&raw(1, br#"{"action":"a.b","outcome":"SUCCESS","actor":{"type":"u","id":"x\u0000y"},"metadata":{"n":12345678901234567890,"$k":1}}"#), &mut head());
         assert!(out.dead_letter.is_none(), "{:?}", out.dead_letter);
-        assert_eq!(out.event.actor.id, "x\u{FFFD}y");
-        let m = out.event.metadata.as_ref().unwrap();
+        assert_eq!(out.event().actor.id, "x\u{FFFD}y");
+        let event = out.event();
+        let m = event.metadata.as_ref().unwrap();
         assert_eq!(m["n"], "12345678901234567890");
         assert!(m.contains_key("＄k"));
     }
@@ -585,7 +670,7 @@ mod tests {
         let bytes = codec::encode_input(&input, WireFormat::Avro).unwrap();
         let out = p.process(&raw(1, &bytes), &mut head());
         assert!(out.dead_letter.is_none());
-        assert_eq!(out.event.action, "user.logout");
+        assert_eq!(out.event().action, "user.logout");
         assert_eq!(&out.encoded[..2], &[0xC3, 0x01], "processed events are Avro by default");
     }
 }

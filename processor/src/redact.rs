@@ -319,11 +319,23 @@ fn detectors(config: &DetectorsConfig) -> Vec<Detector> {
         ));
     }
     if config.bearer_tokens {
-        out.push(d("jwt", |s| s.contains("eyJ"), r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, false));
+        out.push(d(
+            "jwt",
+            |s| s.contains("eyJ"),
+            r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+            0,
+            false,
+        ));
         out.push(d("bearer", has_auth_scheme, r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1, false));
     }
     if config.url_credentials {
-        out.push(d("url_credentials", |s| s.contains("://") && s.contains('@'), r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@", 1, false));
+        out.push(d(
+            "url_credentials",
+            |s| s.contains("://") && s.contains('@'),
+            r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@",
+            1,
+            false,
+        ));
         out.push(d(
             "url_credentials",
             |s| s.contains('='),
@@ -333,7 +345,13 @@ fn detectors(config: &DetectorsConfig) -> Vec<Detector> {
         ));
     }
     if config.card_numbers {
-        out.push(d("card_number", |s| s.bytes().filter(u8::is_ascii_digit).count() >= 13, r"\b[2-6](?:[ -]?\d){12,18}\b", 0, true));
+        out.push(d(
+            "card_number",
+            |s| s.bytes().filter(u8::is_ascii_digit).count() >= 13,
+            r"\b[2-6](?:[ -]?\d){12,18}\b",
+            0,
+            true,
+        ));
     }
     out
 }
@@ -343,7 +361,9 @@ fn has_auth_scheme(s: &str) -> bool {
     let b = s.as_bytes();
     b.windows(5).any(|w| {
         let l = |i: usize| w[i].to_ascii_lowercase();
-        (l(0) == b'b' && ((l(1) == b'e' && l(2) == b'a' && l(3) == b'r' && l(4) == b'e') || (l(1) == b'a' && l(2) == b's' && l(3) == b'i' && l(4) == b'c')))
+        (l(0) == b'b'
+            && ((l(1) == b'e' && l(2) == b'a' && l(3) == b'r' && l(4) == b'e')
+                || (l(1) == b'a' && l(2) == b's' && l(3) == b'i' && l(4) == b'c')))
             || (l(0) == b't' && l(1) == b'o' && l(2) == b'k' && l(3) == b'e' && l(4) == b'n')
     })
 }
@@ -431,49 +451,87 @@ impl RedactionPolicy {
         if !self.enabled {
             return;
         }
-        let mut path = vec![Seg::Key(root.to_owned())];
+        let mut path = String::with_capacity(64);
+        path.push_str(root);
         self.walk(value, &mut path, report);
     }
 
-    fn matching_rule(&self, key: Option<&str>, path: &[Seg]) -> Option<&Rule> {
-        let words = key.map(KeyWords::new);
-        self.rules.iter().find(|r| match &r.matcher {
-            RuleMatch::Key(k) => words.as_ref().is_some_and(|w| k.matches_words(w)),
-            RuleMatch::KeyPattern(re) => key.is_some_and(|key| re.is_match(key)),
-            RuleMatch::Path(p) => p.matches(path),
+    /// The first key-only rule (key name or key pattern) matching `key`, remembered per thread:
+    /// the same few keys come back in every event.
+    fn key_rule(&self, key: &str) -> Option<usize> {
+        KEY_RULES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != self.version {
+                cache.0.clone_from(&self.version);
+                cache.1.clear();
+            }
+            if let Some(hit) = cache.1.get(key) {
+                return *hit;
+            }
+            let words = KeyWords::new(key);
+            let found = self.rules.iter().position(|r| match &r.matcher {
+                RuleMatch::Key(k) => k.matches_words(&words),
+                RuleMatch::KeyPattern(re) => re.is_match(key),
+                RuleMatch::Path(_) => false,
+            });
+            if cache.1.len() >= 8192 {
+                cache.1.clear();
+            }
+            cache.1.insert(key.to_owned(), found);
+            found
         })
     }
 
-    fn walk(&self, value: &mut Value, path: &mut Vec<Seg>, report: &mut RedactionReport) {
+    fn matching_rule(&self, key: Option<&str>, path: &str) -> Option<&Rule> {
+        let by_key = key.and_then(|k| self.key_rule(k));
+        let by_path = if self.rules.iter().any(|r| matches!(r.matcher, RuleMatch::Path(_))) {
+            let segs = split_path(path);
+            self.rules.iter().position(|r| matches!(&r.matcher, RuleMatch::Path(p) if p.matches(&segs)))
+        } else {
+            None
+        };
+        let first = match (by_key, by_path) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        first.and_then(|i| self.rules.get(i))
+    }
+
+    fn walk(&self, value: &mut Value, path: &mut String, report: &mut RedactionReport) {
         match value {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
-                    path.push(Seg::Key(key.clone()));
+                    let at = path.len();
+                    path.push('.');
+                    path.push_str(key);
                     self.visit(Some(key), child, path, report);
-                    path.pop();
+                    path.truncate(at);
                 }
             }
             Value::Array(items) => {
                 for (i, child) in items.iter_mut().enumerate() {
-                    path.push(Seg::Index(i));
+                    let at = path.len();
+                    path.push('[');
+                    path.push_str(itoa::Buffer::new().format(i));
+                    path.push(']');
                     self.visit(None, child, path, report);
-                    path.pop();
+                    path.truncate(at);
                 }
             }
             Value::String(s) => {
                 if let Some(replaced) = self.scan_string(s, report) {
                     *s = replaced;
-                    report.paths.push(format_path(path));
+                    report.paths.push(path.clone());
                 }
             }
             _ => {}
         }
     }
 
-    fn visit(&self, key: Option<&str>, child: &mut Value, path: &mut Vec<Seg>, report: &mut RedactionReport) {
+    fn visit(&self, key: Option<&str>, child: &mut Value, path: &mut String, report: &mut RedactionReport) {
         if let Some(rule) = self.matching_rule(key, path) {
             *child = self.replacement(rule.replacement, child);
-            report.paths.push(format_path(path));
+            report.paths.push(path.clone());
             *report.by_rule.entry(rule.matcher.kind()).or_default() += 1;
         } else {
             self.walk(child, path, report);
@@ -514,24 +572,27 @@ impl RedactionPolicy {
     }
 }
 
-fn format_path(path: &[Seg]) -> String {
-    let mut s = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !s.is_empty() {
-                    s.push('.');
-                }
-                s.push_str(k);
-            }
-            Seg::Index(i) => {
-                s.push('[');
-                s.push_str(&i.to_string());
-                s.push(']');
+thread_local! {
+    /// Per thread: (policy version, key -> index of the first matching key-only rule).
+    static KEY_RULES: std::cell::RefCell<(String, std::collections::HashMap<String, Option<usize>>)> =
+        std::cell::RefCell::new((String::new(), std::collections::HashMap::new()));
+}
+
+/// Splits a recorded path (`metadata.users[0].ssn`) into segments for path rules.
+fn split_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            segs.push(Seg::Key(key.to_owned()));
+        }
+        for idx in pieces {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
+                segs.push(Seg::Index(i));
             }
         }
     }
-    s
+    segs
 }
 
 #[cfg(test)]

@@ -363,7 +363,12 @@ impl Shared {
                 tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
             }
             self.store_offset(consumer, &lane.state);
-            tracing::info!(pid = std::process::id(), partition = p, acked_raw_offset = lane.state.acked.load(Ordering::Acquire), "lane released");
+            tracing::info!(
+                pid = std::process::id(),
+                partition = p,
+                acked_raw_offset = lane.state.acked.load(Ordering::Acquire),
+                "lane released"
+            );
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%error, "commit on release");
@@ -413,10 +418,10 @@ impl Shared {
             for (rule, n) in &processed.redactions.by_rule {
                 self.metrics.redactions.with_label_values(&[rule]).inc_by(*n);
             }
-            if processed.event.limits.metadata_truncated {
+            if processed.limits.metadata_truncated {
                 self.metrics.truncations.with_label_values(&["metadata"]).inc();
             }
-            if processed.event.limits.diff_truncated {
+            if processed.limits.diff_truncated {
                 self.metrics.truncations.with_label_values(&["diff"]).inc();
             }
             let traceparent = message
@@ -433,10 +438,7 @@ impl Shared {
                     .insert(Header { key: "audit.source.topic", value: Some(raw.topic) })
                     .insert(Header { key: "audit.source.partition", value: Some(source_partition.as_str()) })
                     .insert(Header { key: "audit.source.offset", value: Some(source_offset.as_str()) })
-                    .insert(Header {
-                        key: "audit.quarantine.event_id",
-                        value: Some(processed.event.event_id.as_str()),
-                    });
+                    .insert(Header { key: "audit.quarantine.event_id", value: Some(processed.event_id.as_str()) });
                 let token = Box::new(Token { lane: state.clone(), raw_offset: None });
                 let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, token).headers(headers);
                 if let Some(key) = raw.key {
@@ -450,8 +452,8 @@ impl Shared {
                 }
             }
             let token = Box::new(Token { lane: state.clone(), raw_offset: Some(raw.offset) });
-            let mut headers = OwnedHeaders::new()
-                .insert(Header { key: "audit.event_id", value: Some(processed.event.event_id.as_str()) });
+            let mut headers =
+                OwnedHeaders::new().insert(Header { key: "audit.event_id", value: Some(processed.event_id.as_str()) });
             if let Some(tp) = &traceparent {
                 headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_slice()) });
             }

@@ -91,14 +91,13 @@ fn sanitize_object(map: &mut Map<String, Value>, path: &mut PathBuf, warnings: &
 
 fn sanitize_value(v: &mut Value, path: &mut PathBuf, warnings: &mut Vec<String>) {
     match v {
-        Value::String(s) => {
-            if s.contains('\0') {
-                *s = s.replace('\0', &REPLACEMENT.to_string());
-                warnings.push(format!("{}: NUL characters replaced by U+FFFD", path.text));
-            }
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', &REPLACEMENT.to_string());
+            warnings.push(format!("{}: NUL characters replaced by U+FFFD", path.text));
         }
         Value::Number(n) if !exact_in_double(n) => {
-            warnings.push(format!("{}: integer {n} is beyond what a double holds exactly; kept as a string", path.text));
+            warnings
+                .push(format!("{}: integer {n} is beyond what a double holds exactly; kept as a string", path.text));
             *v = Value::String(n.to_string());
         }
         Value::Array(items) => {
@@ -137,7 +136,10 @@ fn free_form(v: &mut Value, path: &mut PathBuf, depth: usize, max_depth: usize, 
                     }
                     if new != k {
                         let at = path.push_key(&k);
-                        warnings.push(format!("{}: key renamed to {new:?} (document stores refuse '.' and a leading '$')", path.text));
+                        warnings.push(format!(
+                            "{}: key renamed to {new:?} (document stores refuse '.' and a leading '$')",
+                            path.text
+                        ));
                         path.pop(at);
                     }
                     map.insert(new, child);

@@ -16,7 +16,6 @@ use std::sync::LazyLock;
 use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use digest::Digest;
 use serde_json::{Map, Value as Json};
@@ -105,25 +104,119 @@ fn avro_err(e: impl std::fmt::Display) -> ContractError {
     ContractError::Avro(e.to_string())
 }
 
-#[allow(clippy::expect_used)] // the schemas are compiled in and covered by tests
-static EVENT_WRITER: LazyLock<GenericDatumWriter<'static>> =
-    LazyLock::new(|| GenericDatumWriter::builder(&EVENT_SCHEMA).build().expect("writer for audit-event.avsc"));
-#[allow(clippy::expect_used)]
-static INPUT_WRITER: LazyLock<GenericDatumWriter<'static>> =
-    LazyLock::new(|| GenericDatumWriter::builder(&INPUT_SCHEMA).build().expect("writer for audit-event.input.avsc"));
-
 fn encode(record: Record, json: &Json) -> Result<Vec<u8>, ContractError> {
-    let schema = schema(record);
-    let value = to_avro(schema, Some(json), false, "")?;
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&fingerprint_of(record));
-    let writer = match record {
-        Record::Event => &*EVENT_WRITER,
-        Record::Input => &*INPUT_WRITER,
-    };
-    writer.write_value_ref(&mut out, &value).map_err(avro_err)?;
+    write(schema(record), Some(json), false, "", &mut out)?;
     Ok(out)
+}
+
+fn write_long(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
+    write_long(b.len() as i64, out);
+    out.extend_from_slice(b);
+}
+
+/// JSON -> Avro binary, guided by `schema`, straight into `out` (no intermediate Avro values). The
+/// drift tests read everything written here back with `apache-avro`'s reader.
+fn write(
+    schema: &Schema,
+    json: Option<&Json>,
+    json_text: bool,
+    path: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), ContractError> {
+    let present = json.filter(|j| !j.is_null());
+    match schema {
+        Schema::Union(union) => {
+            let variants = union.variants();
+            let wanted = |s: &Schema| matches!(s, Schema::Null) == present.is_none();
+            let (idx, inner) = variants
+                .iter()
+                .enumerate()
+                .find(|(_, s)| wanted(s))
+                .ok_or_else(|| ContractError::Avro(format!("{path}: required field is missing")))?;
+            write_long(idx as i64, out);
+            write(inner, present, json_text, path, out)
+        }
+        Schema::Null => Ok(()),
+        _ => {
+            let Some(json) = present else {
+                return Err(ContractError::Avro(format!("{path}: required field is missing")));
+            };
+            match schema {
+                Schema::String if json_text => {
+                    write_bytes(&serde_json::to_vec(json).map_err(avro_err)?, out);
+                }
+                Schema::String => {
+                    write_bytes(json.as_str().ok_or_else(|| mismatch(path, "a string", json))?.as_bytes(), out)
+                }
+                Schema::Boolean => out.push(u8::from(json.as_bool().ok_or_else(|| mismatch(path, "a boolean", json))?)),
+                Schema::Int => write_long(
+                    json.as_i64()
+                        .filter(|i| i32::try_from(*i).is_ok())
+                        .ok_or_else(|| mismatch(path, "a 32-bit integer", json))?,
+                    out,
+                ),
+                Schema::Long => write_long(json.as_i64().ok_or_else(|| mismatch(path, "a 64-bit integer", json))?, out),
+                Schema::TimestampMillis => {
+                    let text = json.as_str().ok_or_else(|| mismatch(path, "an RFC 3339 timestamp", json))?;
+                    let ts: Timestamp = text.parse().map_err(|e| ContractError::Avro(format!("{path}: {e}")))?;
+                    write_long(ts.as_millis(), out);
+                }
+                Schema::Enum(e) => {
+                    let symbol = json.as_str().ok_or_else(|| mismatch(path, "an enum symbol", json))?;
+                    let idx = e
+                        .symbols
+                        .iter()
+                        .position(|s| s == symbol)
+                        .ok_or_else(|| mismatch(path, "one of the enum symbols", json))?;
+                    write_long(idx as i64, out);
+                }
+                Schema::Array(a) => {
+                    let items = json.as_array().ok_or_else(|| mismatch(path, "an array", json))?;
+                    if !items.is_empty() {
+                        write_long(items.len() as i64, out);
+                        for (i, item) in items.iter().enumerate() {
+                            write(&a.items, Some(item), false, &format!("{path}[{i}]"), out)?;
+                        }
+                    }
+                    out.push(0);
+                }
+                Schema::Record(r) => {
+                    let obj = json.as_object().ok_or_else(|| mismatch(path, "an object", json))?;
+                    if let Some(extra) = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
+                        return Err(ContractError::Avro(format!(
+                            "{}: field has no counterpart in Avro record {}",
+                            field_path(path, extra),
+                            r.name.name()
+                        )));
+                    }
+                    for f in &r.fields {
+                        let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                        // The path is built only when an error travels up through this record.
+                        write(&f.schema, obj.get(&f.name), text, &f.name, out).map_err(|e| match e {
+                            ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
+                            e => e,
+                        })?;
+                    }
+                }
+                other => {
+                    return Err(ContractError::Avro(format!("{path}: Avro type {other:?} is not used by the contract")))
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Encodes a processed event given as its JSON value.
@@ -190,93 +283,6 @@ fn field_path(path: &str, name: &str) -> String {
 
 fn mismatch(path: &str, expected: &str, json: &Json) -> ContractError {
     ContractError::Avro(format!("{path}: expected {expected}, found {json}"))
-}
-
-/// JSON -> Avro, guided by `schema`. `json` is `None` for an absent field.
-fn to_avro(schema: &Schema, json: Option<&Json>, json_text: bool, path: &str) -> Result<Avro, ContractError> {
-    let present = json.filter(|j| !j.is_null());
-    match schema {
-        Schema::Union(union) => {
-            let variants = union.variants();
-            match present {
-                None => {
-                    let idx = variants
-                        .iter()
-                        .position(|s| matches!(s, Schema::Null))
-                        .ok_or_else(|| ContractError::Avro(format!("{path}: required field is missing")))?;
-                    Ok(Avro::Union(idx as u32, Box::new(Avro::Null)))
-                }
-                Some(_) => {
-                    let (idx, inner) = variants
-                        .iter()
-                        .enumerate()
-                        .find(|(_, s)| !matches!(s, Schema::Null))
-                        .ok_or_else(|| ContractError::Avro(format!("{path}: union has no non-null branch")))?;
-                    Ok(Avro::Union(idx as u32, Box::new(to_avro(inner, present, json_text, path)?)))
-                }
-            }
-        }
-        Schema::Null => Ok(Avro::Null),
-        _ => {
-            let Some(json) = present else {
-                return Err(ContractError::Avro(format!("{path}: required field is missing")));
-            };
-            scalar_or_complex_to_avro(schema, json, json_text, path)
-        }
-    }
-}
-
-fn scalar_or_complex_to_avro(schema: &Schema, json: &Json, json_text: bool, path: &str) -> Result<Avro, ContractError> {
-    Ok(match schema {
-        Schema::String if json_text => Avro::String(serde_json::to_string(json).map_err(avro_err)?),
-        Schema::String => Avro::String(json.as_str().ok_or_else(|| mismatch(path, "a string", json))?.to_owned()),
-        Schema::Boolean => Avro::Boolean(json.as_bool().ok_or_else(|| mismatch(path, "a boolean", json))?),
-        Schema::Int => Avro::Int(
-            json.as_i64()
-                .and_then(|i| i32::try_from(i).ok())
-                .ok_or_else(|| mismatch(path, "a 32-bit integer", json))?,
-        ),
-        Schema::Long => Avro::Long(json.as_i64().ok_or_else(|| mismatch(path, "a 64-bit integer", json))?),
-        Schema::TimestampMillis => {
-            let text = json.as_str().ok_or_else(|| mismatch(path, "an RFC 3339 timestamp", json))?;
-            let ts: Timestamp = text.parse().map_err(|e| ContractError::Avro(format!("{path}: {e}")))?;
-            Avro::TimestampMillis(ts.as_millis())
-        }
-        Schema::Enum(e) => {
-            let symbol = json.as_str().ok_or_else(|| mismatch(path, "an enum symbol", json))?;
-            let idx = e
-                .symbols
-                .iter()
-                .position(|s| s == symbol)
-                .ok_or_else(|| mismatch(path, "one of the enum symbols", json))?;
-            Avro::Enum(idx as u32, symbol.to_owned())
-        }
-        Schema::Array(a) => {
-            let items = json.as_array().ok_or_else(|| mismatch(path, "an array", json))?;
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                out.push(to_avro(&a.items, Some(item), false, &format!("{path}[{i}]"))?);
-            }
-            Avro::Array(out)
-        }
-        Schema::Record(r) => {
-            let obj = json.as_object().ok_or_else(|| mismatch(path, "an object", json))?;
-            if let Some(extra) = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
-                return Err(ContractError::Avro(format!(
-                    "{}: field has no counterpart in Avro record {}",
-                    field_path(path, extra),
-                    r.name.name()
-                )));
-            }
-            let mut fields = Vec::with_capacity(r.fields.len());
-            for f in &r.fields {
-                let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
-                fields.push((f.name.clone(), to_avro(&f.schema, obj.get(&f.name), text, &field_path(path, &f.name))?));
-            }
-            Avro::Record(fields)
-        }
-        other => return Err(ContractError::Avro(format!("{path}: Avro type {other:?} is not used by the contract"))),
-    })
 }
 
 /// Avro -> JSON, guided by `schema`; `None` for an Avro null (an absent JSON field).

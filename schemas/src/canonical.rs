@@ -130,8 +130,9 @@ impl<'v> Writer<'_, 'v> {
             }
         }
         // Map iteration is already sorted by UTF-8 bytes, which equals UTF-16 order except when
-        // characters above U+FFFF meet U+E000..U+FFFF; sort only when that can matter.
-        if members.iter().any(|(k, _)| k.chars().any(|c| c as u32 >= 0xE000)) {
+        // characters above U+FFFF meet U+E000..U+FFFF (UTF-8 lead bytes 0xEE and up); sort only
+        // when that can matter.
+        if members.iter().any(|(k, _)| k.bytes().any(|b| b >= 0xEE)) {
             members.sort_by(|a, b| utf16_cmp(a.0, b.0));
         } else if !members.windows(2).all(|w| w[0].0 <= w[1].0) {
             members.sort_by(|a, b| a.0.cmp(b.0));
@@ -154,6 +155,20 @@ impl<'v> Writer<'_, 'v> {
     fn number(&mut self, n: &Number) -> Result<(), CanonicalError> {
         if !exact_in_double(n) {
             return Err(CanonicalError::InexactInteger { path: self.path_string(), value: n.to_string() });
+        }
+        // Up to 2^53 every integer prints in ECMAScript as its plain digits, exactly as itoa prints
+        // it (above, the shortest round-trip form can differ: 2^60 prints as 1152921504606847000).
+        const SAFE: u64 = 1 << 53;
+        if let Some(i) = n.as_i64() {
+            if i.unsigned_abs() <= SAFE {
+                self.out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                return Ok(());
+            }
+        } else if let Some(u) = n.as_u64() {
+            if u <= SAFE {
+                self.out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+                return Ok(());
+            }
         }
         let f = n.as_f64().unwrap_or(f64::NAN);
         if !f.is_finite() {

@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00.000Z.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
     /// From milliseconds since the Unix epoch.
     pub fn from_millis(millis: i64) -> Option<Self> {
         Utc.timestamp_millis_opt(millis).single().map(|_| Timestamp(millis))

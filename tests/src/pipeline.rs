@@ -161,7 +161,11 @@ impl Loader {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let mut config = ClientSettings::new(bootstrap, "test-loader").client_config(&[]).expect("config");
-        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("partitioner", "murmur2_random");
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random");
         let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("loader producer");
         let topic = topic.to_owned();
         let thread = std::thread::spawn(move || {

@@ -60,13 +60,22 @@ async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
     let processor = t.spawn_processor(PROCESSOR, &logs.path().join("processor.log"), &[]);
 
     let spool = tempfile::tempdir().unwrap();
-    let logger = AuditLogger::builder("billing").brokers(&t.bootstrap).topic(&t.raw).spool_dir(spool.path()).build().await.unwrap();
+    let logger = AuditLogger::builder("billing")
+        .brokers(&t.bootstrap)
+        .topic(&t.raw)
+        .spool_dir(spool.path())
+        .build()
+        .await
+        .unwrap();
     for i in 0..120 {
         let tenant = Context { tenant_id: Some(format!("tenant-{}", i % 6)), ..Context::default() };
-        let mut e = AuditEventInput::new("billing.invoice.update", Outcome::Success, Actor::new("user", format!("u-{i}")));
+        let mut e =
+            AuditEventInput::new("billing.invoice.update", Outcome::Success, Actor::new("user", format!("u-{i}")));
         e.context.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
         e.context.span_id = Some("00f067aa0ba902b7".into());
-        e.metadata = Some(json!({"i": i, "headers": {"authorization": "Bearer s3cr3t-t0ken-value"}}).as_object().unwrap().clone());
+        e.metadata = Some(
+            json!({"i": i, "headers": {"authorization": "Bearer s3cr3t-t0ken-value"}}).as_object().unwrap().clone(),
+        );
         logger.child(tenant).log(e).await.unwrap();
     }
     assert_eq!(logger.shutdown(Duration::from_secs(30)).await.pending, 0);
@@ -78,7 +87,12 @@ async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
         let p: ThreadedProducer<DefaultProducerContext> =
             audit_kafka::ClientSettings::new(&bootstrap, "t").client_config(&[]).unwrap().create().unwrap();
         p.send(BaseRecord::to(&loader_topic).key("tenant-0").payload(&b"\xff not json"[..])).unwrap();
-        p.send(BaseRecord::to(&loader_topic).key("tenant-1").payload(&br#"{"action":"x","outcome":"MAYBE","actor":{"type":"u","id":"1"}}"#[..])).unwrap();
+        p.send(
+            BaseRecord::to(&loader_topic)
+                .key("tenant-1")
+                .payload(&br#"{"action":"x","outcome":"MAYBE","actor":{"type":"u","id":"1"}}"#[..]),
+        )
+        .unwrap();
         p.flush(Duration::from_secs(10)).unwrap();
     })
     .await
@@ -93,7 +107,11 @@ async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
     .await
     .unwrap()
     .unwrap();
-    assert!(status.success(), "SIGTERM drains and exits 0, got {status}; log: {}", std::fs::read_to_string(logs.path().join("processor.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "SIGTERM drains and exits 0, got {status}; log: {}",
+        std::fs::read_to_string(logs.path().join("processor.log")).unwrap_or_default()
+    );
 
     let raw = raw_counts(&t, 122);
     assert_exactly_once(&t, &processed, &raw);
@@ -111,7 +129,9 @@ async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
     let processed_records = read_topic(&t.bootstrap, &t.processed, 122, Duration::from_secs(1));
     assert!(processed_records.iter().filter(|r| r.header("audit.event_id").is_some()).count() == 122);
     assert!(
-        processed_records.iter().any(|r| r.traceparent.as_deref() == Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
+        processed_records
+            .iter()
+            .any(|r| r.traceparent.as_deref() == Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
         "the producer's traceparent travels on"
     );
     let dead = t.read_dead_letters(2);
@@ -193,7 +213,10 @@ async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_ch
     assert_exactly_once(&t, &processed, &raw);
     let quarantined = processed.values().flatten().filter(|e| e["action"] == "audit.quarantined").count() as u64;
     assert_eq!(quarantined, (0..sent).filter(|i| raw_event(*i).1.starts_with(b"{\"action\": \"broken")).count() as u64);
-    assert!(t.read_dead_letters(quarantined as usize).len() as u64 >= quarantined, "every dead letter reached the DLQ (at least once)");
+    assert!(
+        t.read_dead_letters(quarantined as usize).len() as u64 >= quarantined,
+        "every dead letter reached the DLQ (at least once)"
+    );
     // The kills hit a working processor: restarts resumed many chains mid-way.
     let resumed_mid_chain = resume_points(&log).into_iter().filter(|(_, seq)| *seq > 0).count();
     assert!(resumed_mid_chain >= kills, "only {resumed_mid_chain} lanes resumed mid-chain over {kills} restarts");
