@@ -4,7 +4,6 @@
 //! is read as UTF-8 JSON.
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::avro;
