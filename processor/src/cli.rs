@@ -38,14 +38,13 @@ pub fn main() -> ExitCode {
         eprintln!("audit-processor: config OK (redaction policy {})", settings.policy.version());
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.telemetry.log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if settings.config.telemetry.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
-    }
+    let telemetry = match crate::telemetry::Telemetry::init(&settings.config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("audit-processor: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -53,7 +52,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
@@ -76,5 +75,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    });
+    telemetry.shutdown();
+    code
 }

@@ -265,11 +265,20 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// `tracing` filter, e.g. `info,audit_processor=debug`.
     pub log_filter: String,
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; unset: no spans exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { log_format: "text".into(), log_filter: "info".into() }
+        TelemetryConfig {
+            log_format: "text".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+            service_name: "audit-processor".into(),
+        }
     }
 }
 
@@ -436,6 +445,14 @@ impl ProcessorConfig {
         }
         if !["json", "text"].contains(&self.telemetry.log_format.as_str()) {
             return Err(bad("telemetry.log_format", "must be json or text"));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            if !endpoint.starts_with("http://") {
+                return Err(bad(
+                    "telemetry.otlp_endpoint",
+                    format!("{endpoint:?} must be an http:// URL (spans go over plain HTTP to a local collector)"),
+                ));
+            }
         }
         let policy = self.redaction_policy()?;
         Ok(Settings {

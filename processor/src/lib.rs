@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod runtime;
 pub mod sanitize;
+pub mod telemetry;
 
 use std::sync::Arc;
 

@@ -61,6 +61,9 @@ pub enum RunError {
     },
 }
 
+/// Most records a lane takes from its queue at once (one span each).
+const BATCH: usize = 256;
+
 fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
     Required { key, value: Cow::Borrowed(value), reason }
 }
@@ -389,21 +392,53 @@ impl Shared {
 
     /// One lane: process the records of one raw partition in order.
     fn lane_loop(&self, state: &Arc<LaneState>, rx: Receiver<OwnedMessage>, mut head: ChainHead) {
-        let k = &self.settings.config.kafka;
         let mut next_expected: Option<i64> = None;
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
-            let message = match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => m,
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => batch.push(m),
                 Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => continue,
                 Err(_) => return,
-            };
-            if state.stop.load(Ordering::Acquire) {
-                return;
             }
-            if next_expected.is_some_and(|n| message.offset() < n) {
-                continue;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
             }
-            next_expected = Some(message.offset() + 1);
+            let span = tracing::info_span!(
+                "audit.process_batch",
+                partition = state.partition,
+                records = batch.len(),
+                first_offset = batch.first().map(Message::offset),
+                last_offset = batch.last().map(Message::offset),
+            );
+            for m in &batch {
+                let tp = m.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value));
+                if let Some(cx) = tp.and_then(crate::telemetry::span_context) {
+                    tracing_opentelemetry::OpenTelemetrySpanExt::add_link(&span, cx);
+                }
+            }
+            let _entered = span.enter();
+            for message in batch.drain(..) {
+                if state.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                if next_expected.is_some_and(|n| message.offset() < n) {
+                    continue;
+                }
+                next_expected = Some(message.offset() + 1);
+                if !self.process_one(state, &message, &mut head) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Processes and publishes one record; false when the lane must stop.
+    fn process_one(&self, state: &Arc<LaneState>, message: &OwnedMessage, head: &mut ChainHead) -> bool {
+        let k = &self.settings.config.kafka;
+        {
             let started = Instant::now();
             let raw = RawRecord {
                 topic: message.topic(),
@@ -413,7 +448,7 @@ impl Shared {
                 key: message.key(),
                 payload: message.payload(),
             };
-            let processed = self.pipeline.process(&raw, &mut head);
+            let processed = self.pipeline.process(&raw, head);
             self.metrics.latency.observe(started.elapsed().as_secs_f64());
             for (rule, n) in &processed.redactions.by_rule {
                 self.metrics.redactions.with_label_values(&[rule]).inc_by(*n);
@@ -448,7 +483,7 @@ impl Shared {
                     record = record.payload(payload);
                 }
                 if !self.send(state, record) {
-                    return;
+                    return false;
                 }
             }
             let token = Box::new(Token { lane: state.clone(), raw_offset: Some(raw.offset) });
@@ -465,10 +500,11 @@ impl Shared {
                 record = record.key(key);
             }
             if !self.send(state, record) {
-                return;
+                return false;
             }
             self.metrics.processed.inc();
         }
+        true
     }
 
     /// Hands a record to the producer, waiting while its queue is full; false when the lane must stop.
