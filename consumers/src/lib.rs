@@ -1,12 +1,54 @@
 //! `audit-sink`: writes processed audit events into stores, one consumer group per sink.
 //!
-//! **Status: skeleton.** The sink issue fills this crate. It will own one shared runtime (an ordered
-//! lane per assigned partition, batches bounded by count, bytes and time, offsets stored only after
-//! the batch is durable, errors classified once as retriable, poison or fatal) and one folder per
-//! sink with the same shape (`config.rs`, `sink.rs`): PostgreSQL, SQLite, MongoDB, JSONL files and
-//! HTTP (generic batch, Splunk HEC, Elasticsearch/OpenSearch `_bulk`). Duplicates are absorbed by
-//! each sink's idempotence on `eventId`; a duplicate with different content is kept as a conflict.
-//! One conformance suite runs against every sink.
+//! Adding a sink means starting another `audit-sink` with another config (its own
+//! `kafka.group_id`): every sink reads the whole processed topic at its own pace.
+//!
+//! # Guarantees
+//! * **One ordered lane per assigned partition**; batches are bounded by count, bytes and time
+//!   (`[batch]`).
+//! * **At-least-once, effectively once**: an offset is stored only after the batch it covers is
+//!   durable in the store (committed transaction, fsynced file); stored offsets are committed every
+//!   second, on revoke and at shutdown. Redelivered events are absorbed by the store's idempotence on
+//!   `eventId` (or on the offset, for JSONL files).
+//! * **Errors classified once** ([`sink::SinkError`]): retriable → exponential backoff with jitter,
+//!   a circuit breaker per sink, the lane paused (never the process crashed); poison → the batch is
+//!   split until the bad record is alone, it goes to the sink's dead-letter topic with the reason in
+//!   headers, and the lane goes on; fatal (bad config, authentication) → exit non-zero.
+//! * **Conflicts are kept**: the same `eventId` with a different content hash is counted, logged
+//!   and stored for review (the `audit_event_conflicts` table for PostgreSQL).
+//!
+//! # Layout
+//! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
+//! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
+//! [`postgres`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
 
-/// The sinks this crate will provide, by their config name.
-pub const SINK_KINDS: &[&str] = &["postgres", "sqlite", "mongodb", "jsonl", "http"];
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod jsonl;
+pub mod metrics;
+pub mod postgres;
+pub mod runtime;
+pub mod sink;
+
+use std::sync::Arc;
+
+pub use config::{ConfigError, Settings, SinkConfig};
+pub use runtime::RunError;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `sink` with `settings` until `shutdown` (drains, commits, returns `Ok`) or a fatal error.
+pub async fn run<S: sink::Sink>(settings: Settings, sink: Arc<S>, metrics: metrics::SinkMetrics, shutdown: CancellationToken) -> Result<(), RunError> {
+    let health = Arc::new(runtime::Health::default());
+    let http_stop = CancellationToken::new();
+    let server = http::serve(settings.http_listen, metrics.clone(), health.clone(), http_stop.clone())
+        .await
+        .map_err(|e| RunError::Fatal(format!("http endpoint {}: {e}", settings.http_listen)))?;
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, sink, metrics, health, handle, shutdown))
+        .await
+        .unwrap_or_else(|e| Err(RunError::Fatal(format!("sink thread panicked: {e}"))));
+    http_stop.cancel();
+    let _ = server.await;
+    result
+}

@@ -1,11 +1,5 @@
-//! `audit-sink` binary (skeleton until the sink issue lands).
+//! `audit-sink` binary: everything lives in the library (`audit_sink::cli`).
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    eprintln!(
-        "audit-sink: the sink runtime is not implemented yet (planned sinks: {}).",
-        audit_sink::SINK_KINDS.join(", ")
-    );
-    ExitCode::from(2)
+fn main() -> std::process::ExitCode {
+    audit_sink::cli::main()
 }

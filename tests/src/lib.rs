@@ -37,3 +37,4 @@ pub fn unreachable(service: &str, address: &str, error: impl std::fmt::Display) 
 
 pub mod kafka;
 pub mod pipeline;
+pub mod sinks;

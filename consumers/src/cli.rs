@@ -1,0 +1,117 @@
+//! The `audit-sink` command line, shared by the binary and the test harness.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StoreConfig;
+use crate::jsonl::JsonlSink;
+use crate::metrics::SinkMetrics;
+use crate::postgres::PostgresSink;
+use crate::{Settings, SinkConfig};
+
+/// Writes processed audit events into a store, as its own consumer group.
+#[derive(Debug, Parser)]
+#[command(name = "audit-sink", version, about)]
+struct Args {
+    /// TOML config file (defaults ← file ← AUDIT_<SECTION>__<KEY> env).
+    #[arg(long, short, env = "AUDIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the config, print the effective values and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the store's migrations and exit (PostgreSQL).
+    Migrate,
+}
+
+fn kind(settings: &Settings) -> &'static str {
+    match settings.config.store {
+        StoreConfig::Jsonl(_) => "jsonl",
+        StoreConfig::Postgres(_) => "postgres",
+    }
+}
+
+/// Exit codes: 0 clean shutdown, 1 runtime failure, 2 invalid config.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match SinkConfig::load(args.config.as_deref()).and_then(SinkConfig::validate) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("audit-sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        match toml::to_string(&settings.config) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("cannot print the config: {e}"),
+        }
+        eprintln!("audit-sink: config OK ({} sink, group {})", kind(&settings), settings.config.kafka.group_id);
+        return ExitCode::SUCCESS;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.log_filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("audit-sink: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutdown requested: draining");
+            signal.cancel();
+        });
+        let metrics = match SinkMetrics::new(kind(&settings), &settings.config.kafka.group_id) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("audit-sink: metrics: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let result = match settings.config.store.clone() {
+            StoreConfig::Jsonl(c) => crate::run(settings, Arc::new(JsonlSink::new(c)), metrics, shutdown).await,
+            StoreConfig::Postgres(c) => {
+                let url = settings.sql_url.clone().unwrap_or_default();
+                let migrate_only = matches!(args.command, Some(Command::Migrate));
+                match PostgresSink::connect(&url, c.max_connections, c.migrate || migrate_only).await {
+                    Ok(_) if migrate_only => {
+                        eprintln!("audit-sink: migrations applied");
+                        return ExitCode::SUCCESS;
+                    }
+                    Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
+                    Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!("stopped cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit-sink stopped");
+                eprintln!("audit-sink: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

@@ -1,0 +1,271 @@
+//! Sink configuration: figment merges defaults ← TOML file ← `AUDIT_<SECTION>__<KEY>` environment
+//! variables into [`SinkConfig`]; [`SinkConfig::validate`] checks every value without I/O.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use audit_kafka::ClientSettings;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use crate::jsonl::JsonlConfig;
+pub use crate::postgres::PostgresConfig;
+
+/// A config value that is not acceptable, with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sink config {key}: {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `batch.max_events`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// Kafka settings of a sink: one consumer group per sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// This sink's consumer group (each sink has its own).
+    pub group_id: String,
+    /// Processed topic (input).
+    pub processed_topic: String,
+    /// This sink's dead-letter topic (records it can never accept).
+    pub dead_letter_topic: String,
+    /// Session timeout, milliseconds.
+    pub session_timeout_ms: u64,
+    /// Static membership (`group.instance.id`).
+    pub instance_id: Option<String>,
+    /// Extra librdkafka options.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: String::new(),
+            processed_topic: "audit.processed".into(),
+            dead_letter_topic: String::new(),
+            session_timeout_ms: 10_000,
+            instance_id: None,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// Batching per partition lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most events per write.
+    pub max_events: usize,
+    /// Most bytes (encoded events) per write.
+    pub max_bytes: usize,
+    /// Longest a partial batch waits, milliseconds.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_events: 1000, max_bytes: 4 << 20, max_wait_ms: 200 }
+    }
+}
+
+/// Retries of retriable failures, and the circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First backoff, milliseconds (doubled per attempt, with jitter).
+    pub base_backoff_ms: u64,
+    /// Longest backoff, milliseconds.
+    pub max_backoff_ms: u64,
+    /// Consecutive failures that open the circuit (the lane then waits `cooldown_ms` between probes).
+    pub failure_threshold: u32,
+    /// Cool-down of an open circuit, milliseconds.
+    pub cooldown_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { base_backoff_ms: 100, max_backoff_ms: 30_000, failure_threshold: 5, cooldown_ms: 10_000 }
+    }
+}
+
+/// Which store, and its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// JSONL files.
+    Jsonl(JsonlConfig),
+    /// PostgreSQL.
+    Postgres(PostgresConfig),
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Jsonl(JsonlConfig::default())
+    }
+}
+
+/// HTTP endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:9465".into() }
+    }
+}
+
+/// Everything a sink can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Retries and circuit breaker.
+    pub retry: RetryConfig,
+    /// The store.
+    pub store: StoreConfig,
+    /// HTTP endpoints.
+    pub http: HttpConfig,
+    /// SIGTERM drain deadline, milliseconds.
+    pub drain_timeout_ms: u64,
+    /// `tracing` filter.
+    pub log_filter: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config.
+    pub config: SinkConfig,
+    /// Kafka client settings.
+    pub kafka: ClientSettings,
+    /// Dead-letter topic (explicit or `<processed topic>.dlq.<group>`).
+    pub dead_letter_topic: String,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+    /// The SQL URL, for SQL stores.
+    pub sql_url: Option<String>,
+}
+
+impl SinkConfig {
+    /// Loads defaults ← `file` ← `AUDIT_<SECTION>__<KEY>` env. Unknown keys are errors naming the key.
+    pub fn load(file: Option<&Path>) -> Result<SinkConfig, ConfigError> {
+        let mut defaults = SinkConfig::default();
+        defaults.drain_timeout_ms = 20_000;
+        defaults.log_filter = "info".into();
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(bad("config file", format!("{} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("AUDIT_").filter(|k| k.as_str().contains("__")).split("__"));
+        figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            bad(if key.is_empty() { "config".to_owned() } else { key }, e.kind.to_string())
+        })
+    }
+
+    /// Checks every value without I/O.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let k = &self.kafka;
+        if k.group_id.trim().is_empty() {
+            return Err(bad("kafka.group_id", "must name this sink's consumer group (each sink has its own)"));
+        }
+        let topic_ok = |t: &str| !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !topic_ok(&k.processed_topic) {
+            return Err(bad("kafka.processed_topic", format!("{:?} is not a valid topic name", k.processed_topic)));
+        }
+        let dead_letter_topic =
+            if k.dead_letter_topic.is_empty() { format!("{}.dlq.{}", k.processed_topic, k.group_id) } else { k.dead_letter_topic.clone() };
+        if !topic_ok(&dead_letter_topic) {
+            return Err(bad("kafka.dead_letter_topic", format!("{dead_letter_topic:?} is not a valid topic name")));
+        }
+        if !(1_000..=300_000).contains(&k.session_timeout_ms) {
+            return Err(bad("kafka.session_timeout_ms", "must be between 1000 and 300000"));
+        }
+        let mut kafka = ClientSettings::new(k.brokers.clone(), format!("audit-sink/{}", k.group_id));
+        kafka.pass_through = k.librdkafka.clone();
+        kafka.validate(&crate::runtime::protected_keys()).map_err(|e| match e {
+            audit_kafka::Error::ProtectedKey { key, reason } => bad(format!("kafka.librdkafka.{key}"), format!("cannot be overridden: {reason}")),
+            other => bad("kafka.brokers", other.to_string()),
+        })?;
+        let b = &self.batch;
+        if !(1..=100_000).contains(&b.max_events) {
+            return Err(bad("batch.max_events", "must be between 1 and 100000"));
+        }
+        if b.max_bytes < 1024 {
+            return Err(bad("batch.max_bytes", "must be at least 1024"));
+        }
+        if b.max_wait_ms == 0 || b.max_wait_ms > 60_000 {
+            return Err(bad("batch.max_wait_ms", "must be between 1 and 60000"));
+        }
+        let r = &self.retry;
+        if r.base_backoff_ms == 0 || r.max_backoff_ms < r.base_backoff_ms {
+            return Err(bad("retry.max_backoff_ms", "must be at least retry.base_backoff_ms, which must be positive"));
+        }
+        if r.failure_threshold == 0 {
+            return Err(bad("retry.failure_threshold", "must be positive"));
+        }
+        let sql_url = match &self.store {
+            StoreConfig::Jsonl(j) => {
+                if j.dir.as_os_str().is_empty() {
+                    return Err(bad("store.dir", "must name a directory"));
+                }
+                if j.max_file_bytes < 4096 {
+                    return Err(bad("store.max_file_bytes", "must be at least 4096"));
+                }
+                if j.max_file_age_secs == 0 {
+                    return Err(bad("store.max_file_age_secs", "must be positive"));
+                }
+                None
+            }
+            StoreConfig::Postgres(s) => {
+                let url = s.url.clone().or_else(|| std::env::var("DATABASE_URL").ok()).ok_or_else(|| {
+                    bad("store.url", "no PostgreSQL URL: set store.url or DATABASE_URL")
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(bad("store.url", "must be a postgres:// URL"));
+                }
+                if s.max_connections == 0 {
+                    return Err(bad("store.max_connections", "must be positive"));
+                }
+                Some(url)
+            }
+        };
+        let http_listen =
+            self.http.listen.parse().map_err(|e| bad("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
+        if self.drain_timeout_ms == 0 {
+            return Err(bad("drain_timeout_ms", "must be positive"));
+        }
+        Ok(Settings {
+            kafka,
+            dead_letter_topic,
+            http_listen,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            sql_url,
+            config: self,
+        })
+    }
+}

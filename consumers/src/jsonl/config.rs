@@ -1,0 +1,23 @@
+//! Settings of the JSONL sink (`[store] kind = "jsonl"`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The JSONL file sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonlConfig {
+    /// Directory of the file series (one sub-directory per partition).
+    pub dir: PathBuf,
+    /// Rotate a file at this size, bytes.
+    pub max_file_bytes: u64,
+    /// Rotate a file at this age, seconds.
+    pub max_file_age_secs: u64,
+}
+
+impl Default for JsonlConfig {
+    fn default() -> Self {
+        JsonlConfig { dir: PathBuf::from("audit-jsonl"), max_file_bytes: 256 << 20, max_file_age_secs: 3600 }
+    }
+}

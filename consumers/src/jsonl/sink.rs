@@ -1,0 +1,270 @@
+//! JSONL files: one file series per partition, rotated by size and age, fsync before an offset is
+//! stored, exactly once across restarts.
+//!
+//! Layout: `<dir>/partition-<p>/<first offset, 20 digits>.jsonl`; each line is
+//! `{"partition":p,"offset":o,"event":{…}}` with the event exactly as published (its JSON form), so
+//! `auditctl verify` hashes `.event`. On assignment the newest file of the partition is read from
+//! its end: a torn last line (a crash mid-write) is cut, and the offset of the last complete line
+//! tells which records are already there; they are skipped when redelivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::config::JsonlConfig;
+use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+
+/// How many recent event ids per partition are remembered to notice a conflicting duplicate.
+const RECENT_IDS: usize = 100_000;
+
+#[derive(Debug)]
+struct Series {
+    dir: PathBuf,
+    file: Option<(File, PathBuf, u64, Instant)>,
+    last_offset: Option<i64>,
+    recent: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+/// The JSONL file sink.
+#[derive(Debug)]
+pub struct JsonlSink {
+    config: JsonlConfig,
+    series: Mutex<HashMap<i32, Series>>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> SinkError {
+    let reason = format!("{}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => SinkError::fatal(reason),
+        // A full disk, a flaky mount: worth retrying, the lane pauses meanwhile.
+        _ => SinkError::retriable(reason),
+    }
+}
+
+/// The newest `.jsonl` file of a partition directory.
+fn newest(dir: &Path) -> Result<Option<PathBuf>, SinkError> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files.pop())
+}
+
+/// Cuts a torn last line and returns the offset of the last complete line.
+fn recover_tail(path: &Path) -> Result<Option<i64>, SinkError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| io(path, e))?;
+    let len = file.metadata().map_err(|e| io(path, e))?.len();
+    let window = len.min(4 << 20);
+    file.seek(SeekFrom::Start(len - window)).map_err(|e| io(path, e))?;
+    let mut tail = Vec::with_capacity(window as usize);
+    (&mut file).take(window).read_to_end(&mut tail).map_err(|e| io(path, e))?;
+    let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < tail.len() {
+        let keep = len - (tail.len() - complete) as u64;
+        tracing::warn!(file = %path.display(), bytes_cut = tail.len() - complete, "cut a torn last line");
+        file.set_len(keep).map_err(|e| io(path, e))?;
+        file.sync_all().map_err(|e| io(path, e))?;
+    }
+    let lines = &tail[..complete];
+    let last = lines.strip_suffix(b"\n").unwrap_or(lines);
+    let start = last.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if last[start..].is_empty() {
+        return Ok(None);
+    }
+    let line: Value = serde_json::from_slice(&last[start..])
+        .map_err(|e| SinkError::fatal(format!("{}: last line is not JSON ({e}); the file was edited by hand?", path.display())))?;
+    Ok(line.get("offset").and_then(Value::as_i64))
+}
+
+impl JsonlSink {
+    /// A sink writing under `config.dir`.
+    pub fn new(config: JsonlConfig) -> Self {
+        JsonlSink { config, series: Mutex::new(HashMap::new()) }
+    }
+
+    fn partition_dir(&self, partition: i32) -> PathBuf {
+        self.config.dir.join(format!("partition-{partition}"))
+    }
+
+    fn open_series(&self, partition: i32) -> Result<Series, SinkError> {
+        let dir = self.partition_dir(partition);
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let mut last_offset = None;
+        let mut file = None;
+        if let Some(path) = newest(&dir)? {
+            last_offset = recover_tail(&path)?;
+            let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
+            if last_offset.is_none() {
+                // An empty newest file: the offset is in the one before, if any.
+                fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                if let Some(prev) = newest(&dir)? {
+                    last_offset = recover_tail(&prev)?;
+                }
+            } else if len < self.config.max_file_bytes {
+                let f = OpenOptions::new().append(true).open(&path).map_err(|e| io(&path, e))?;
+                file = Some((f, path, len, Instant::now()));
+            }
+        }
+        Ok(Series { dir, file, last_offset, recent: HashMap::new(), order: VecDeque::new() })
+    }
+
+    fn rotate_if_due(&self, s: &mut Series, first_offset: i64) -> Result<(), SinkError> {
+        let due = match &s.file {
+            None => true,
+            Some((_, _, bytes, opened)) => {
+                *bytes >= self.config.max_file_bytes || opened.elapsed() >= Duration::from_secs(self.config.max_file_age_secs)
+            }
+        };
+        if due {
+            if let Some((f, path, _, _)) = s.file.take() {
+                f.sync_all().map_err(|e| io(&path, e))?;
+            }
+            let path = s.dir.join(format!("{first_offset:020}.jsonl"));
+            let f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
+            if let Ok(d) = File::open(&s.dir) {
+                let _ = d.sync_all();
+            }
+            s.file = Some((f, path, 0, Instant::now()));
+        }
+        Ok(())
+    }
+}
+
+impl Sink for JsonlSink {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    async fn prepare(&self, partition: i32) -> Result<Option<i64>, SinkError> {
+        let series = self.open_series(partition)?;
+        let last = series.last_offset;
+        self.series.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, series);
+        Ok(last)
+    }
+
+    async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
+        let Some(first) = batch.first() else { return Ok(WriteOutcome::default()) };
+        let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(&first.partition) {
+            let s = self.open_series(first.partition)?;
+            all.insert(first.partition, s);
+        }
+        let Some(s) = all.get_mut(&first.partition) else { return Err(SinkError::retriable("no series")) };
+        let mut outcome = WriteOutcome::default();
+        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 48).sum());
+        let mut last = s.last_offset;
+        let mut first_new = None;
+        for r in batch {
+            if last.is_some_and(|l| r.offset <= l) {
+                outcome.duplicates += 1;
+                continue;
+            }
+            if let Some(stored) = s.recent.get(&r.event_id) {
+                if *stored == r.hash {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                // Kept in the file all the same: the file is the record of what arrived.
+                outcome.conflicts.push(Conflict { event_id: r.event_id.clone(), stored_hash: stored.clone(), incoming_hash: r.hash.clone() });
+            }
+            first_new.get_or_insert(r.offset);
+            buf.extend_from_slice(format!("{{\"partition\":{},\"offset\":{},\"event\":", r.partition, r.offset).as_bytes());
+            buf.extend_from_slice(r.json.as_bytes());
+            buf.extend_from_slice(b"}\n");
+            last = Some(r.offset);
+            outcome.written += 1;
+        }
+        let Some(first_new) = first_new else { return Ok(outcome) };
+        self.rotate_if_due(s, first_new)?;
+        let Some((file, path, bytes, _)) = s.file.as_mut() else { return Err(SinkError::retriable("no open file")) };
+        file.write_all(&buf).map_err(|e| io(path, e))?;
+        file.sync_data().map_err(|e| io(path, e))?;
+        *bytes += buf.len() as u64;
+        s.last_offset = last;
+        for r in batch {
+            if s.recent.insert(r.event_id.clone(), r.hash.clone()).is_none() {
+                s.order.push_back(r.event_id.clone());
+                if s.order.len() > RECENT_IDS {
+                    if let Some(old) = s.order.pop_front() {
+                        s.recent.remove(&old);
+                    }
+                }
+            }
+        }
+        outcome.written -= outcome.conflicts.len() as u64;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(p: i32, offset: i64, id: &str, hash: &str) -> SinkRecord {
+        let event = json!({"eventId": id, "integrity": {"hash": hash}});
+        SinkRecord { partition: p, offset, event_id: id.into(), hash: hash.into(), json: event.to_string(), event }
+    }
+
+    fn sink(dir: &Path, max_file_bytes: u64) -> JsonlSink {
+        JsonlSink::new(JsonlConfig { dir: dir.to_owned(), max_file_bytes, max_file_age_secs: 3600 })
+    }
+
+    fn lines(dir: &Path, p: i32) -> Vec<Value> {
+        let mut files: Vec<_> = fs::read_dir(dir.join(format!("partition-{p}"))).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.iter().flat_map(|f| fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_restart_skips_what_is_already_written_and_cuts_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path(), 1 << 20);
+        assert_eq!(s.prepare(0).await.unwrap(), None);
+        s.write(&[record(0, 0, "a", "h0"), record(0, 1, "b", "h1")]).await.unwrap();
+        drop(s);
+        // A crash in the middle of the next line.
+        let file = newest(&dir.path().join("partition-0")).unwrap().unwrap();
+        OpenOptions::new().append(true).open(&file).unwrap().write_all(b"{\"partition\":0,\"offs").unwrap();
+
+        let s = sink(dir.path(), 1 << 20);
+        assert_eq!(s.prepare(0).await.unwrap(), Some(1), "the last complete line is offset 1");
+        let out = s.write(&[record(0, 1, "b", "h1"), record(0, 2, "c", "h2")]).await.unwrap();
+        assert_eq!((out.written, out.duplicates), (1, 1));
+        let offsets: Vec<i64> = lines(dir.path(), 0).iter().map(|l| l["offset"].as_i64().unwrap()).collect();
+        assert_eq!(offsets, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn files_rotate_by_size_and_keep_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path(), 4096);
+        s.prepare(3).await.unwrap();
+        for i in 0..100 {
+            s.write(&[record(3, i, &format!("e{i}"), "h")]).await.unwrap();
+        }
+        let files = fs::read_dir(dir.path().join("partition-3")).unwrap().count();
+        assert!(files > 1, "rotated into {files} files");
+        let offsets: Vec<i64> = lines(dir.path(), 3).iter().map(|l| l["offset"].as_i64().unwrap()).collect();
+        assert_eq!(offsets, (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn the_same_event_id_with_other_content_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink(dir.path(), 1 << 20);
+        s.prepare(0).await.unwrap();
+        s.write(&[record(0, 0, "a", "h0")]).await.unwrap();
+        let out = s.write(&[record(0, 1, "a", "other")]).await.unwrap();
+        assert_eq!(out.conflicts.len(), 1);
+        assert_eq!(out.conflicts[0].stored_hash, "h0");
+    }
+}

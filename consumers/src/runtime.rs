@@ -1,0 +1,487 @@
+//! The runtime every sink shares: its own consumer group on the processed topic, one ordered lane
+//! per assigned partition, batches bounded by count, bytes and time, offsets stored only after the
+//! batch they cover is durable, commit on revoke and shutdown, errors classified once.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use audit_kafka::{close_consumer, Required};
+use audit_schema::codec;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, TopicPartitionList};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::metrics::SinkMetrics;
+use crate::sink::{Sink, SinkError, SinkRecord};
+
+/// Why a sink stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The store refused to work (bad config, authentication...).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
+    Required { key, value: Cow::Borrowed(value), reason }
+}
+
+fn consumer_required() -> Vec<Required> {
+    let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
+    r.push(req("partition.assignment.strategy", "range,roundrobin", "lanes are handed over whole on revoke"));
+    r.push(req("auto.offset.reset", "earliest", "a new sink starts from the beginning of the processed topic"));
+    r
+}
+
+/// Every librdkafka key the sink runtime fixes.
+pub fn protected_keys() -> Vec<Required> {
+    let mut keys = consumer_required();
+    keys.push(req("group.id", "", "set kafka.group_id instead"));
+    keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
+    keys.push(req("group.instance.id", "", "set kafka.instance_id instead"));
+    keys
+}
+
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug)]
+struct LaneState {
+    partition: i32,
+    acked: AtomicI64,
+    stored: AtomicI64,
+}
+
+struct Lane {
+    state: Arc<LaneState>,
+    tx: mpsc::Sender<OwnedMessage>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared<S: Sink> {
+    settings: Settings,
+    sink: Arc<S>,
+    metrics: SinkMetrics,
+    dead_letters: FutureProducer,
+    lanes: Mutex<BTreeMap<i32, Lane>>,
+    circuit: Circuit,
+    fatal: Mutex<Option<String>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<S: Sink> Shared<S> {
+    fn lanes(&self) -> MutexGuard<'_, BTreeMap<i32, Lane>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_fatal(&self, message: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = %message, "fatal");
+            *f = Some(message);
+        }
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn start_lane(self: &Arc<Self>, partition: i32) {
+        let (tx, rx) = mpsc::channel(self.settings.config.batch.max_events.max(64) * 2);
+        let state = Arc::new(LaneState { partition, acked: AtomicI64::new(-1), stored: AtomicI64::new(-1) });
+        let stop = CancellationToken::new();
+        let shared = self.clone();
+        let (s, st) = (state.clone(), stop.clone());
+        let task = self.runtime.spawn(async move { shared.lane(s, rx, st).await });
+        self.lanes().insert(partition, Lane { state, tx, stop, task });
+    }
+
+    /// Stops the lanes of `partitions` (their current write finishes), stores and commits.
+    fn release<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
+        let lanes: Vec<Lane> = {
+            let mut map = self.lanes();
+            partitions.iter().filter_map(|p| map.remove(p)).collect()
+        };
+        if lanes.is_empty() {
+            return;
+        }
+        for lane in &lanes {
+            lane.stop.cancel();
+        }
+        let deadline = self.settings.drain_timeout;
+        for lane in lanes {
+            let Lane { state, tx, task, .. } = lane;
+            drop(tx);
+            if self.runtime.block_on(tokio::time::timeout(deadline, task)).is_err() {
+                tracing::warn!(partition = state.partition, "lane did not stop within the drain deadline");
+            }
+            self.store_offset(consumer, &state);
+            tracing::info!(partition = state.partition, acked_offset = state.acked.load(Ordering::Acquire), "lane released");
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "commit on release");
+        }
+    }
+
+    fn store_offset<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, lane: &LaneState) {
+        let acked = lane.acked.load(Ordering::Acquire);
+        if acked > lane.stored.load(Ordering::Acquire) {
+            match consumer.store_offset(&self.settings.config.kafka.processed_topic, lane.partition, acked) {
+                Ok(()) => lane.stored.store(acked, Ordering::Release),
+                Err(error) => tracing::debug!(partition = lane.partition, %error, "offset not stored"),
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let r = &self.settings.config.retry;
+        let exp = r.base_backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(r.max_backoff_ms);
+        // Full jitter, from the clock's nanoseconds (no need for a cryptographic source here).
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let jittered = exp / 2 + (u64::from(nanos) % (exp / 2 + 1));
+        Duration::from_millis(jittered).max(retry_after.unwrap_or_default())
+    }
+
+    /// Waits while the circuit is open.
+    async fn wait_circuit(&self, stop: &CancellationToken) -> bool {
+        let until = *self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                tokio::select! {
+                    () = tokio::time::sleep(until - now) => {}
+                    () = stop.cancelled() => return false,
+                }
+            }
+        }
+        true
+    }
+
+    fn record_failure(&self) {
+        let n = self.circuit.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let r = &self.settings.config.retry;
+        if n >= r.failure_threshold {
+            let mut open = self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner());
+            if open.is_none_or(|t| t <= Instant::now()) {
+                tracing::warn!(failures = n, cooldown_ms = r.cooldown_ms, "circuit open: pausing writes");
+                self.metrics.circuit_open.set(1);
+            }
+            *open = Some(Instant::now() + Duration::from_millis(r.cooldown_ms));
+        }
+    }
+
+    fn record_success(&self) {
+        if self.circuit.failures.swap(0, Ordering::AcqRel) > 0 {
+            *self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.metrics.circuit_open.set(0);
+        }
+    }
+
+    /// Writes `batch`, retrying retriable failures; isolates poison records by splitting. Returns
+    /// false when the lane must stop (stop requested or fatal).
+    async fn write_all(&self, batch: &[SinkRecord], messages: &[&OwnedMessage], stop: &CancellationToken) -> bool {
+        let mut pending: Vec<(usize, usize)> = vec![(0, batch.len())];
+        while let Some((from, to)) = pending.pop() {
+            let mut attempt = 0u32;
+            loop {
+                if !self.wait_circuit(stop).await {
+                    return false;
+                }
+                let started = Instant::now();
+                match self.sink.write(&batch[from..to]).await {
+                    Ok(outcome) => {
+                        self.record_success();
+                        self.metrics.batch_latency.observe(started.elapsed().as_secs_f64());
+                        self.metrics.written.inc_by(outcome.written);
+                        self.metrics.duplicates.inc_by(outcome.duplicates);
+                        for c in &outcome.conflicts {
+                            self.metrics.conflicts.inc();
+                            tracing::error!(event_id = %c.event_id, stored_hash = %c.stored_hash, incoming_hash = %c.incoming_hash,
+                                "conflict: an event id arrived again with different content; kept for review");
+                        }
+                        break;
+                    }
+                    Err(SinkError::Retriable { reason, retry_after }) => {
+                        self.record_failure();
+                        self.metrics.retries.inc();
+                        let wait = self.backoff(attempt, retry_after);
+                        tracing::warn!(sink = self.sink.name(), %reason, attempt, ?wait, "write failed; retrying");
+                        attempt += 1;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = stop.cancelled() => return false,
+                        }
+                    }
+                    Err(SinkError::Poison { reason }) => {
+                        if to - from == 1 {
+                            if !self.dead_letter(messages[from], "poison", &reason).await {
+                                return false;
+                            }
+                        } else {
+                            // Isolate: the halves are written (and split again) on their own.
+                            let mid = from + (to - from) / 2;
+                            pending.push((mid, to));
+                            pending.push((from, mid));
+                        }
+                        break;
+                    }
+                    Err(SinkError::Fatal { reason }) => {
+                        self.set_fatal(format!("sink {}: {reason}", self.sink.name()));
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Sends a record to the sink's dead-letter topic and waits until it is stored there.
+    async fn dead_letter(&self, m: &OwnedMessage, class: &str, reason: &str) -> bool {
+        let topic = &self.settings.dead_letter_topic;
+        let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "audit.error.class", value: Some(class) })
+            .insert(Header { key: "audit.error.reason", value: Some(reason) })
+            .insert(Header { key: "audit.sink", value: Some(self.sink.name()) })
+            .insert(Header { key: "audit.source.topic", value: Some(m.topic()) })
+            .insert(Header { key: "audit.source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "audit.source.offset", value: Some(offset.as_str()) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        match self.dead_letters.send(record, Duration::from_secs(60)).await {
+            Ok(_) => {
+                self.metrics.dead_lettered.with_label_values(&[class]).inc();
+                tracing::warn!(partition = m.partition(), offset = m.offset(), class, reason, "dead letter");
+                true
+            }
+            Err((error, _)) => {
+                self.set_fatal(format!("cannot write to the dead-letter topic {topic}: {error}"));
+                false
+            }
+        }
+    }
+
+    async fn lane(self: Arc<Self>, state: Arc<LaneState>, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
+        let p = state.partition;
+        let mut attempt = 0;
+        let skip_upto = loop {
+            match self.sink.prepare(p).await {
+                Ok(v) => break v,
+                Err(SinkError::Fatal { reason }) => return self.set_fatal(format!("sink {}: {reason}", self.sink.name())),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "preparing the partition failed; retrying");
+                    let wait = self.backoff(attempt, None);
+                    attempt += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        };
+        let b = &self.settings.config.batch;
+        let mut messages: Vec<OwnedMessage> = Vec::with_capacity(b.max_events);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                () = stop.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut bytes = first.payload().map_or(0, <[u8]>::len);
+            messages.push(first);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(b.max_wait_ms);
+            while messages.len() < b.max_events && bytes < b.max_bytes {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            bytes += m.payload().map_or(0, <[u8]>::len);
+                            messages.push(m);
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = stop.cancelled() => return,
+                }
+            }
+            let mut records = Vec::with_capacity(messages.len());
+            let mut record_messages = Vec::with_capacity(messages.len());
+            for m in &messages {
+                if skip_upto.is_some_and(|s| m.offset() <= s) {
+                    continue;
+                }
+                match to_record(m) {
+                    Ok(r) => {
+                        records.push(r);
+                        record_messages.push(m);
+                    }
+                    Err(reason) => {
+                        // Undecodable here means undecodable everywhere: it can never be stored.
+                        if !records.is_empty() && !self.write_all(&records, &record_messages, &stop).await {
+                            return;
+                        }
+                        records.clear();
+                        record_messages.clear();
+                        if !self.dead_letter(m, "decode", &reason).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if !records.is_empty() && !self.write_all(&records, &record_messages, &stop).await {
+                return;
+            }
+            if let Some(last) = messages.last() {
+                state.acked.fetch_max(last.offset(), Ordering::AcqRel);
+            }
+            self.metrics.consumed.inc_by(messages.len() as u64);
+            messages.clear();
+        }
+    }
+}
+
+/// Reads a processed record into what a sink needs.
+fn to_record(m: &OwnedMessage) -> Result<SinkRecord, String> {
+    let payload = m.payload().ok_or("the record has no payload")?;
+    let event = codec::event_value(payload).map_err(|e| e.to_string())?;
+    let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let event_id = text("/eventId").ok_or("the event has no eventId")?;
+    let hash = text("/integrity/hash").ok_or("the event has no integrity.hash")?;
+    let json = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+    Ok(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json })
+}
+
+struct RebalanceContext<S: Sink> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Sink> ClientContext for RebalanceContext<S> {}
+
+impl<S: Sink> ConsumerContext for RebalanceContext<S> {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(error) = consumer.assign(tpl) {
+                    self.shared.set_fatal(format!("assign failed: {error}"));
+                    return;
+                }
+                for e in tpl.elements() {
+                    self.shared.start_lane(e.partition());
+                    tracing::info!(partition = e.partition(), "lane started");
+                }
+                self.shared.metrics.assigned.set(self.shared.lanes().len() as i64);
+            }
+            _ => {
+                let partitions: Vec<i32> = self.shared.lanes().keys().copied().collect();
+                self.shared.release(consumer, &partitions);
+                let _ = consumer.unassign();
+                self.shared.metrics.assigned.set(0);
+            }
+        }
+    }
+}
+
+/// Liveness and readiness.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Subscribed and running.
+    pub ready: AtomicBool,
+    /// Unix ms of the last poll-loop turn.
+    pub last_poll_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs `sink` until `shutdown` (then drains, commits and returns `Ok`) or a fatal error.
+pub fn run_blocking<S: Sink>(
+    settings: Settings,
+    sink: Arc<S>,
+    metrics: SinkMetrics,
+    health: Arc<Health>,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let k = &settings.config.kafka;
+    let mut pconf = settings.kafka.client_config(&[]).map_err(|e| RunError::Kafka(e.to_string()))?;
+    pconf.set("enable.idempotence", "true").set("acks", "all");
+    let dead_letters: FutureProducer = pconf.create().map_err(|e| RunError::Kafka(format!("dead-letter producer: {e}")))?;
+    let mut cconf = settings.kafka.client_config(&consumer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
+    cconf
+        .set("group.id", &k.group_id)
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (k.session_timeout_ms / 4).max(250).to_string())
+        .set("auto.commit.interval.ms", "1000");
+    if let Some(id) = &k.instance_id {
+        cconf.set("group.instance.id", id);
+    }
+    let topic = k.processed_topic.clone();
+    let shared = Arc::new(Shared {
+        sink,
+        metrics,
+        dead_letters,
+        lanes: Mutex::new(BTreeMap::new()),
+        circuit: Circuit::default(),
+        fatal: Mutex::new(None),
+        runtime,
+        settings,
+    });
+    let consumer: BaseConsumer<RebalanceContext<S>> = cconf
+        .create_with_context(RebalanceContext { shared: shared.clone() })
+        .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
+    consumer.subscribe(&[topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
+    health.ready.store(true, Ordering::Release);
+
+    let result = loop {
+        health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some(message) = shared.fatal() {
+            break Err(RunError::Fatal(message));
+        }
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let p = m.partition();
+                let tx = shared.lanes().get(&p).map(|l| l.tx.clone());
+                if let Some(tx) = tx {
+                    // Blocks while the lane is busy: back-pressure on the consumer.
+                    let _ = tx.blocking_send(m.detach());
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+            None => {}
+        }
+        for lane in shared.lanes().values() {
+            shared.store_offset(&consumer, &lane.state);
+        }
+    };
+    health.ready.store(false, Ordering::Release);
+    let all: Vec<i32> = shared.lanes().keys().copied().collect();
+    shared.release(&consumer, &all);
+    let outcome = close_consumer(consumer, Duration::from_secs(10));
+    tracing::info!(?outcome, "left the consumer group");
+    result
+}

@@ -1,0 +1,173 @@
+//! One conformance suite, written once and run against every sink with real servers: ordering
+//! within a partition and a chain that verifies when read back, duplicate deliveries absorbed, a
+//! conflicting duplicate flagged, a poison record dead-lettered while the lane goes on, and `kill -9`
+//! of the sink process at random moments under load.
+
+use std::time::Duration;
+
+use audit_tests::kafka::read_topic;
+use audit_tests::pipeline::{terminate, verify};
+use audit_tests::sinks::{http_get, metric, spawn_sink, wait_stored, JsonlTarget, PostgresTarget, Processed, Target};
+use audit_tests::unique_name;
+use serde_json::Value;
+
+const SINK: &str = env!("CARGO_BIN_EXE_audit-test-sink");
+
+fn event_ids(stored: &std::collections::BTreeMap<i32, Vec<Value>>) -> Vec<String> {
+    let mut ids: Vec<String> = stored.values().flatten().map(|e| e["eventId"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Every published event is stored exactly once, partitions keep their order, chains verify.
+fn assert_stored_exactly(target: &dyn Target, processed: &Processed) {
+    let stored = wait_stored(target, processed.total(), Duration::from_secs(90));
+    let mut want: Vec<String> =
+        processed.published.values().flatten().map(|e| e["eventId"].as_str().unwrap().to_owned()).collect();
+    want.sort();
+    assert_eq!(event_ids(&stored), want, "{}: every event exactly once", target.name());
+    for (p, events) in &stored {
+        let seqs: Vec<u64> = events.iter().map(|e| e["integrity"]["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{}: partition {p} out of order", target.name());
+        let report = verify(events);
+        assert!(report.is_intact(), "{}: partition {p}: {:?}", target.name(), report.first_break());
+    }
+}
+
+async fn stores_in_order_and_the_chain_verifies(target: &dyn Target) {
+    let mut processed = Processed::create(3).await;
+    processed.publish(300);
+    let logs = tempfile::tempdir().unwrap();
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
+    assert_stored_exactly(target, &processed);
+    terminate(&sink.child);
+    assert!(sink.child.wait().unwrap().success(), "SIGTERM drains and exits 0");
+}
+
+async fn absorbs_duplicate_deliveries(target: &dyn Target) {
+    let mut processed = Processed::create(1).await;
+    processed.publish(50);
+    // The same records delivered again (a processor replay, a producer retry).
+    let again: Vec<Value> = processed.published[&0].clone();
+    for e in &again {
+        let bytes = audit_schema::codec::encode_event_value(e, audit_schema::WireFormat::Json).unwrap();
+        processed.publish_bytes(0, &bytes);
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
+    assert_stored_exactly(target, &processed);
+    let mut duplicates = 0.0;
+    for _ in 0..50 {
+        duplicates = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_duplicates_total");
+        if duplicates >= 50.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(duplicates, 50.0, "{}: each redelivery counted as a duplicate", target.name());
+    terminate(&sink.child);
+    sink.child.wait().unwrap();
+}
+
+async fn flags_a_conflicting_duplicate(target: &dyn Target) {
+    let mut processed = Processed::create(1).await;
+    processed.publish(10);
+    let mut forged = processed.published[&0][3].clone();
+    forged["action"] = Value::String("user.delete".into());
+    forged["integrity"]["hash"] = Value::String("f".repeat(64));
+    processed.publish_bytes(0, &serde_json::to_vec(&forged).unwrap());
+    let logs = tempfile::tempdir().unwrap();
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
+    let mut conflicts = 0.0;
+    for _ in 0..150 {
+        conflicts = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_conflicts_total");
+        if conflicts >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(conflicts, 1.0, "{}: the conflict is counted", target.name());
+    if let Some(kept) = target.conflicts() {
+        assert_eq!(kept, 1, "{}: the conflict is kept for review", target.name());
+    }
+    terminate(&sink.child);
+    sink.child.wait().unwrap();
+}
+
+async fn dead_letters_a_poison_record_and_the_lane_continues(target: &dyn Target) {
+    let mut processed = Processed::create(1).await;
+    processed.publish(20);
+    processed.publish_bytes(0, b"\x00 definitely not an event");
+    processed.publish(20);
+    let group = unique_name("g");
+    let logs = tempfile::tempdir().unwrap();
+    let mut sink = spawn_sink(SINK, target, &processed, &group, &logs.path().join("sink.log"), &[]);
+    assert_stored_exactly(target, &processed);
+    let dlq = format!("{}.dlq.{group}", processed.topic);
+    let dead = read_topic(&processed.bootstrap, &dlq, 1, Duration::from_secs(1));
+    assert_eq!(dead.len(), 1, "{}: the poison record is in the sink's dead-letter topic", target.name());
+    assert_eq!(dead[0].header("audit.error.class"), Some("decode"));
+    assert_eq!(dead[0].header("audit.source.offset"), Some("20"));
+    assert_eq!(dead[0].header("audit.sink"), Some(target.name()));
+    terminate(&sink.child);
+    sink.child.wait().unwrap();
+}
+
+async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
+    let mut processed = Processed::create(2).await;
+    let group = unique_name("g");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("sink.log");
+    let mut x: u64 = 0x9e37_79b9;
+    for kill in 0..10 {
+        let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+        processed.publish(150);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        tokio::time::sleep(Duration::from_millis(6_500 + x % 3_000)).await;
+        sink.child.kill().unwrap();
+        sink.child.wait().unwrap();
+        eprintln!("{}: kill {} of 10", target.name(), kill + 1);
+    }
+    let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+    assert_stored_exactly(target, &processed);
+    terminate(&sink.child);
+    assert!(sink.child.wait().unwrap().success());
+}
+
+macro_rules! conformance {
+    ($store:ident, $target:expr) => {
+        mod $store {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stores_every_event_once_in_partition_order_and_the_chain_verifies() {
+                stores_in_order_and_the_chain_verifies(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn absorbs_a_duplicate_delivery() {
+                absorbs_duplicate_deliveries(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flags_the_same_event_id_with_other_content() {
+                flags_a_conflicting_duplicate(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dead_letters_a_poison_record_and_keeps_going() {
+                dead_letters_a_poison_record_and_the_lane_continues(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stores_everything_once_through_ten_kill_9() {
+                survives_kill_9_at_random_moments_under_load(&$target).await;
+            }
+        }
+    };
+}
+
+conformance!(jsonl, JsonlTarget::new());
+conformance!(postgres, PostgresTarget::new(None).await);
