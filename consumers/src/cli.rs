@@ -34,7 +34,7 @@ enum Command {
 }
 
 fn kind(settings: &Settings) -> &'static str {
-    match settings.config.store {
+    match settings.store {
         StoreConfig::Jsonl(_) => "jsonl",
         StoreConfig::Postgres(_) => "postgres",
     }
@@ -58,7 +58,8 @@ pub fn main() -> ExitCode {
         eprintln!("audit-sink: config OK ({} sink, group {})", kind(&settings), settings.config.kafka.group_id);
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.log_filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -87,7 +88,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let result = match settings.config.store.clone() {
+        let result = match settings.store.clone() {
             StoreConfig::Jsonl(c) => crate::run(settings, Arc::new(JsonlSink::new(c)), metrics, shutdown).await,
             StoreConfig::Postgres(c) => {
                 let url = settings.sql_url.clone().unwrap_or_default();

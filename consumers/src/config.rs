@@ -110,12 +110,6 @@ pub enum StoreConfig {
     Postgres(PostgresConfig),
 }
 
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig::Jsonl(JsonlConfig::default())
-    }
-}
-
 /// HTTP endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,8 +134,9 @@ pub struct SinkConfig {
     pub batch: BatchConfig,
     /// Retries and circuit breaker.
     pub retry: RetryConfig,
-    /// The store.
-    pub store: StoreConfig,
+    /// The store (`kind = "jsonl"` or `"postgres"` plus its settings); required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
     /// HTTP endpoints.
     pub http: HttpConfig,
     /// SIGTERM drain deadline, milliseconds.
@@ -155,6 +150,8 @@ pub struct SinkConfig {
 pub struct Settings {
     /// The config.
     pub config: SinkConfig,
+    /// The store's settings.
+    pub store: StoreConfig,
     /// Kafka client settings.
     pub kafka: ClientSettings,
     /// Dead-letter topic (explicit or `<processed topic>.dlq.<group>`).
@@ -193,12 +190,17 @@ impl SinkConfig {
         if k.group_id.trim().is_empty() {
             return Err(bad("kafka.group_id", "must name this sink's consumer group (each sink has its own)"));
         }
-        let topic_ok = |t: &str| !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let topic_ok = |t: &str| {
+            !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
         if !topic_ok(&k.processed_topic) {
             return Err(bad("kafka.processed_topic", format!("{:?} is not a valid topic name", k.processed_topic)));
         }
-        let dead_letter_topic =
-            if k.dead_letter_topic.is_empty() { format!("{}.dlq.{}", k.processed_topic, k.group_id) } else { k.dead_letter_topic.clone() };
+        let dead_letter_topic = if k.dead_letter_topic.is_empty() {
+            format!("{}.dlq.{}", k.processed_topic, k.group_id)
+        } else {
+            k.dead_letter_topic.clone()
+        };
         if !topic_ok(&dead_letter_topic) {
             return Err(bad("kafka.dead_letter_topic", format!("{dead_letter_topic:?} is not a valid topic name")));
         }
@@ -208,7 +210,9 @@ impl SinkConfig {
         let mut kafka = ClientSettings::new(k.brokers.clone(), format!("audit-sink/{}", k.group_id));
         kafka.pass_through = k.librdkafka.clone();
         kafka.validate(&crate::runtime::protected_keys()).map_err(|e| match e {
-            audit_kafka::Error::ProtectedKey { key, reason } => bad(format!("kafka.librdkafka.{key}"), format!("cannot be overridden: {reason}")),
+            audit_kafka::Error::ProtectedKey { key, reason } => {
+                bad(format!("kafka.librdkafka.{key}"), format!("cannot be overridden: {reason}"))
+            }
             other => bad("kafka.brokers", other.to_string()),
         })?;
         let b = &self.batch;
@@ -228,7 +232,10 @@ impl SinkConfig {
         if r.failure_threshold == 0 {
             return Err(bad("retry.failure_threshold", "must be positive"));
         }
-        let sql_url = match &self.store {
+        let Some(store) = &self.store else {
+            return Err(bad("store.kind", "missing: choose the store (jsonl or postgres)"));
+        };
+        let sql_url = match store {
             StoreConfig::Jsonl(j) => {
                 if j.dir.as_os_str().is_empty() {
                     return Err(bad("store.dir", "must name a directory"));
@@ -242,9 +249,11 @@ impl SinkConfig {
                 None
             }
             StoreConfig::Postgres(s) => {
-                let url = s.url.clone().or_else(|| std::env::var("DATABASE_URL").ok()).ok_or_else(|| {
-                    bad("store.url", "no PostgreSQL URL: set store.url or DATABASE_URL")
-                })?;
+                let url = s
+                    .url
+                    .clone()
+                    .or_else(|| std::env::var("DATABASE_URL").ok())
+                    .ok_or_else(|| bad("store.url", "no PostgreSQL URL: set store.url or DATABASE_URL"))?;
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     return Err(bad("store.url", "must be a postgres:// URL"));
                 }
@@ -254,12 +263,16 @@ impl SinkConfig {
                 Some(url)
             }
         };
-        let http_listen =
-            self.http.listen.parse().map_err(|e| bad("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
+        let http_listen = self
+            .http
+            .listen
+            .parse()
+            .map_err(|e| bad("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
         if self.drain_timeout_ms == 0 {
             return Err(bad("drain_timeout_ms", "must be positive"));
         }
         Ok(Settings {
+            store: store.clone(),
             kafka,
             dead_letter_topic,
             http_listen,

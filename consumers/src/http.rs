@@ -25,7 +25,8 @@ async fn metrics_text(State(s): State<AppState>) -> String {
 
 async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     let last = s.health.last_poll_ms.load(Ordering::Relaxed);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     if last == 0 || now - last < 60_000 {
         (StatusCode::OK, "ok")
     } else {

@@ -38,16 +38,27 @@ pub use runtime::RunError;
 use tokio_util::sync::CancellationToken;
 
 /// Runs `sink` with `settings` until `shutdown` (drains, commits, returns `Ok`) or a fatal error.
-pub async fn run<S: sink::Sink>(settings: Settings, sink: Arc<S>, metrics: metrics::SinkMetrics, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run<S: sink::Sink>(
+    settings: Settings,
+    sink: Arc<S>,
+    metrics: metrics::SinkMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    // The dead-letter topic is this sink's own; create it when missing (an existing one is kept).
+    let dlq = audit_kafka::topics::TopicSpec::new(&settings.dead_letter_topic, 1);
+    if let Err(error) = audit_kafka::topics::create_topics(&settings.kafka, &[dlq]).await {
+        tracing::warn!(%error, topic = %settings.dead_letter_topic, "could not create the dead-letter topic; it must exist");
+    }
     let health = Arc::new(runtime::Health::default());
     let http_stop = CancellationToken::new();
     let server = http::serve(settings.http_listen, metrics.clone(), health.clone(), http_stop.clone())
         .await
         .map_err(|e| RunError::Fatal(format!("http endpoint {}: {e}", settings.http_listen)))?;
     let handle = tokio::runtime::Handle::current();
-    let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, sink, metrics, health, handle, shutdown))
-        .await
-        .unwrap_or_else(|e| Err(RunError::Fatal(format!("sink thread panicked: {e}"))));
+    let result =
+        tokio::task::spawn_blocking(move || runtime::run_blocking(settings, sink, metrics, health, handle, shutdown))
+            .await
+            .unwrap_or_else(|e| Err(RunError::Fatal(format!("sink thread panicked: {e}"))));
     http_stop.cancel();
     let _ = server.await;
     result

@@ -48,7 +48,10 @@ impl SinkMetrics {
             written: IntCounter::with_opts(o(WRITTEN, "Events newly stored."))?,
             duplicates: IntCounter::with_opts(o(DUPLICATES, "Events already stored with the same content."))?,
             conflicts: IntCounter::with_opts(o(CONFLICTS, "Events already stored with different content."))?,
-            dead_lettered: IntCounterVec::new(o(DEAD_LETTERED, "Records sent to the sink's dead-letter topic."), &["class"])?,
+            dead_lettered: IntCounterVec::new(
+                o(DEAD_LETTERED, "Records sent to the sink's dead-letter topic."),
+                &["class"],
+            )?,
             retries: IntCounter::with_opts(o(RETRIES, "Retried writes."))?,
             circuit_open: IntGauge::with_opts(o(CIRCUIT_OPEN, "1 while the circuit breaker is open."))?,
             assigned: IntGauge::with_opts(o(ASSIGNED, "Partitions owned."))?,

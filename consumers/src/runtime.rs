@@ -133,7 +133,11 @@ impl<S: Sink> Shared<S> {
                 tracing::warn!(partition = state.partition, "lane did not stop within the drain deadline");
             }
             self.store_offset(consumer, &state);
-            tracing::info!(partition = state.partition, acked_offset = state.acked.load(Ordering::Acquire), "lane released");
+            tracing::info!(
+                partition = state.partition,
+                acked_offset = state.acked.load(Ordering::Acquire),
+                "lane released"
+            );
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%error, "commit on release");
@@ -154,7 +158,8 @@ impl<S: Sink> Shared<S> {
         let r = &self.settings.config.retry;
         let exp = r.base_backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(r.max_backoff_ms);
         // Full jitter, from the clock's nanoseconds (no need for a cryptographic source here).
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let jittered = exp / 2 + (u64::from(nanos) % (exp / 2 + 1));
         Duration::from_millis(jittered).max(retry_after.unwrap_or_default())
     }
@@ -283,13 +288,20 @@ impl<S: Sink> Shared<S> {
         }
     }
 
-    async fn lane(self: Arc<Self>, state: Arc<LaneState>, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
+    async fn lane(
+        self: Arc<Self>,
+        state: Arc<LaneState>,
+        mut rx: mpsc::Receiver<OwnedMessage>,
+        stop: CancellationToken,
+    ) {
         let p = state.partition;
         let mut attempt = 0;
         let skip_upto = loop {
             match self.sink.prepare(p).await {
                 Ok(v) => break v,
-                Err(SinkError::Fatal { reason }) => return self.set_fatal(format!("sink {}: {reason}", self.sink.name())),
+                Err(SinkError::Fatal { reason }) => {
+                    return self.set_fatal(format!("sink {}: {reason}", self.sink.name()))
+                }
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "preparing the partition failed; retrying");
                     let wait = self.backoff(attempt, None);
@@ -426,8 +438,9 @@ pub fn run_blocking<S: Sink>(
 ) -> Result<(), RunError> {
     let k = &settings.config.kafka;
     let mut pconf = settings.kafka.client_config(&[]).map_err(|e| RunError::Kafka(e.to_string()))?;
-    pconf.set("enable.idempotence", "true").set("acks", "all");
-    let dead_letters: FutureProducer = pconf.create().map_err(|e| RunError::Kafka(format!("dead-letter producer: {e}")))?;
+    pconf.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "60000");
+    let dead_letters: FutureProducer =
+        pconf.create().map_err(|e| RunError::Kafka(format!("dead-letter producer: {e}")))?;
     let mut cconf = settings.kafka.client_config(&consumer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
     cconf
         .set("group.id", &k.group_id)

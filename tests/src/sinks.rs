@@ -47,7 +47,9 @@ impl Processed {
     pub async fn create(partitions: i32) -> Processed {
         let topic = unique_name("sink.processed");
         let bootstrap = kafka_bootstrap();
-        create_topics(&ClientSettings::new(&bootstrap, "test-admin"), &[TopicSpec::new(&topic, partitions)]).await.expect("topic");
+        create_topics(&ClientSettings::new(&bootstrap, "test-admin"), &[TopicSpec::new(&topic, partitions)])
+            .await
+            .expect("topic");
         let mut c = ProcessorConfig::default();
         c.processing.output_encoding = audit_processor::config::OutputEncoding::Avro;
         let pipeline = Pipeline::new(&c.validate().expect("config"));
@@ -66,8 +68,9 @@ impl Processed {
             let p = (i % self.partitions as u64) as i32;
             let (key, mut payload) = raw_event(i);
             if payload.starts_with(b"{\"action\": \"broken") {
-                // Keep the fixture free of quarantine entries: a valid event instead.
-                payload = raw_event(i + 1).1;
+                // Keep the fixture free of quarantine entries: a valid event with this index's id.
+                let valid = String::from_utf8(raw_event(i + 1).1).expect("utf-8");
+                payload = valid.replace(&format!("load-{:08}", i + 1), &format!("load-{i:08}")).into_bytes();
             }
             let head = self.heads.get_mut(&p).expect("head");
             let raw = RawRecord {
@@ -169,7 +172,8 @@ impl Target for JsonlTarget {
         for part in parts.flatten() {
             let name = part.file_name().to_string_lossy().into_owned();
             let Some(p) = name.strip_prefix("partition-").and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let mut files: Vec<PathBuf> = std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()).collect();
+            let mut files: Vec<PathBuf> =
+                std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()).collect();
             files.sort();
             let events: &mut Vec<Value> = out.entry(p).or_default();
             for f in files {
@@ -194,7 +198,9 @@ pub struct PostgresTarget {
 }
 
 async fn admin_connection(server_url: &str) -> PgConnection {
-    PgConnection::connect(server_url).await.unwrap_or_else(|e| panic!("{}", crate::unreachable("PostgreSQL", server_url, e)))
+    PgConnection::connect(server_url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", crate::unreachable("PostgreSQL", server_url, e)))
 }
 
 impl PostgresTarget {
@@ -203,7 +209,10 @@ impl PostgresTarget {
         let server = server_url.map(str::to_owned).unwrap_or_else(database_url);
         let name = unique_name("sink").replace('-', "_");
         let mut admin = admin_connection(&server).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
         PostgresTarget { url: format!("{base}/{name}") }
     }
@@ -213,7 +222,10 @@ impl PostgresTarget {
         &self.url
     }
 
-    fn query<T: Send + 'static>(&self, f: impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static) -> T {
+    fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+    ) -> T {
         let url = self.url.clone();
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f(url))
@@ -237,14 +249,15 @@ impl Target for PostgresTarget {
             Box::pin(async move {
                 let mut out: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
                 let Ok(mut c) = PgConnection::connect(&url).await else { return out };
-                let rows: Vec<(i32, String)> =
-                    match sqlx::query_as("SELECT kafka_partition, event::text FROM audit_events ORDER BY kafka_partition, kafka_offset")
-                        .fetch_all(&mut c)
-                        .await
-                    {
-                        Ok(rows) => rows,
-                        Err(_) => return out,
-                    };
+                let rows: Vec<(i32, String)> = match sqlx::query_as(
+                    "SELECT kafka_partition, event::text FROM audit_events ORDER BY kafka_partition, kafka_offset",
+                )
+                .fetch_all(&mut c)
+                .await
+                {
+                    Ok(rows) => rows,
+                    Err(_) => return out,
+                };
                 for (p, text) in rows {
                     out.entry(p).or_default().push(serde_json::from_str(&text).expect("jsonb text"));
                 }
@@ -257,7 +270,10 @@ impl Target for PostgresTarget {
         Some(self.query(|url| {
             Box::pin(async move {
                 let mut c = PgConnection::connect(&url).await.expect("connect");
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event_conflicts").fetch_one(&mut c).await.unwrap_or(0);
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event_conflicts")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap_or(0);
                 n as usize
             })
         }))
@@ -274,7 +290,14 @@ pub struct SinkProcess {
 }
 
 /// Starts the sink binary `bin` for `target` on `topic` in `group`; its log goes to `log`.
-pub fn spawn_sink(bin: &str, target: &dyn Target, processed: &Processed, group: &str, log: &Path, extra: &[(&str, &str)]) -> SinkProcess {
+pub fn spawn_sink(
+    bin: &str,
+    target: &dyn Target,
+    processed: &Processed,
+    group: &str,
+    log: &Path,
+    extra: &[(&str, &str)],
+) -> SinkProcess {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     let port = free_port();
     let mut cmd = Command::new(bin);
@@ -364,11 +387,12 @@ impl PrivatePostgres {
             let _ = Command::new("chown").args(["postgres", &dir.path().display().to_string()]).status();
         }
         let data = dir.path().join("data");
-        let status = pg_command("initdb", &["-D", &data.display().to_string(), "-U", "postgres", "-A", "trust", "--no-locale"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("initdb");
+        let status =
+            pg_command("initdb", &["-D", &data.display().to_string(), "-U", "postgres", "-A", "trust", "--no-locale"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("initdb");
         assert!(status.success(), "initdb failed (is PostgreSQL 15 installed? scripts/services up installs it)");
         let pg = PrivatePostgres { dir, port: free_port() };
         pg.start_server();
@@ -396,7 +420,10 @@ impl PrivatePostgres {
     /// Stops the server (fast shutdown: connections are cut).
     pub fn stop(&self) {
         let data = self.dir.path().join("data").display().to_string();
-        let _ = pg_command("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = pg_command("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -20,12 +20,24 @@ fn event_ids(stored: &std::collections::BTreeMap<i32, Vec<Value>>) -> Vec<String
 }
 
 /// Every published event is stored exactly once, partitions keep their order, chains verify.
-fn assert_stored_exactly(target: &dyn Target, processed: &Processed) {
+fn assert_stored_exactly(target: &dyn Target, processed: &Processed, log: &std::path::Path) {
     let stored = wait_stored(target, processed.total(), Duration::from_secs(90));
     let mut want: Vec<String> =
         processed.published.values().flatten().map(|e| e["eventId"].as_str().unwrap().to_owned()).collect();
     want.sort();
-    assert_eq!(event_ids(&stored), want, "{}: every event exactly once", target.name());
+    let got = event_ids(&stored);
+    if got != want {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        panic!(
+            "{}: {} events stored for {} published (per partition {:?}); sink log tail:\n{}",
+            target.name(),
+            got.len(),
+            want.len(),
+            stored.iter().map(|(p, e)| (*p, e.len())).collect::<Vec<_>>(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     for (p, events) in &stored {
         let seqs: Vec<u64> = events.iter().map(|e| e["integrity"]["seq"].as_u64().unwrap()).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{}: partition {p} out of order", target.name());
@@ -38,8 +50,9 @@ async fn stores_in_order_and_the_chain_verifies(target: &dyn Target) {
     let mut processed = Processed::create(3).await;
     processed.publish(300);
     let logs = tempfile::tempdir().unwrap();
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
-    assert_stored_exactly(target, &processed);
+    let log = logs.path().join("sink.log");
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
+    assert_stored_exactly(target, &processed, &log);
     terminate(&sink.child);
     assert!(sink.child.wait().unwrap().success(), "SIGTERM drains and exits 0");
 }
@@ -54,8 +67,9 @@ async fn absorbs_duplicate_deliveries(target: &dyn Target) {
         processed.publish_bytes(0, &bytes);
     }
     let logs = tempfile::tempdir().unwrap();
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
-    assert_stored_exactly(target, &processed);
+    let log = logs.path().join("sink.log");
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
+    assert_stored_exactly(target, &processed, &log);
     let mut duplicates = 0.0;
     for _ in 0..50 {
         duplicates = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_duplicates_total");
@@ -77,7 +91,8 @@ async fn flags_a_conflicting_duplicate(target: &dyn Target) {
     forged["integrity"]["hash"] = Value::String("f".repeat(64));
     processed.publish_bytes(0, &serde_json::to_vec(&forged).unwrap());
     let logs = tempfile::tempdir().unwrap();
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &logs.path().join("sink.log"), &[]);
+    let log = logs.path().join("sink.log");
+    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
     let mut conflicts = 0.0;
     for _ in 0..150 {
         conflicts = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_conflicts_total");
@@ -101,8 +116,9 @@ async fn dead_letters_a_poison_record_and_the_lane_continues(target: &dyn Target
     processed.publish(20);
     let group = unique_name("g");
     let logs = tempfile::tempdir().unwrap();
-    let mut sink = spawn_sink(SINK, target, &processed, &group, &logs.path().join("sink.log"), &[]);
-    assert_stored_exactly(target, &processed);
+    let log = logs.path().join("sink.log");
+    let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+    assert_stored_exactly(target, &processed, &log);
     let dlq = format!("{}.dlq.{group}", processed.topic);
     let dead = read_topic(&processed.bootstrap, &dlq, 1, Duration::from_secs(1));
     assert_eq!(dead.len(), 1, "{}: the poison record is in the sink's dead-letter topic", target.name());
@@ -131,7 +147,7 @@ async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
         eprintln!("{}: kill {} of 10", target.name(), kill + 1);
     }
     let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
-    assert_stored_exactly(target, &processed);
+    assert_stored_exactly(target, &processed, &log);
     terminate(&sink.child);
     assert!(sink.child.wait().unwrap().success());
 }

@@ -79,8 +79,9 @@ fn recover_tail(path: &Path) -> Result<Option<i64>, SinkError> {
     if last[start..].is_empty() {
         return Ok(None);
     }
-    let line: Value = serde_json::from_slice(&last[start..])
-        .map_err(|e| SinkError::fatal(format!("{}: last line is not JSON ({e}); the file was edited by hand?", path.display())))?;
+    let line: Value = serde_json::from_slice(&last[start..]).map_err(|e| {
+        SinkError::fatal(format!("{}: last line is not JSON ({e}); the file was edited by hand?", path.display()))
+    })?;
     Ok(line.get("offset").and_then(Value::as_i64))
 }
 
@@ -120,7 +121,8 @@ impl JsonlSink {
         let due = match &s.file {
             None => true,
             Some((_, _, bytes, opened)) => {
-                *bytes >= self.config.max_file_bytes || opened.elapsed() >= Duration::from_secs(self.config.max_file_age_secs)
+                *bytes >= self.config.max_file_bytes
+                    || opened.elapsed() >= Duration::from_secs(self.config.max_file_age_secs)
             }
         };
         if due {
@@ -162,21 +164,32 @@ impl Sink for JsonlSink {
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 48).sum());
         let mut last = s.last_offset;
         let mut first_new = None;
+        // Ids of this batch: a duplicate can arrive in the same batch as its original.
+        let mut in_batch: HashMap<&str, &str> = HashMap::new();
         for r in batch {
             if last.is_some_and(|l| r.offset <= l) {
                 outcome.duplicates += 1;
                 continue;
             }
-            if let Some(stored) = s.recent.get(&r.event_id) {
-                if *stored == r.hash {
+            let seen =
+                s.recent.get(&r.event_id).map(String::as_str).or_else(|| in_batch.get(r.event_id.as_str()).copied());
+            in_batch.entry(&r.event_id).or_insert(&r.hash);
+            if let Some(stored) = seen {
+                if stored == r.hash {
                     outcome.duplicates += 1;
                     continue;
                 }
                 // Kept in the file all the same: the file is the record of what arrived.
-                outcome.conflicts.push(Conflict { event_id: r.event_id.clone(), stored_hash: stored.clone(), incoming_hash: r.hash.clone() });
+                outcome.conflicts.push(Conflict {
+                    event_id: r.event_id.clone(),
+                    stored_hash: stored.to_owned(),
+                    incoming_hash: r.hash.clone(),
+                });
             }
             first_new.get_or_insert(r.offset);
-            buf.extend_from_slice(format!("{{\"partition\":{},\"offset\":{},\"event\":", r.partition, r.offset).as_bytes());
+            buf.extend_from_slice(
+                format!("{{\"partition\":{},\"offset\":{},\"event\":", r.partition, r.offset).as_bytes(),
+            );
             buf.extend_from_slice(r.json.as_bytes());
             buf.extend_from_slice(b"}\n");
             last = Some(r.offset);
@@ -219,9 +232,15 @@ mod tests {
     }
 
     fn lines(dir: &Path, p: i32) -> Vec<Value> {
-        let mut files: Vec<_> = fs::read_dir(dir.join(format!("partition-{p}"))).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> =
+            fs::read_dir(dir.join(format!("partition-{p}"))).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
-        files.iter().flat_map(|f| fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()).collect()
+        files
+            .iter()
+            .flat_map(|f| {
+                fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>()
+            })
+            .collect()
     }
 
     #[tokio::test]

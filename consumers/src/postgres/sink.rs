@@ -36,7 +36,9 @@ pub fn classify(e: &sqlx::Error) -> SinkError {
             }
         }
         sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => SinkError::fatal(reason),
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => SinkError::fatal(reason),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
+            SinkError::fatal(reason)
+        }
         _ => SinkError::retriable(reason),
     }
 }
@@ -58,7 +60,12 @@ impl PostgresSink {
     pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> Result<PostgresSink, SinkError> {
         let mut attempt = 0u32;
         let pool = loop {
-            match PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10)).connect(url).await {
+            match PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+            {
                 Ok(pool) => break pool,
                 Err(e) => match classify(&e) {
                     SinkError::Retriable { reason, .. } if attempt < 30 => {
@@ -100,15 +107,26 @@ impl Sink for PostgresSink {
 
     async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
         let n = batch.len();
-        let (mut ids, mut tenants, mut actions, mut outcomes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut tenants, mut actions, mut outcomes) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut actor_types, mut actor_ids, mut target_types, mut target_ids) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut occurred, mut received, mut chains, mut seqs) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut prevs, mut hashes, mut partitions, mut offsets, mut events) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut occurred, mut received, mut chains, mut seqs) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut prevs, mut hashes, mut partitions, mut offsets, mut events) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in batch {
             let e = &r.event;
-            let need = |p: &str| text(e, p).map(str::to_owned).ok_or_else(|| SinkError::poison(format!("event {} has no {p}", r.event_id)));
+            let need = |p: &str| {
+                text(e, p)
+                    .map(str::to_owned)
+                    .ok_or_else(|| SinkError::poison(format!("event {} has no {p}", r.event_id)))
+            };
             ids.push(r.event_id.clone());
             tenants.push(text(e, "/context/tenantId").map(str::to_owned));
             actions.push(need("/action")?);
@@ -120,7 +138,11 @@ impl Sink for PostgresSink {
             occurred.push(time(e, "/context/occurredAt")?);
             received.push(time(e, "/receivedAt")?);
             chains.push(need("/integrity/chain")?);
-            seqs.push(e.pointer("/integrity/seq").and_then(Value::as_i64).ok_or_else(|| SinkError::poison("no integrity.seq"))?);
+            seqs.push(
+                e.pointer("/integrity/seq")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| SinkError::poison("no integrity.seq"))?,
+            );
             prevs.push(need("/integrity/prevHash")?);
             hashes.push(r.hash.clone());
             partitions.push(r.partition);
@@ -161,14 +183,17 @@ impl Sink for PostgresSink {
 
         let mut outcome = WriteOutcome { written: inserted.len() as u64, ..WriteOutcome::default() };
         if inserted.len() < n {
-            let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-            let existing: Vec<&SinkRecord> = batch.iter().filter(|r| !inserted.contains(r.event_id.as_str())).collect();
+            // Each inserted id covers one row of the batch (its first occurrence); every other row
+            // was already there, from before or from earlier in this batch.
+            let mut unclaimed: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+            let existing: Vec<&SinkRecord> = batch.iter().filter(|r| !unclaimed.remove(r.event_id.as_str())).collect();
             let existing_ids: Vec<String> = existing.iter().map(|r| r.event_id.clone()).collect();
-            let stored: Vec<(String, String)> = sqlx::query_as("SELECT event_id, hash FROM audit_events WHERE event_id = ANY($1)")
-                .bind(&existing_ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| classify(&e))?;
+            let stored: Vec<(String, String)> =
+                sqlx::query_as("SELECT event_id, hash FROM audit_events WHERE event_id = ANY($1)")
+                    .bind(&existing_ids)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| classify(&e))?;
             let stored: std::collections::HashMap<String, String> = stored.into_iter().collect();
             for r in existing {
                 match stored.get(&r.event_id) {
@@ -187,7 +212,11 @@ impl Sink for PostgresSink {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| classify(&e))?;
-                        outcome.conflicts.push(Conflict { event_id: r.event_id.clone(), stored_hash: h.clone(), incoming_hash: r.hash.clone() });
+                        outcome.conflicts.push(Conflict {
+                            event_id: r.event_id.clone(),
+                            stored_hash: h.clone(),
+                            incoming_hash: r.hash.clone(),
+                        });
                     }
                     // Inserted by a concurrent writer between our insert and this read: a duplicate.
                     None => outcome.duplicates += 1,
