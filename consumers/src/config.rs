@@ -167,9 +167,7 @@ pub struct Settings {
 impl SinkConfig {
     /// Loads defaults ← `file` ← `AUDIT_<SECTION>__<KEY>` env. Unknown keys are errors naming the key.
     pub fn load(file: Option<&Path>) -> Result<SinkConfig, ConfigError> {
-        let mut defaults = SinkConfig::default();
-        defaults.drain_timeout_ms = 20_000;
-        defaults.log_filter = "info".into();
+        let defaults = SinkConfig { drain_timeout_ms: 20_000, log_filter: "info".into(), ..SinkConfig::default() };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
             if !file.exists() {

@@ -155,11 +155,10 @@ impl Sink for JsonlSink {
     async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
         let Some(first) = batch.first() else { return Ok(WriteOutcome::default()) };
         let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        if !all.contains_key(&first.partition) {
-            let s = self.open_series(first.partition)?;
-            all.insert(first.partition, s);
-        }
-        let Some(s) = all.get_mut(&first.partition) else { return Err(SinkError::retriable("no series")) };
+        let s = match all.entry(first.partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.open_series(first.partition)?),
+        };
         let mut outcome = WriteOutcome::default();
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 48).sum());
         let mut last = s.last_offset;
