@@ -62,7 +62,7 @@ impl PostgresSink {
         let pool = loop {
             match PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(3))
                 .connect(url)
                 .await
             {
