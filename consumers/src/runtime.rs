@@ -3,7 +3,7 @@
 //! batch they cover is durable, commit on revoke and shutdown, errors classified once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -467,6 +467,8 @@ pub fn run_blocking<S: Sink>(
     consumer.subscribe(&[topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
     health.ready.store(true, Ordering::Release);
 
+    // One record per paused partition, waiting for room in its lane.
+    let mut stash: BTreeMap<i32, (mpsc::Sender<OwnedMessage>, VecDeque<OwnedMessage>)> = BTreeMap::new();
     let result = loop {
         health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
         if let Some(message) = shared.fatal() {
@@ -478,15 +480,52 @@ pub fn run_blocking<S: Sink>(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let p = m.partition();
-                let tx = shared.lanes().get(&p).map(|l| l.tx.clone());
-                if let Some(tx) = tx {
-                    // Blocks while the lane is busy: back-pressure on the consumer.
-                    let _ = tx.blocking_send(m.detach());
+                let m = m.detach();
+                if let Some((_, queue)) = stash.get_mut(&p) {
+                    // Behind records already waiting for this lane: keep the order.
+                    queue.push_back(m);
+                } else if let Some(tx) = shared.lanes().get(&p).map(|l| l.tx.clone()) {
+                    match tx.try_send(m) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(m)) => {
+                            // The lane is busy (or its store is down): pause the partition instead
+                            // of blocking, so this loop keeps serving rebalances and heartbeats.
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(&topic, p);
+                            if let Err(error) = consumer.pause(&tpl) {
+                                tracing::warn!(%error, partition = p, "pause");
+                            }
+                            stash.insert(p, (tx, VecDeque::from([m])));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
             }
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}
         }
+        // Hand waiting records over as their lanes make room; resume a partition once it is empty.
+        stash.retain(|p, (tx, queue)| {
+            if !shared.lanes().contains_key(p) {
+                return false; // revoked meanwhile: the records are redelivered to the new owner
+            }
+            while let Some(m) = queue.pop_front() {
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(m)) => {
+                        queue.push_front(m);
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, *p);
+            if let Err(error) = consumer.resume(&tpl) {
+                tracing::warn!(%error, partition = *p, "resume");
+            }
+            false
+        });
         for lane in shared.lanes().values() {
             shared.store_offset(&consumer, &lane.state);
         }

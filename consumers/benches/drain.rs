@@ -1,0 +1,138 @@
+//! Drains a pre-filled processed topic into each sink and prints events/s (not a timed test).
+//!
+//! ```sh
+//! scripts/services up && eval "$(scripts/services env)"
+//! cargo bench -p audit-sink --bench drain        # AUDIT_BENCH_EVENTS=200000 by default
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audit_kafka::topics::{create_topics, TopicSpec};
+use audit_kafka::ClientSettings;
+use audit_processor::config::ProcessorConfig;
+use audit_processor::pipeline::{Pipeline, RawRecord};
+use audit_schema::chain::{chain_name, ChainHead};
+use audit_sink::config::{JsonlConfig, PostgresConfig, StoreConfig};
+use audit_sink::jsonl::JsonlSink;
+use audit_sink::metrics::SinkMetrics;
+use audit_sink::postgres::PostgresSink;
+use audit_sink::sink::Sink;
+use audit_sink::SinkConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 6;
+
+async fn prefill(bootstrap: &str, topic: &str, n: usize) {
+    create_topics(&ClientSettings::new(bootstrap, "bench"), &[TopicSpec::new(topic, PARTITIONS)]).await.expect("topic");
+    let pipeline = Pipeline::new(&ProcessorConfig::default().validate().expect("config"));
+    let mut heads: Vec<ChainHead> = (0..PARTITIONS).map(|p| ChainHead::genesis(chain_name("audit.raw", p))).collect();
+    let mut c = ClientSettings::new(bootstrap, "bench").client_config(&[]).expect("config");
+    c.set("linger.ms", "5").set("compression.type", "lz4").set("queue.buffering.max.messages", "500000");
+    let producer: ThreadedProducer<DefaultProducerContext> = c.create().expect("producer");
+    for i in 0..n {
+        let p = (i % PARTITIONS as usize) as i32;
+        let tenant = format!("tenant-{:02}", i % 16);
+        let payload = serde_json::to_vec(&json!({
+            "action": "billing.invoice.update", "outcome": "SUCCESS",
+            "actor": {"type": "user", "id": format!("u-{}", i % 1000)},
+            "target": {"type": "invoice", "id": format!("inv-{i}")},
+            "context": {"tenantId": tenant, "ip": "203.0.113.7", "occurredAt": "2026-11-26T10:00:00.123Z"},
+            "metadata": {"reason": "customer request", "amount": 1250.5, "note": "n".repeat(300)}
+        }))
+        .expect("json");
+        let head = &mut heads[p as usize];
+        let raw = RawRecord {
+            topic: "audit.raw",
+            partition: p,
+            offset: head.seq as i64,
+            timestamp_ms: Some(1_790_000_000_000 + i as i64),
+            key: Some(tenant.as_bytes()),
+            payload: Some(&payload),
+        };
+        let out = pipeline.process(&raw, head);
+        let mut record = BaseRecord::to(topic).partition(p).key(tenant.as_bytes()).payload(&out.encoded[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+}
+
+async fn drain<S: Sink>(name: &str, config: SinkConfig, sink: S, n: usize) {
+    let settings = config.validate().expect("sink config");
+    let metrics = SinkMetrics::new(name, &settings.config.kafka.group_id).expect("metrics");
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(audit_sink::run(settings, Arc::new(sink), metrics.clone(), shutdown.clone()));
+    while (metrics.written_total() as usize) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    shutdown.cancel();
+    task.await.expect("join").expect("sink run");
+    println!(
+        "{name}: {:.0} events/s ({n} events in {:.1}s, including start-up)",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+}
+
+fn config(bootstrap: &str, topic: &str, store: StoreConfig, group: &str) -> SinkConfig {
+    let mut c = SinkConfig::default();
+    c.kafka.brokers = bootstrap.into();
+    c.kafka.processed_topic = topic.into();
+    c.kafka.group_id = group.into();
+    c.http.listen = "127.0.0.1:0".into();
+    c.drain_timeout_ms = 20_000;
+    c.log_filter = "warn".into();
+    c.batch.max_events = 5000;
+    c.store = Some(store);
+    c
+}
+
+#[tokio::main]
+async fn main() {
+    let bootstrap = std::env::var("AUDIT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let database =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/postgres".into());
+    let n: usize = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let id = format!("bench-sink-{}", std::process::id());
+    let topic = format!("{id}.processed");
+    let started = Instant::now();
+    prefill(&bootstrap, &topic, n).await;
+    println!(
+        "sink bench: {n} processed events (Avro, ~1 KB as JSON) in {PARTITIONS} partitions, prefilled in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let jsonl = JsonlConfig { dir: dir.path().to_owned(), ..JsonlConfig::default() };
+    drain(
+        "jsonl",
+        config(&bootstrap, &topic, StoreConfig::Jsonl(jsonl.clone()), &format!("{id}.jsonl")),
+        JsonlSink::new(jsonl),
+        n,
+    )
+    .await;
+
+    let db = id.replace('-', "_");
+    let mut admin = PgConnection::connect(&database).await.expect("PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let url = format!("{}/{db}", database.rsplit_once('/').map_or(database.as_str(), |(b, _)| b));
+    let pg = PostgresConfig { url: Some(url.clone()), max_connections: 8, migrate: true };
+    let sink = PostgresSink::connect(&url, 8, true).await.expect("connect");
+    drain("postgres", config(&bootstrap, &topic, StoreConfig::Postgres(pg), &format!("{id}.pg")), sink, n).await;
+}
