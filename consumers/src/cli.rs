@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::StoreConfig;
 use crate::jsonl::JsonlSink;
 use crate::metrics::SinkMetrics;
+use crate::mongodb::MongoSink;
 use crate::postgres::PostgresSink;
 use crate::{Settings, SinkConfig};
 
@@ -37,6 +38,7 @@ fn kind(settings: &Settings) -> &'static str {
     match settings.store {
         StoreConfig::Jsonl(_) => "jsonl",
         StoreConfig::Postgres(_) => "postgres",
+        StoreConfig::Mongodb(_) => "mongodb",
     }
 }
 
@@ -98,6 +100,13 @@ pub fn main() -> ExitCode {
                         eprintln!("audit-sink: migrations applied");
                         return ExitCode::SUCCESS;
                     }
+                    Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
+                    Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+                }
+            }
+            StoreConfig::Mongodb(c) => {
+                let uri = settings.sql_url.clone().unwrap_or_default();
+                match MongoSink::connect(&uri, &c).await {
                     Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
                     Err(e) => Err(crate::RunError::Fatal(e.to_string())),
                 }

@@ -12,6 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::jsonl::JsonlConfig;
+pub use crate::mongodb::MongoConfig;
 pub use crate::postgres::PostgresConfig;
 
 /// A config value that is not acceptable, with its key path.
@@ -108,6 +109,8 @@ pub enum StoreConfig {
     Jsonl(JsonlConfig),
     /// PostgreSQL.
     Postgres(PostgresConfig),
+    /// MongoDB.
+    Mongodb(MongoConfig),
 }
 
 /// HTTP endpoints.
@@ -160,7 +163,7 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     /// Drain deadline.
     pub drain_timeout: Duration,
-    /// The SQL URL, for SQL stores.
+    /// The store's connection URL (PostgreSQL, MongoDB).
     pub sql_url: Option<String>,
 }
 
@@ -259,6 +262,20 @@ impl SinkConfig {
                     return Err(bad("store.max_connections", "must be positive"));
                 }
                 Some(url)
+            }
+            StoreConfig::Mongodb(m) => {
+                let uri = m
+                    .uri
+                    .clone()
+                    .or_else(|| std::env::var("MONGODB_URI").ok())
+                    .ok_or_else(|| bad("store.uri", "no MongoDB URI: set store.uri or MONGODB_URI"))?;
+                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                    return Err(bad("store.uri", "must be a mongodb:// URI"));
+                }
+                if m.database.is_empty() || m.collection.is_empty() {
+                    return Err(bad("store.collection", "database and collection must not be empty"));
+                }
+                Some(uri)
             }
         };
         let http_listen = self

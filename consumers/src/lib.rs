@@ -20,13 +20,14 @@
 //! # Layout
 //! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
 //! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
-//! [`postgres`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
+//! [`postgres`], [`mongodb`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
 
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod jsonl;
 pub mod metrics;
+pub mod mongodb;
 pub mod postgres;
 pub mod runtime;
 pub mod sink;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::{terminate, verify};
-use audit_tests::sinks::{http_get, metric, spawn_sink, wait_stored, JsonlTarget, PostgresTarget, Processed, Target};
+use audit_tests::sinks::{
+    http_get, metric, spawn_sink, wait_stored, JsonlTarget, MongoTarget, PostgresTarget, Processed, Target,
+};
 use audit_tests::unique_name;
 use serde_json::Value;
 
@@ -187,3 +189,4 @@ macro_rules! conformance {
 
 conformance!(jsonl, JsonlTarget::new());
 conformance!(postgres, PostgresTarget::new(None).await);
+conformance!(mongodb, MongoTarget::new());

@@ -1,0 +1,149 @@
+//! MongoDB: each event is a document (`_id` = `eventId`, plus a unique index on `eventId`), written
+//! with an unordered `insert_many` acknowledged by the server with journaling. Duplicate-key errors
+//! (11000) are absorbed when the stored event has the same `integrity.hash`, and kept in
+//! `<collection>_conflicts` otherwise; every other error is classified.
+//!
+//! A verifier reads the documents back, drops `_id` and hashes the rest: it is the event as
+//! published.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{Error, ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+
+use super::config::MongoConfig;
+use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// The MongoDB sink.
+#[derive(Debug, Clone)]
+pub struct MongoSink {
+    events: Collection<Document>,
+    conflicts: Collection<Document>,
+}
+
+/// Classifies a driver error once.
+pub fn classify(e: &Error) -> SinkError {
+    let reason = e.to_string();
+    match &*e.kind {
+        ErrorKind::Authentication { .. } | ErrorKind::InvalidArgument { .. } => SinkError::fatal(reason),
+        ErrorKind::Command(c) if matches!(c.code, 13 | 18 | 8000) => SinkError::fatal(reason),
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code != DUPLICATE_KEY => SinkError::poison(reason),
+        ErrorKind::BsonSerialization(_) => SinkError::poison(reason),
+        _ => SinkError::retriable(reason),
+    }
+}
+
+impl MongoSink {
+    /// Connects and makes sure the unique index exists.
+    pub async fn connect(uri: &str, config: &MongoConfig) -> Result<MongoSink, SinkError> {
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| SinkError::fatal(format!("MongoDB URI: {e}")))?;
+        options.server_selection_timeout = Some(Duration::from_secs(5));
+        options.write_concern = Some(WriteConcern::builder().journal(true).build());
+        let client = Client::with_options(options).map_err(|e| SinkError::fatal(format!("MongoDB client: {e}")))?;
+        let db = client.database(&config.database);
+        let events = db.collection::<Document>(&config.collection);
+        let conflicts = db.collection::<Document>(&format!("{}_conflicts", config.collection));
+        let index = IndexModel::builder()
+            .keys(doc! {"eventId": 1})
+            .options(IndexOptions::builder().unique(true).build())
+            .build();
+        let mut attempt = 0;
+        loop {
+            match events.create_index(index.clone()).await {
+                Ok(_) => break,
+                Err(e) => match classify(&e) {
+                    SinkError::Retriable { reason, .. } if attempt < 30 => {
+                        tracing::warn!(%reason, attempt, "MongoDB not reachable yet; retrying");
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    other => return Err(SinkError::fatal(format!("cannot prepare {}: {other}", config.collection))),
+                },
+            }
+        }
+        Ok(MongoSink { events, conflicts })
+    }
+}
+
+fn document(r: &SinkRecord) -> Result<Document, SinkError> {
+    let mut d =
+        mongodb::bson::to_document(&r.event).map_err(|e| SinkError::poison(format!("event {}: {e}", r.event_id)))?;
+    d.insert("_id", r.event_id.clone());
+    Ok(d)
+}
+
+impl Sink for MongoSink {
+    fn name(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn prepare(&self, _partition: i32) -> Result<Option<i64>, SinkError> {
+        Ok(None)
+    }
+
+    async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
+        let docs = batch.iter().map(document).collect::<Result<Vec<_>, _>>()?;
+        let mut outcome = WriteOutcome::default();
+        let duplicates: Vec<usize> = match self.events.insert_many(docs).ordered(false).await {
+            Ok(r) => {
+                outcome.written = r.inserted_ids.len() as u64;
+                return Ok(outcome);
+            }
+            Err(e) => match &*e.kind {
+                ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
+                    let errors = m.write_errors.as_deref().unwrap_or_default();
+                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                        return Err(SinkError::poison(format!(
+                            "event {}: {} (code {})",
+                            batch[other.index].event_id, other.message, other.code
+                        )));
+                    }
+                    errors.iter().map(|w| w.index).collect()
+                }
+                _ => return Err(classify(&e)),
+            },
+        };
+        outcome.written = (batch.len() - duplicates.len()) as u64;
+        let ids: Vec<Bson> = duplicates.iter().map(|i| Bson::String(batch[*i].event_id.clone())).collect();
+        let mut stored: HashMap<String, String> = HashMap::new();
+        let mut cursor = self
+            .events
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"integrity.hash": 1})
+            .await
+            .map_err(|e| classify(&e))?;
+        while cursor.advance().await.map_err(|e| classify(&e))? {
+            let d = cursor.deserialize_current().map_err(|e| classify(&e))?;
+            let id = d.get_str("_id").unwrap_or_default().to_owned();
+            let hash =
+                d.get_document("integrity").ok().and_then(|i| i.get_str("hash").ok()).unwrap_or_default().to_owned();
+            stored.insert(id, hash);
+        }
+        for i in duplicates {
+            let r = &batch[i];
+            match stored.get(&r.event_id) {
+                Some(h) if *h != r.hash => {
+                    let mut c = document(r)?;
+                    c.remove("_id");
+                    let record = doc! {
+                        "eventId": &r.event_id, "storedHash": h, "incomingHash": &r.hash,
+                        "incomingEvent": c, "kafkaPartition": r.partition, "kafkaOffset": r.offset,
+                    };
+                    self.conflicts.insert_one(record).await.map_err(|e| classify(&e))?;
+                    outcome.conflicts.push(Conflict {
+                        event_id: r.event_id.clone(),
+                        stored_hash: h.clone(),
+                        incoming_hash: r.hash.clone(),
+                    });
+                }
+                _ => outcome.duplicates += 1,
+            }
+        }
+        Ok(outcome)
+    }
+}
