@@ -12,6 +12,7 @@ use crate::jsonl::JsonlSink;
 use crate::metrics::SinkMetrics;
 use crate::mongodb::MongoSink;
 use crate::postgres::PostgresSink;
+use crate::sqlite::SqliteSink;
 use crate::{Settings, SinkConfig};
 
 /// Writes processed audit events into a store, as its own consumer group.
@@ -30,7 +31,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the store's migrations and exit (PostgreSQL).
+    /// Apply the store's migrations and exit (PostgreSQL, SQLite).
     Migrate,
 }
 
@@ -39,6 +40,7 @@ fn kind(settings: &Settings) -> &'static str {
         StoreConfig::Jsonl(_) => "jsonl",
         StoreConfig::Postgres(_) => "postgres",
         StoreConfig::Mongodb(_) => "mongodb",
+        StoreConfig::Sqlite(_) => "sqlite",
     }
 }
 
@@ -104,6 +106,14 @@ pub fn main() -> ExitCode {
                     Err(e) => Err(crate::RunError::Fatal(e.to_string())),
                 }
             }
+            StoreConfig::Sqlite(c) => match SqliteSink::open(&c.path).await {
+                Ok(_) if matches!(args.command, Some(Command::Migrate)) => {
+                    eprintln!("audit-sink: migrations applied");
+                    return ExitCode::SUCCESS;
+                }
+                Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
+                Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+            },
             StoreConfig::Mongodb(c) => {
                 let uri = settings.sql_url.clone().unwrap_or_default();
                 match MongoSink::connect(&uri, &c).await {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::jsonl::JsonlConfig;
 pub use crate::mongodb::MongoConfig;
 pub use crate::postgres::PostgresConfig;
+pub use crate::sqlite::SqliteConfig;
 
 /// A config value that is not acceptable, with its key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +112,8 @@ pub enum StoreConfig {
     Postgres(PostgresConfig),
     /// MongoDB.
     Mongodb(MongoConfig),
+    /// SQLite (single-machine and local use).
+    Sqlite(SqliteConfig),
 }
 
 /// HTTP endpoints.
@@ -276,6 +279,12 @@ impl SinkConfig {
                     return Err(bad("store.collection", "database and collection must not be empty"));
                 }
                 Some(uri)
+            }
+            StoreConfig::Sqlite(q) => {
+                if q.path.as_os_str().is_empty() {
+                    return Err(bad("store.path", "must name the database file"));
+                }
+                None
             }
         };
         let http_listen = self

@@ -20,7 +20,7 @@
 //! # Layout
 //! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
 //! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
-//! [`postgres`], [`mongodb`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
+//! [`postgres`], [`sqlite`], [`mongodb`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
 
 pub mod cli;
 pub mod config;
@@ -31,6 +31,7 @@ pub mod mongodb;
 pub mod postgres;
 pub mod runtime;
 pub mod sink;
+pub mod sqlite;
 
 use std::sync::Arc;
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::{terminate, verify};
 use audit_tests::sinks::{
-    http_get, metric, spawn_sink, wait_stored, JsonlTarget, MongoTarget, PostgresTarget, Processed, Target,
+    http_get, metric, spawn_sink, wait_stored, JsonlTarget, MongoTarget, PostgresTarget, Processed, SqliteTarget,
+    Target,
 };
 use audit_tests::unique_name;
 use serde_json::Value;
@@ -190,3 +191,4 @@ macro_rules! conformance {
 conformance!(jsonl, JsonlTarget::new());
 conformance!(postgres, PostgresTarget::new(None).await);
 conformance!(mongodb, MongoTarget::new());
+conformance!(sqlite, SqliteTarget::new());

@@ -1,0 +1,7 @@
+//! The SQLite sink.
+
+mod config;
+mod sink;
+
+pub use config::SqliteConfig;
+pub use sink::{classify, SqliteSink, MIGRATOR};
