@@ -33,7 +33,7 @@ pub fn classify(e: &sqlx::Error) -> SinkError {
                 // READONLY, CANTOPEN, AUTH, PERM, CORRUPT, NOTADB: nothing a retry fixes
                 3 | 8 | 11 | 14 | 23 | 26 => SinkError::fatal(format!("{reason} (SQLite {code})")),
                 // CONSTRAINT, TOOBIG, MISMATCH: this row can never be stored
-                18 | 19 | 20 => SinkError::poison(format!("{reason} (SQLite {code})")),
+                18..=20 => SinkError::poison(format!("{reason} (SQLite {code})")),
                 _ => SinkError::retriable(format!("{reason} (SQLite {code})")),
             }
         }
