@@ -455,11 +455,13 @@ pub struct SinkProcess {
     pub port: u16,
 }
 
-/// Starts the sink binary `bin` for `target` on `topic` in `group`; its log goes to `log`.
+/// Starts the sink binary `bin` for `target`, reading processed `topic` on `bootstrap` in `group`;
+/// its log goes to `log`.
 pub fn spawn_sink(
     bin: &str,
     target: &dyn Target,
-    processed: &Processed,
+    bootstrap: &str,
+    topic: &str,
     group: &str,
     log: &Path,
     extra: &[(&str, &str)],
@@ -467,8 +469,8 @@ pub fn spawn_sink(
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     let port = free_port();
     let mut cmd = Command::new(bin);
-    cmd.env("AUDIT_KAFKA__BROKERS", &processed.bootstrap)
-        .env("AUDIT_KAFKA__PROCESSED_TOPIC", &processed.topic)
+    cmd.env("AUDIT_KAFKA__BROKERS", bootstrap)
+        .env("AUDIT_KAFKA__PROCESSED_TOPIC", topic)
         .env("AUDIT_KAFKA__GROUP_ID", group)
         .env("AUDIT_KAFKA__SESSION_TIMEOUT_MS", "6000")
         .env("AUDIT_HTTP__LISTEN", format!("127.0.0.1:{port}"))

@@ -54,7 +54,7 @@ async fn stores_in_order_and_the_chain_verifies(target: &dyn Target) {
     processed.publish(300);
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &[]);
     assert_stored_exactly(target, &processed, &log);
     terminate(&sink.child);
     assert!(sink.child.wait().unwrap().success(), "SIGTERM drains and exits 0");
@@ -71,7 +71,7 @@ async fn absorbs_duplicate_deliveries(target: &dyn Target) {
     }
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &[]);
     assert_stored_exactly(target, &processed, &log);
     let mut duplicates = 0.0;
     for _ in 0..50 {
@@ -95,7 +95,7 @@ async fn flags_a_conflicting_duplicate(target: &dyn Target) {
     processed.publish_bytes(0, &serde_json::to_vec(&forged).unwrap());
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
-    let mut sink = spawn_sink(SINK, target, &processed, &unique_name("g"), &log, &[]);
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &[]);
     let mut conflicts = 0.0;
     for _ in 0..150 {
         conflicts = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_conflicts_total");
@@ -120,7 +120,7 @@ async fn dead_letters_a_poison_record_and_the_lane_continues(target: &dyn Target
     let group = unique_name("g");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
-    let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &group, &log, &[]);
     assert_stored_exactly(target, &processed, &log);
     let dlq = format!("{}.dlq.{group}", processed.topic);
     let dead = read_topic(&processed.bootstrap, &dlq, 1, Duration::from_secs(1));
@@ -139,7 +139,7 @@ async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
     let log = logs.path().join("sink.log");
     let mut x: u64 = 0x9e37_79b9;
     for kill in 0..10 {
-        let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+        let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &group, &log, &[]);
         processed.publish(150);
         x ^= x << 13;
         x ^= x >> 7;
@@ -149,7 +149,7 @@ async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
         sink.child.wait().unwrap();
         eprintln!("{}: kill {} of 10", target.name(), kill + 1);
     }
-    let mut sink = spawn_sink(SINK, target, &processed, &group, &log, &[]);
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &group, &log, &[]);
     assert_stored_exactly(target, &processed, &log);
     terminate(&sink.child);
     assert!(sink.child.wait().unwrap().success());

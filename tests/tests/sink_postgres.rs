@@ -36,7 +36,7 @@ async fn a_database_outage_mid_run_loses_nothing_once_it_recovers() {
     processed.publish(100);
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
-    let mut sink = spawn_sink(SINK, &target, &processed, &unique_name("g"), &log, &[]);
+    let mut sink = spawn_sink(SINK, &target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &[]);
     assert_eq!(wait_stored(&target, 100, Duration::from_secs(60)).values().map(Vec::len).sum::<usize>(), 100);
 
     server.stop();
@@ -84,7 +84,8 @@ async fn a_row_the_database_refuses_is_isolated_and_dead_lettered() {
     let mut sink = spawn_sink(
         SINK,
         &target,
-        &processed,
+        &processed.bootstrap,
+        &processed.topic,
         &group,
         &logs.path().join("sink.log"),
         &[("AUDIT_BATCH__MAX_WAIT_MS", "500")],
