@@ -700,8 +700,10 @@ pub fn run_blocking(
         shared.producer.purge(PurgeConfig::default().queue().inflight());
     }
     let _ = shared.producer.flush(Duration::from_secs(5));
-    if let Some(tail) = shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        drop(tail);
+    // The tail reader carries a group id (assign needs one): close it the bounded way too.
+    let tail = shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(tail) = tail {
+        close_consumer(tail, Duration::from_secs(5));
     }
     result
 }
