@@ -9,6 +9,7 @@
 //! place in the chain (action `audit.quarantined`, the dead-letter reference and the SHA-256 of the
 //! raw bytes, no content); the lane goes on.
 
+use audit_schema::canonical::canonical_len;
 use audit_schema::chain::{hash_event_value_with, seal, ChainHead};
 use audit_schema::codec::{self, WireFormat};
 use audit_schema::Integrity;
@@ -287,7 +288,7 @@ impl Pipeline {
         for (root, max) in [("metadata", self.limits.max_metadata_bytes), ("diff", self.limits.max_diff_bytes)] {
             if let Some(v) = obj.get_mut(root) {
                 self.policy.redact(root, v, &mut redactions);
-                if canonical_bytes(v).len() > max {
+                if canonical_len(v) > max {
                     *v = Value::Object(truncation_marker(v));
                     if root == "metadata" {
                         limits.metadata_truncated = true;
@@ -307,7 +308,7 @@ impl Pipeline {
     /// optional fields from it (with warnings) until it passes.
     fn validate(&self, value: &mut Value, warnings: &mut Vec<String>) -> Result<AuditEventInput, DeadLetter> {
         for _ in 0..8 {
-            match codec::input_from_ref(value, self.validation) {
+            match codec::input_from_mut(value, self.validation) {
                 Ok(decoded) => {
                     for w in &decoded.warnings {
                         if w.message == "unknown field" {

@@ -42,8 +42,21 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
 
 /// Appends the canonical bytes of `value` to `out`.
 pub fn canonicalize_into(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    let mut writer = Writer { out, path: Vec::new(), number: ryu_js::Buffer::new(), omit: None };
-    writer.value(value)
+    write(value, out, None)
+}
+
+/// Writes without tracking the JSON path; only when that fails, writes again tracking it, so the
+/// error can name where the bad number is. On error `out` is left as it was.
+fn write(value: &Value, out: &mut Vec<u8>, omit: Option<(&str, &str)>) -> Result<(), CanonicalError> {
+    let start = out.len();
+    let fast = Writer::new(out, omit, false).value(value);
+    if fast.is_ok() {
+        return fast;
+    }
+    out.truncate(start);
+    let tracked = Writer::new(out, omit, true).value(value);
+    out.truncate(start);
+    tracked.and(fast)
 }
 
 /// Appends the canonical bytes of `value` as if the member `inner` of the top-level object member
@@ -55,8 +68,7 @@ pub(crate) fn canonicalize_omitting(
     inner: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
-    let mut writer = Writer { out, path: Vec::new(), number: ryu_js::Buffer::new(), omit: Some((outer, inner)) };
-    writer.value(value)
+    write(value, out, Some((outer, inner)))
 }
 
 /// True when an integer survives a round trip through an IEEE 754 double.
@@ -78,12 +90,35 @@ enum Segment<'a> {
 
 struct Writer<'a, 'v> {
     out: &'a mut Vec<u8>,
-    path: Vec<Segment<'v>>,
     number: ryu_js::Buffer,
+    /// `(outer, inner)`: leave out member `inner` of the object at top-level member `outer`.
     omit: Option<(&'a str, &'a str)>,
+    /// Containers around the current value.
+    depth: usize,
+    /// The top-level member being written.
+    top_key: Option<&'v str>,
+    /// Whether `path` is kept (for errors; costs a push per member).
+    track: bool,
+    path: Vec<Segment<'v>>,
 }
 
-impl<'v> Writer<'_, 'v> {
+impl<'a, 'v> Writer<'a, 'v> {
+    fn new(out: &'a mut Vec<u8>, omit: Option<(&'a str, &'a str)>, track: bool) -> Self {
+        Writer { out, number: ryu_js::Buffer::new(), omit, depth: 0, top_key: None, track, path: Vec::new() }
+    }
+
+    fn enter(&mut self, segment: Segment<'v>) {
+        if self.track {
+            self.path.push(segment);
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.track {
+            self.path.pop();
+        }
+    }
+
     fn path_string(&self) -> String {
         let mut s = String::from("$");
         for seg in &self.path {
@@ -107,14 +142,16 @@ impl<'v> Writer<'_, 'v> {
             Value::String(s) => write_string(s, self.out),
             Value::Array(items) => {
                 self.out.push(b'[');
+                self.depth += 1;
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         self.out.push(b',');
                     }
-                    self.path.push(Segment::Index(i));
+                    self.enter(Segment::Index(i));
                     self.value(item)?;
-                    self.path.pop();
+                    self.leave();
                 }
+                self.depth -= 1;
                 self.out.push(b']');
             }
             Value::Object(map) => self.object(map)?,
@@ -123,31 +160,39 @@ impl<'v> Writer<'_, 'v> {
     }
 
     fn object(&mut self, map: &'v Map<String, Value>) -> Result<(), CanonicalError> {
-        let mut members: Vec<(&'v String, &'v Value)> = map.iter().collect();
-        if let (Some((outer, inner)), [Segment::Key(key)]) = (self.omit, self.path.as_slice()) {
-            if *key == outer {
-                members.retain(|(k, _)| k.as_str() != inner);
-            }
+        let omit = match (self.omit, self.top_key) {
+            (Some((outer, inner)), Some(key)) if self.depth == 1 && key == outer => Some(inner),
+            _ => None,
+        };
+        // Map iteration is sorted by UTF-8 bytes (serde_json's map is a BTreeMap unless
+        // `preserve_order` is on somewhere in the build), which equals UTF-16 order except when
+        // characters above U+FFFF meet U+E000..U+FFFF (UTF-8 lead bytes 0xEE and up); collect and
+        // sort only when the order can differ.
+        if map_is_sorted() && !map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+            return self.members(map.iter().filter(|(k, _)| Some(k.as_str()) != omit));
         }
-        // Map iteration is already sorted by UTF-8 bytes, which equals UTF-16 order except when
-        // characters above U+FFFF meet U+E000..U+FFFF (UTF-8 lead bytes 0xEE and up); sort only
-        // when that can matter.
-        if members.iter().any(|(k, _)| k.bytes().any(|b| b >= 0xEE)) {
-            members.sort_by(|a, b| utf16_cmp(a.0, b.0));
-        } else if !members.windows(2).all(|w| w[0].0 <= w[1].0) {
-            members.sort_by(|a, b| a.0.cmp(b.0));
-        }
+        let mut members: Vec<(&'v String, &'v Value)> = map.iter().filter(|(k, _)| Some(k.as_str()) != omit).collect();
+        members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+        self.members(members.into_iter())
+    }
+
+    fn members(&mut self, members: impl Iterator<Item = (&'v String, &'v Value)>) -> Result<(), CanonicalError> {
         self.out.push(b'{');
-        for (i, (key, item)) in members.into_iter().enumerate() {
+        self.depth += 1;
+        for (i, (key, item)) in members.enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
             write_string(key, self.out);
             self.out.push(b':');
-            self.path.push(Segment::Key(key));
+            if self.depth == 1 {
+                self.top_key = Some(key);
+            }
+            self.enter(Segment::Key(key));
             self.value(item)?;
-            self.path.pop();
+            self.leave();
         }
+        self.depth -= 1;
         self.out.push(b'}');
         Ok(())
     }
@@ -180,8 +225,73 @@ impl<'v> Writer<'_, 'v> {
     }
 }
 
+/// Whether `serde_json::Map` iterates in key order in this build (checked once).
+fn map_is_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut m = Map::new();
+        m.insert("b".into(), Value::Null);
+        m.insert("a".into(), Value::Null);
+        m.keys().next().map(String::as_str) == Some("a")
+    })
+}
+
+/// The length of the canonical bytes of `value`, without writing them (key order does not change
+/// the length, so nothing is sorted). For a value [`canonicalize`] refuses, the length of its
+/// plain JSON numbers stands in.
+pub fn canonical_len(value: &Value) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => number_len(n),
+        Value::String(s) => string_len(s),
+        Value::Array(items) => 2 + items.len().saturating_sub(1) + items.iter().map(canonical_len).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map.len().saturating_sub(1)
+                + map.iter().map(|(k, v)| string_len(k) + 1 + canonical_len(v)).sum::<usize>()
+        }
+    }
+}
+
+fn number_len(n: &Number) -> usize {
+    const SAFE: u64 = 1 << 53;
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) if i.unsigned_abs() <= SAFE => itoa::Buffer::new().format(i).len(),
+        (None, Some(u)) if u <= SAFE => itoa::Buffer::new().format(u).len(),
+        _ => match n.as_f64().filter(|f| f.is_finite() && exact_in_double(n)) {
+            Some(f) => ryu_js::Buffer::new().format_finite(f).len(),
+            None => n.to_string().len(),
+        },
+    }
+}
+
+/// The length of `s` as [`write_string`] writes it.
+fn string_len(s: &str) -> usize {
+    2 + s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0x00..=0x1f => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// Whether any byte needs an escape; in 16-byte chunks without early exit so it vectorizes.
+fn needs_escape(bytes: &[u8]) -> bool {
+    let special = |acc: bool, &b: &u8| acc | (b < 0x20) | (b == b'"') | (b == b'\\');
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, special) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().fold(false, special)
 }
 
 /// Writes `s` as a JSON string the way `JSON.stringify` does: `"` and `\` escaped, the two-letter
@@ -190,7 +300,7 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -248,6 +358,19 @@ mod tests {
         assert_eq!(canon(&json!(i64::MIN)), "-9223372036854776000");
         assert!(canonicalize(&json!(i64::MAX)).is_err());
         assert!(canonicalize(&json!(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn canonical_len_is_the_length_of_the_canonical_bytes() {
+        let v = json!({
+            "z": [1, -2, 1.5, 1e21, 9007199254740992u64, 1152921504606846976u64, null, true, false],
+            "\u{fb33}": {"\u{1f600}": "\u{0}\u{8}\t\n\"\\é", "b": {}, "a": []},
+            "": ""
+        });
+        assert_eq!(canonical_len(&v), canonicalize(&v).unwrap().len());
+        for v in [json!({}), json!([]), json!(0), json!("x"), json!(-0.0), json!(5e-324)] {
+            assert_eq!(canonical_len(&v), canonicalize(&v).unwrap().len(), "{v}");
+        }
     }
 
     #[test]

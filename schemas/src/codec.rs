@@ -4,7 +4,7 @@
 //! is read as UTF-8 JSON.
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::avro;
 use crate::validate::{check_event, check_input, FieldError, Findings, ValidationOptions};
@@ -105,13 +105,14 @@ impl WireFormat {
 
 /// Parses JSON bytes into a JSON value with a precise error.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ContractError> {
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ContractError::NotUtf8 { offset: e.valid_up_to() });
-    }
-    serde_json::from_slice(bytes).map_err(|e| ContractError::Syntax {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+    // serde_json checks UTF-8 as it parses; the separate check only words the error.
+    serde_json::from_slice(bytes).map_err(|e| match std::str::from_utf8(bytes) {
+        Err(utf8) => ContractError::NotUtf8 { offset: utf8.valid_up_to() },
+        Ok(_) => ContractError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+        },
     })
 }
 
@@ -291,6 +292,47 @@ pub fn input_from_ref(value: &Value, options: ValidationOptions) -> Result<Decod
     finish(input, findings)
 }
 
+/// Validates an input event like [`input_from_ref`] without copying its payloads: `metadata` and
+/// `diff.before`/`diff.after` (free-form, so their contents never change the outcome) are detached
+/// from `value` while the contract is checked and put back afterwards. The returned event's
+/// `metadata` and `diff` are therefore `None`; read them from `value`.
+pub fn input_from_mut(
+    value: &mut Value,
+    options: ValidationOptions,
+) -> Result<Decoded<AuditEventInput>, ContractError> {
+    let Some(obj) = value.as_object_mut() else {
+        return Err(ContractError::single("", "an audit event must be a JSON object"));
+    };
+    let metadata = match obj.get_mut("metadata") {
+        Some(m @ Value::Object(_)) => Some(std::mem::replace(m, Value::Object(Map::new()))),
+        _ => None,
+    };
+    let mut diff = [None, None];
+    if let Some(d) = obj.get_mut("diff").and_then(Value::as_object_mut) {
+        for (slot, key) in diff.iter_mut().zip(["before", "after"]) {
+            // `null` reads as absent: left in place so the placeholder changes nothing.
+            *slot = d.get_mut(key).filter(|v| !v.is_null()).map(|v| std::mem::replace(v, Value::Bool(true)));
+        }
+    }
+    let result = input_from_ref(value, options);
+    let Some(obj) = value.as_object_mut() else { unreachable!("checked above") };
+    if let (Some(m), Some(slot)) = (metadata, obj.get_mut("metadata")) {
+        *slot = m;
+    }
+    if let Some(d) = obj.get_mut("diff").and_then(Value::as_object_mut) {
+        for (taken, key) in diff.into_iter().zip(["before", "after"]) {
+            if let (Some(v), Some(slot)) = (taken, d.get_mut(key)) {
+                *slot = v;
+            }
+        }
+    }
+    result.map(|mut decoded| {
+        decoded.event.metadata = None;
+        decoded.event.diff = None;
+        decoded
+    })
+}
+
 /// Reads a processed event from a JSON value.
 pub fn event_from_value(value: Value, options: ValidationOptions) -> Result<Decoded<AuditEvent>, ContractError> {
     if !value.is_object() {
@@ -359,6 +401,32 @@ mod tests {
 
     fn minimal() -> Value {
         json!({"action": "user.login", "outcome": "SUCCESS", "actor": {"type": "user", "id": "u-1"}})
+    }
+
+    #[test]
+    fn validating_in_place_agrees_with_validating_a_copy_and_restores_the_payloads() {
+        let mut cases = vec![minimal()];
+        for (metadata, diff) in [
+            (json!({"a": {"b": [1, 2]}, "password": "x"}), json!({"before": {"s": 1}, "after": null})),
+            (json!("not an object"), json!({"before": 1, "colour": "unknown field"})),
+            (json!({}), json!("not an object")),
+            (json!({}), json!({"after": null})),
+            (json!(null), json!({"after": [1]})),
+        ] {
+            let mut v = minimal();
+            v["metadata"] = metadata;
+            v["diff"] = diff;
+            cases.push(v);
+        }
+        for options in [ValidationOptions::LENIENT, ValidationOptions::STRICT] {
+            for case in &cases {
+                let mut edited = case.clone();
+                let in_place = input_from_mut(&mut edited, options).map(|d| d.warnings);
+                let copied = input_from_ref(case, options).map(|d| d.warnings);
+                assert_eq!(in_place.map_err(|e| e.to_string()), copied.map_err(|e| e.to_string()), "{case}");
+                assert_eq!(&edited, case, "payloads put back");
+            }
+        }
     }
 
     #[test]
