@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreConfig;
+use crate::http_sink::HttpSink;
 use crate::jsonl::JsonlSink;
 use crate::metrics::SinkMetrics;
 use crate::mongodb::MongoSink;
@@ -41,6 +42,7 @@ fn kind(settings: &Settings) -> &'static str {
         StoreConfig::Postgres(_) => "postgres",
         StoreConfig::Mongodb(_) => "mongodb",
         StoreConfig::Sqlite(_) => "sqlite",
+        StoreConfig::Http(_) => "http",
     }
 }
 
@@ -111,6 +113,10 @@ pub fn main() -> ExitCode {
                     eprintln!("audit-sink: migrations applied");
                     return ExitCode::SUCCESS;
                 }
+                Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
+                Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+            },
+            StoreConfig::Http(c) => match HttpSink::connect(&c) {
                 Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
                 Err(e) => Err(crate::RunError::Fatal(e.to_string())),
             },

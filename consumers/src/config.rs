@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::http_sink::HttpSinkConfig;
 pub use crate::jsonl::JsonlConfig;
 pub use crate::mongodb::MongoConfig;
 pub use crate::postgres::PostgresConfig;
@@ -114,6 +115,8 @@ pub enum StoreConfig {
     Mongodb(MongoConfig),
     /// SQLite (single-machine and local use).
     Sqlite(SqliteConfig),
+    /// HTTP: generic NDJSON / JSON array, Splunk HEC, Elasticsearch / OpenSearch `_bulk`.
+    Http(HttpSinkConfig),
 }
 
 /// HTTP endpoints.
@@ -140,7 +143,7 @@ pub struct SinkConfig {
     pub batch: BatchConfig,
     /// Retries and circuit breaker.
     pub retry: RetryConfig,
-    /// The store (`kind = "jsonl"` or `"postgres"` plus its settings); required.
+    /// The store (`kind = "jsonl"`, `"postgres"`, `"sqlite"`, `"mongodb"` or `"http"`, plus its settings); required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreConfig>,
     /// HTTP endpoints.
@@ -237,7 +240,7 @@ impl SinkConfig {
             return Err(bad("retry.failure_threshold", "must be positive"));
         }
         let Some(store) = &self.store else {
-            return Err(bad("store.kind", "missing: choose the store (jsonl or postgres)"));
+            return Err(bad("store.kind", "missing: choose the store (jsonl, postgres, sqlite, mongodb or http)"));
         };
         let sql_url = match store {
             StoreConfig::Jsonl(j) => {
@@ -284,6 +287,10 @@ impl SinkConfig {
                 if q.path.as_os_str().is_empty() {
                     return Err(bad("store.path", "must name the database file"));
                 }
+                None
+            }
+            StoreConfig::Http(h) => {
+                h.check().map_err(|(key, message)| bad(key, message))?;
                 None
             }
         };

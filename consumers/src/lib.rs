@@ -20,11 +20,12 @@
 //! # Layout
 //! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
 //! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
-//! [`postgres`], [`sqlite`], [`mongodb`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
+//! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
 
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod http_sink;
 pub mod jsonl;
 pub mod metrics;
 pub mod mongodb;

@@ -34,6 +34,9 @@ impl Telemetry {
         };
         let (provider, otel) = match &config.otlp_endpoint {
             Some(endpoint) => {
+                // reqwest (shared with the HTTP sink) takes rustls without a built-in crypto
+                // provider: install ring before the exporter builds its client.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_endpoint(endpoint)

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use audit_tests::http_receiver::HttpTarget;
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::{terminate, verify};
 use audit_tests::sinks::{
@@ -192,3 +193,4 @@ conformance!(jsonl, JsonlTarget::new());
 conformance!(postgres, PostgresTarget::new(None).await);
 conformance!(mongodb, MongoTarget::new());
 conformance!(sqlite, SqliteTarget::new());
+conformance!(http, HttpTarget::new());
