@@ -17,6 +17,8 @@ pub const DEAD_LETTERED: &str = "audit_sink_dead_lettered_total";
 pub const RETRIES: &str = "audit_sink_retries_total";
 /// 1 while the circuit breaker is open.
 pub const CIRCUIT_OPEN: &str = "audit_sink_circuit_open";
+/// Times a lane was full and its partition's records waited in the client (backpressure).
+pub const LANE_FULL: &str = "audit_sink_lane_full_total";
 /// Partitions owned.
 pub const ASSIGNED: &str = "audit_sink_assigned_partitions";
 /// Seconds per successful batch write.
@@ -35,6 +37,7 @@ pub struct SinkMetrics {
     pub(crate) retries: IntCounter,
     pub(crate) circuit_open: IntGauge,
     pub(crate) assigned: IntGauge,
+    pub(crate) lane_full: IntCounter,
     pub(crate) batch_latency: Histogram,
 }
 
@@ -55,6 +58,10 @@ impl SinkMetrics {
             retries: IntCounter::with_opts(o(RETRIES, "Retried writes."))?,
             circuit_open: IntGauge::with_opts(o(CIRCUIT_OPEN, "1 while the circuit breaker is open."))?,
             assigned: IntGauge::with_opts(o(ASSIGNED, "Partitions owned."))?,
+            lane_full: IntCounter::with_opts(o(
+                LANE_FULL,
+                "Times a lane was full and its records waited in the client.",
+            ))?,
             batch_latency: Histogram::with_opts(
                 HistogramOpts::new(BATCH_LATENCY, "Seconds per successful batch write.")
                     .const_label("sink", kind)
@@ -71,6 +78,7 @@ impl SinkMetrics {
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.circuit_open.clone()))?;
         m.registry.register(Box::new(m.assigned.clone()))?;
+        m.registry.register(Box::new(m.lane_full.clone()))?;
         m.registry.register(Box::new(m.batch_latency.clone()))?;
         Ok(m)
     }

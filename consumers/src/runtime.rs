@@ -4,13 +4,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use audit_kafka::{close_consumer, Required};
 use audit_schema::codec;
 use rdkafka::client::ClientContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -84,11 +85,21 @@ struct Shared<S: Sink> {
     circuit: Circuit,
     fatal: Mutex<Option<String>>,
     runtime: tokio::runtime::Handle,
+    /// Bumped at every assignment change (read by the poll loop).
+    generation: AtomicU64,
+    /// The consumer, for the rebalance callback to split partition queues.
+    consumer: OnceLock<Weak<BaseConsumer<RebalanceContext<S>>>>,
+    /// Each assigned partition's own queue.
+    queues: Mutex<BTreeMap<i32, PartitionQueue<RebalanceContext<S>>>>,
 }
 
 impl<S: Sink> Shared<S> {
     fn lanes(&self) -> MutexGuard<'_, BTreeMap<i32, Lane>> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queues(&self) -> MutexGuard<'_, BTreeMap<i32, PartitionQueue<RebalanceContext<S>>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set_fatal(&self, message: String) {
@@ -392,11 +403,26 @@ impl<S: Sink> ClientContext for RebalanceContext<S> {}
 
 impl<S: Sink> ConsumerContext for RebalanceContext<S> {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Err(error) = consumer.assign(tpl) {
                     self.shared.set_fatal(format!("assign failed: {error}"));
                     return;
+                }
+                // After `assign` (which resets queue forwarding): each partition its own queue.
+                if let Some(me) = self.shared.consumer.get().and_then(Weak::upgrade) {
+                    let mut queues = self.shared.queues();
+                    for e in tpl.elements() {
+                        match me.split_partition_queue(e.topic(), e.partition()) {
+                            Some(q) => {
+                                queues.insert(e.partition(), q);
+                            }
+                            None => {
+                                self.shared.set_fatal(format!("cannot split the queue of partition {}", e.partition()))
+                            }
+                        }
+                    }
                 }
                 for e in tpl.elements() {
                     self.shared.start_lane(e.partition());
@@ -407,6 +433,7 @@ impl<S: Sink> ConsumerContext for RebalanceContext<S> {
             _ => {
                 let partitions: Vec<i32> = self.shared.lanes().keys().copied().collect();
                 self.shared.release(consumer, &partitions);
+                self.shared.queues().clear();
                 let _ = consumer.unassign();
                 self.shared.metrics.assigned.set(0);
             }
@@ -425,6 +452,88 @@ pub struct Health {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Hands records to the lanes in offset order: records that arrive while a lane is full wait here
+/// (only records from the main queue can: a partition's own queue is read only when its lane has
+/// room), and a record fetched again is skipped.
+#[derive(Default)]
+struct Feeder {
+    /// Lane senders, refreshed at each assignment change.
+    senders: BTreeMap<i32, mpsc::Sender<OwnedMessage>>,
+    waiting: BTreeMap<i32, VecDeque<OwnedMessage>>,
+    /// Per partition, the offset after the last record handed over in this assignment.
+    next_offset: BTreeMap<i32, i64>,
+    generation: u64,
+}
+
+impl Feeder {
+    /// Follows assignment changes: positions start over from the group's offsets.
+    fn sync<S: Sink>(&mut self, shared: &Shared<S>) {
+        let current = shared.generation.load(Ordering::Acquire);
+        if current != self.generation || self.senders.is_empty() != shared.lanes().is_empty() {
+            self.generation = current;
+            self.senders = shared.lanes().iter().map(|(p, l)| (*p, l.tx.clone())).collect();
+            self.next_offset.clear();
+            self.waiting.retain(|p, _| self.senders.contains_key(p));
+        }
+    }
+
+    /// The lane of `p` when it can take a record now (and nothing is waiting for it).
+    fn room(&self, p: i32) -> Option<&mpsc::Sender<OwnedMessage>> {
+        if self.waiting.get(&p).is_some_and(|w| !w.is_empty()) {
+            return None;
+        }
+        self.senders.get(&p).filter(|tx| tx.capacity() > 0)
+    }
+
+    /// Takes the record at `offset` of partition `p`. `Err` when order cannot be kept (the
+    /// process then restarts from the committed offsets: nothing is lost).
+    fn accept(&mut self, p: i32, offset: i64, detach: impl FnOnce() -> OwnedMessage, main: bool) -> Result<(), String> {
+        let Some(tx) = self.senders.get(&p) else { return Ok(()) }; // revoked: redelivered to the new owner
+        if let Some(next) = self.next_offset.get(&p) {
+            if offset < *next {
+                if main {
+                    return Err(format!(
+                        "partition {p}: offset {offset} arrived after offset {next} was handed over; restarting from the committed offsets"
+                    ));
+                }
+                return Ok(()); // fetched again: already handed over
+            }
+        }
+        self.next_offset.insert(p, offset + 1);
+        let m = detach();
+        let waiting = self.waiting.entry(p).or_default();
+        if !waiting.is_empty() {
+            waiting.push_back(m);
+            return Ok(());
+        }
+        match tx.try_send(m) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(m)) => waiting.push_back(m),
+        }
+        Ok(())
+    }
+
+    /// Moves waiting records into lanes that have room.
+    fn flush_waiting(&mut self) {
+        for (p, queue) in self.waiting.iter_mut() {
+            let Some(tx) = self.senders.get(p) else { continue };
+            while let Some(m) = queue.pop_front() {
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(m)) => {
+                        queue.push_front(m);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        queue.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Runs `sink` until `shutdown` (then drains, commits and returns `Ok`) or a fatal error.
@@ -460,15 +569,26 @@ pub fn run_blocking<S: Sink>(
         fatal: Mutex::new(None),
         runtime,
         settings,
+        generation: AtomicU64::new(0),
+        consumer: OnceLock::new(),
+        queues: Mutex::new(BTreeMap::new()),
     });
-    let consumer: BaseConsumer<RebalanceContext<S>> = cconf
-        .create_with_context(RebalanceContext { shared: shared.clone() })
-        .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
+    let consumer: Arc<BaseConsumer<RebalanceContext<S>>> = Arc::new(
+        cconf
+            .create_with_context(RebalanceContext { shared: shared.clone() })
+            .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?,
+    );
+    // The rebalance callback splits each assigned partition into its own queue.
+    let _ = shared.consumer.set(Arc::downgrade(&consumer));
     consumer.subscribe(&[topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
     health.ready.store(true, Ordering::Release);
 
-    // One record per paused partition, waiting for room in its lane.
-    let mut stash: BTreeMap<i32, (mpsc::Sender<OwnedMessage>, VecDeque<OwnedMessage>)> = BTreeMap::new();
+    // Backpressure without pausing: each assigned partition has its own client queue, read only
+    // while its lane has room; when it does not, the client stops fetching that partition once
+    // its prefetch limit is reached. (Pausing would discard the prefetched records and fetch them
+    // again from the middle of a record batch, which tansu 0.6.0's in-memory engine answers by
+    // skipping the rest of that batch.)
+    let mut lanes = Feeder::default();
     let result = loop {
         health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
         if let Some(message) = shared.fatal() {
@@ -477,55 +597,41 @@ pub fn run_blocking<S: Sink>(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        // The main queue serves rebalances and errors (and any record fetched in the instant
+        // between an assignment and the split of its queue).
+        let idle = if shared.queues().is_empty() { 100 } else { 5 };
+        let polled = consumer.poll(Duration::from_millis(idle));
+        lanes.sync(&shared);
+        match polled {
             Some(Ok(m)) => {
-                let p = m.partition();
-                let m = m.detach();
-                if let Some((_, queue)) = stash.get_mut(&p) {
-                    // Behind records already waiting for this lane: keep the order.
-                    queue.push_back(m);
-                } else if let Some(tx) = shared.lanes().get(&p).map(|l| l.tx.clone()) {
-                    match tx.try_send(m) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(m)) => {
-                            // The lane is busy (or its store is down): pause the partition instead
-                            // of blocking, so this loop keeps serving rebalances and heartbeats.
-                            let mut tpl = TopicPartitionList::new();
-                            tpl.add_partition(&topic, p);
-                            if let Err(error) = consumer.pause(&tpl) {
-                                tracing::warn!(%error, partition = p, "pause");
-                            }
-                            stash.insert(p, (tx, VecDeque::from([m])));
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+                if let Err(message) = lanes.accept(m.partition(), m.offset(), || m.detach(), true) {
+                    shared.set_fatal(message);
                 }
             }
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}
         }
-        // Hand waiting records over as their lanes make room; resume a partition once it is empty.
-        stash.retain(|p, (tx, queue)| {
-            if !shared.lanes().contains_key(p) {
-                return false; // revoked meanwhile: the records are redelivered to the new owner
-            }
-            while let Some(m) = queue.pop_front() {
-                match tx.try_send(m) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(m)) => {
-                        queue.push_front(m);
-                        return true;
+        lanes.flush_waiting();
+        for (p, queue) in shared.queues().iter() {
+            let Some(tx) = lanes.room(*p) else { continue };
+            for _ in 0..tx.capacity() {
+                match queue.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        if let Err(message) = lanes.accept(*p, m.offset(), || m.detach(), false) {
+                            shared.set_fatal(message);
+                        }
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, partition = *p, "consumer error");
+                        break;
+                    }
+                    None => break,
                 }
             }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, *p);
-            if let Err(error) = consumer.resume(&tpl) {
-                tracing::warn!(%error, partition = *p, "resume");
+            if lanes.room(*p).is_none() {
+                shared.metrics.lane_full.inc();
             }
-            false
-        });
+        }
         for lane in shared.lanes().values() {
             shared.store_offset(&consumer, &lane.state);
         }
@@ -533,6 +639,10 @@ pub fn run_blocking<S: Sink>(
     health.ready.store(false, Ordering::Release);
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
+    shared.queues().clear();
+    let Ok(consumer) = Arc::try_unwrap(consumer) else {
+        return result.and(Err(RunError::Fatal("the consumer is still shared at shutdown".into())));
+    };
     let outcome = close_consumer(consumer, Duration::from_secs(10));
     tracing::info!(?outcome, "left the consumer group");
     result

@@ -133,6 +133,22 @@ async fn dead_letters_a_poison_record_and_the_lane_continues(target: &dyn Target
     sink.child.wait().unwrap();
 }
 
+async fn keeps_every_event_when_its_lane_falls_behind(target: &dyn Target) {
+    // Small batches and a full backlog: the lane's queue (2 × 64 records) fills at once and stays
+    // full while the lane catches up, so records keep waiting in the client between writes.
+    let mut processed = Processed::create(2).await;
+    processed.publish(3000);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("sink.log");
+    let extra = [("AUDIT_BATCH__MAX_EVENTS", "5")];
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &extra);
+    assert_stored_exactly(target, &processed, &log);
+    let full = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_lane_full_total");
+    assert!(full >= 1.0, "{}: the lane was full at times ({full})", target.name());
+    terminate(&sink.child);
+    assert!(sink.child.wait().unwrap().success());
+}
+
 async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
     let mut processed = Processed::create(2).await;
     let group = unique_name("g");
@@ -179,6 +195,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dead_letters_a_poison_record_and_keeps_going() {
                 dead_letters_a_poison_record_and_the_lane_continues(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn keeps_every_event_when_its_lane_falls_behind() {
+                super::keeps_every_event_when_its_lane_falls_behind(&$target).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
