@@ -133,12 +133,18 @@ pub trait Target: Send + Sync {
 #[derive(Debug)]
 pub struct JsonlTarget {
     dir: tempfile::TempDir,
+    gzip: bool,
 }
 
 impl JsonlTarget {
     /// A fresh directory.
     pub fn new() -> Self {
-        JsonlTarget { dir: tempfile::tempdir().expect("dir") }
+        JsonlTarget { dir: tempfile::tempdir().expect("dir"), gzip: false }
+    }
+
+    /// A fresh directory, closed files compressed (`store.gzip_closed`).
+    pub fn gzip() -> Self {
+        JsonlTarget { gzip: true, ..Self::new() }
     }
 
     /// The directory.
@@ -163,6 +169,7 @@ impl Target for JsonlTarget {
             ("AUDIT_STORE__KIND".into(), "jsonl".into()),
             ("AUDIT_STORE__DIR".into(), self.dir.path().display().to_string()),
             ("AUDIT_STORE__MAX_FILE_BYTES".into(), "65536".into()),
+            ("AUDIT_STORE__GZIP_CLOSED".into(), self.gzip.to_string()),
         ]
     }
 
@@ -172,12 +179,29 @@ impl Target for JsonlTarget {
         for part in parts.flatten() {
             let name = part.file_name().to_string_lossy().into_owned();
             let Some(p) = name.strip_prefix("partition-").and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let mut files: Vec<PathBuf> =
-                std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()).collect();
-            files.sort();
+            // `<first offset>.jsonl` or `.jsonl.gz` (a file may be caught between the two: the
+            // compressed copy is complete before the plain one goes, so read one of each name).
+            let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+            for path in std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(".jsonl.gz") {
+                    files.insert(stem.to_owned(), path); // complete: preferred
+                } else if let Some(stem) = name.strip_suffix(".jsonl") {
+                    files.entry(stem.to_owned()).or_insert(path);
+                }
+            }
             let events: &mut Vec<Value> = out.entry(p).or_default();
-            for f in files {
-                for line in std::fs::read_to_string(&f).expect("file").lines() {
+            for f in files.into_values() {
+                let text = if f.extension().is_some_and(|x| x == "gz") {
+                    let Ok(file) = std::fs::File::open(&f) else { continue }; // removed meanwhile
+                    std::io::read_to_string(flate2::read::GzDecoder::new(file)).expect("gzip file")
+                } else {
+                    match std::fs::read_to_string(&f) {
+                        Ok(text) => text,
+                        Err(_) => continue, // compressed and removed meanwhile: the .gz was read
+                    }
+                };
+                for line in text.lines() {
                     let v: Value = serde_json::from_str(line).expect("a JSON line");
                     events.push(v["event"].clone());
                 }

@@ -211,6 +211,7 @@ macro_rules! conformance {
 }
 
 conformance!(jsonl, JsonlTarget::new());
+conformance!(jsonl_gzip, JsonlTarget::gzip());
 conformance!(postgres, PostgresTarget::new(None).await);
 conformance!(mongodb, MongoTarget::new());
 conformance!(sqlite, SqliteTarget::new());

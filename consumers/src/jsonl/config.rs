@@ -14,10 +14,17 @@ pub struct JsonlConfig {
     pub max_file_bytes: u64,
     /// Rotate a file at this age, seconds.
     pub max_file_age_secs: u64,
+    /// Compress closed files to `<name>.jsonl.gz` (in the background; the open file stays plain).
+    pub gzip_closed: bool,
 }
 
 impl Default for JsonlConfig {
     fn default() -> Self {
-        JsonlConfig { dir: PathBuf::from("audit-jsonl"), max_file_bytes: 256 << 20, max_file_age_secs: 3600 }
+        JsonlConfig {
+            dir: PathBuf::from("audit-jsonl"),
+            max_file_bytes: 256 << 20,
+            max_file_age_secs: 3600,
+            gzip_closed: false,
+        }
     }
 }

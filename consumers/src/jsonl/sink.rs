@@ -6,6 +6,11 @@
 //! `auditctl verify` hashes `.event`. On assignment the newest file of the partition is read from
 //! its end: a torn last line (a crash mid-write) is cut, and the offset of the last complete line
 //! tells which records are already there; they are skipped when redelivered.
+//!
+//! With `gzip_closed`, a rotated file is compressed in the background: written to
+//! `<name>.jsonl.gz.tmp`, fsynced, renamed to `<name>.jsonl.gz`, and only then is the plain file
+//! removed. A crash at any step leaves the plain file or a complete `.gz` (a stray `.tmp` is
+//! removed and the work redone at the next start), never neither.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -47,15 +52,57 @@ fn io(path: &Path, e: std::io::Error) -> SinkError {
     }
 }
 
-/// The newest `.jsonl` file of a partition directory.
-fn newest(dir: &Path) -> Result<Option<PathBuf>, SinkError> {
+/// The files of a partition directory whose names end with `suffix`, oldest first.
+fn files(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>, SinkError> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(suffix)))
         .collect();
     files.sort();
-    Ok(files.pop())
+    Ok(files)
+}
+
+/// The newest `.jsonl` file of a partition directory.
+fn newest(dir: &Path) -> Result<Option<PathBuf>, SinkError> {
+    Ok(files(dir, ".jsonl")?.pop())
+}
+
+/// `<name>.jsonl` → `<name>.jsonl.gz`.
+fn gz_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    PathBuf::from(name)
+}
+
+/// Compresses a closed file: `.gz.tmp`, fsync, rename to `.gz`, fsync the directory, remove the
+/// plain file.
+pub(crate) fn gzip_file(path: &Path) -> std::io::Result<()> {
+    let gz = gz_name(path);
+    if !gz.exists() {
+        let tmp = PathBuf::from(format!("{}.tmp", gz.display()));
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
+        std::io::copy(&mut File::open(path)?, &mut encoder)?;
+        encoder.finish()?.sync_all()?;
+        fs::rename(&tmp, &gz)?;
+    }
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    fs::remove_file(path)
+}
+
+/// The offset of the last line of a compressed file.
+fn last_offset_gz(path: &Path) -> Result<Option<i64>, SinkError> {
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(File::open(path).map_err(|e| io(path, e))?));
+    let mut last = None;
+    for line in std::io::BufRead::lines(reader) {
+        let line = line.map_err(|e| io(path, e))?;
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            last = v.get("offset").and_then(Value::as_i64).or(last);
+        }
+    }
+    Ok(last)
 }
 
 /// Cuts a torn last line and returns the offset of the last complete line.
@@ -98,6 +145,9 @@ impl JsonlSink {
     fn open_series(&self, partition: i32) -> Result<Series, SinkError> {
         let dir = self.partition_dir(partition);
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        for tmp in files(&dir, ".gz.tmp")? {
+            fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?; // a compression cut short
+        }
         let mut last_offset = None;
         let mut file = None;
         if let Some(path) = newest(&dir)? {
@@ -108,13 +158,31 @@ impl JsonlSink {
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
                 if let Some(prev) = newest(&dir)? {
                     last_offset = recover_tail(&prev)?;
+                } else if let Some(prev) = files(&dir, ".jsonl.gz")?.pop() {
+                    last_offset = last_offset_gz(&prev)?;
                 }
             } else if len < self.config.max_file_bytes {
                 let f = OpenOptions::new().append(true).open(&path).map_err(|e| io(&path, e))?;
                 file = Some((f, path, len, Instant::now()));
             }
         }
+        if self.config.gzip_closed {
+            // Closed files a previous run did not get to compress.
+            let open = file.as_ref().map(|(_, p, _, _): &(File, PathBuf, u64, Instant)| p.clone());
+            for closed in files(&dir, ".jsonl")?.into_iter().filter(|p| Some(p) != open.as_ref()) {
+                self.compress_in_background(closed);
+            }
+        }
         Ok(Series { dir, file, last_offset, recent: HashMap::new(), order: VecDeque::new() })
+    }
+
+    fn compress_in_background(&self, path: PathBuf) {
+        std::thread::spawn(move || {
+            if let Err(error) = gzip_file(&path) {
+                // The plain file stays; the next start tries again.
+                tracing::warn!(file = %path.display(), %error, "could not compress a closed file");
+            }
+        });
     }
 
     fn rotate_if_due(&self, s: &mut Series, first_offset: i64) -> Result<(), SinkError> {
@@ -128,6 +196,9 @@ impl JsonlSink {
         if due {
             if let Some((f, path, _, _)) = s.file.take() {
                 f.sync_all().map_err(|e| io(&path, e))?;
+                if self.config.gzip_closed {
+                    self.compress_in_background(path);
+                }
             }
             let path = s.dir.join(format!("{first_offset:020}.jsonl"));
             let f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
@@ -227,7 +298,7 @@ mod tests {
     }
 
     fn sink(dir: &Path, max_file_bytes: u64) -> JsonlSink {
-        JsonlSink::new(JsonlConfig { dir: dir.to_owned(), max_file_bytes, max_file_age_secs: 3600 })
+        JsonlSink::new(JsonlConfig { dir: dir.to_owned(), max_file_bytes, max_file_age_secs: 3600, gzip_closed: false })
     }
 
     fn lines(dir: &Path, p: i32) -> Vec<Value> {
@@ -273,6 +344,52 @@ mod tests {
         assert!(files > 1, "rotated into {files} files");
         let offsets: Vec<i64> = lines(dir.path(), 3).iter().map(|l| l["offset"].as_i64().unwrap()).collect();
         assert_eq!(offsets, (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn closed_files_are_compressed_and_a_restart_still_knows_the_last_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |dir: &Path| JsonlConfig {
+            dir: dir.to_owned(),
+            max_file_bytes: 4096,
+            max_file_age_secs: 3600,
+            gzip_closed: true,
+        };
+        let s = JsonlSink::new(config(dir.path()));
+        s.prepare(0).await.unwrap();
+        for i in 0..300 {
+            s.write(&[record(0, i, &format!("e{i}"), "h")]).await.unwrap();
+        }
+        drop(s);
+        let part = dir.path().join("partition-0");
+        let wait = Instant::now();
+        while files(&part, ".jsonl").unwrap().len() > 1 && wait.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gz = files(&part, ".jsonl.gz").unwrap();
+        assert!(gz.len() > 1, "closed files compressed: {gz:?}");
+        assert_eq!(files(&part, ".jsonl").unwrap().len(), 1, "only the open file stays plain");
+        // A compression cut short leaves a stray .tmp.
+        fs::write(part.join("00000000000000000000.jsonl.gz.tmp"), b"partial").unwrap();
+        let mut offsets = Vec::new();
+        for f in &gz {
+            let text = std::io::read_to_string(flate2::read::GzDecoder::new(File::open(f).unwrap())).unwrap();
+            offsets.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["offset"].as_i64().unwrap()));
+        }
+        offsets.extend(lines_of(&newest(&part).unwrap().unwrap()));
+        assert_eq!(offsets, (0..300).collect::<Vec<_>>(), "nothing lost or reordered by compression");
+
+        let s = JsonlSink::new(config(dir.path()));
+        assert_eq!(s.prepare(0).await.unwrap(), Some(299));
+        assert!(files(&part, ".gz.tmp").unwrap().is_empty(), "the stray .tmp is removed");
+    }
+
+    fn lines_of(path: &Path) -> Vec<i64> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["offset"].as_i64().unwrap())
+            .collect()
     }
 
     #[tokio::test]
