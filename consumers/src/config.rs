@@ -184,7 +184,12 @@ impl SinkConfig {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("AUDIT_").filter(|k| k.as_str().contains("__")).split("__"));
+        // Section keys have `__` (`AUDIT_KAFKA__GROUP_ID`); the two top-level keys are named, so
+        // that other `AUDIT_*` variables (`AUDIT_CONFIG`, …) are not taken for config keys.
+        let top_level = |k: &str| ["log_filter", "drain_timeout_ms"].iter().any(|t| k.eq_ignore_ascii_case(t));
+        figment = figment.merge(
+            Env::prefixed("AUDIT_").filter(move |k| k.as_str().contains("__") || top_level(k.as_str())).split("__"),
+        );
         figment.extract().map_err(|e| {
             let key = e.path.join(".");
             bad(if key.is_empty() { "config".to_owned() } else { key }, e.kind.to_string())
