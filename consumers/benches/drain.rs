@@ -31,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 6;
 
+// The same allocator as the audit-sink binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn prefill(bootstrap: &str, topic: &str, n: usize) {
     create_topics(&ClientSettings::new(bootstrap, "bench"), &[TopicSpec::new(topic, PARTITIONS)]).await.expect("topic");
     let pipeline = Pipeline::new(&ProcessorConfig::default().validate().expect("config"));
