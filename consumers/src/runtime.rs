@@ -471,7 +471,8 @@ impl Feeder {
     /// Follows assignment changes: positions start over from the group's offsets.
     fn sync<S: Sink>(&mut self, shared: &Shared<S>) {
         let current = shared.generation.load(Ordering::Acquire);
-        if current != self.generation || self.senders.is_empty() != shared.lanes().is_empty() {
+        // The rebalance callback bumps the generation before it starts or releases any lane.
+        if current != self.generation {
             self.generation = current;
             self.senders = shared.lanes().iter().map(|(p, l)| (*p, l.tx.clone())).collect();
             self.next_offset.clear();

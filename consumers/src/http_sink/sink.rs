@@ -194,13 +194,16 @@ impl HttpSink {
     /// The elasticsearch format: `_bulk` create, then sort 409s into duplicates and conflicts.
     async fn write_bulk(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
         let (body, content_type) = self.body(batch);
-        let response: Value = self
+        let mut response: Value = self
             .post(&self.url, body, content_type)
             .await?
             .json()
             .await
             .map_err(|e| SinkError::retriable(format!("_bulk response: {e}")))?;
-        let items = response["items"].as_array().cloned().unwrap_or_default();
+        let items = match response["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
         if items.len() != batch.len() {
             return Err(SinkError::retriable(format!(
                 "_bulk answered {} items for {} events",
