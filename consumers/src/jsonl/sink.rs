@@ -12,11 +12,11 @@
 //! removed. A crash at any step leaves the plain file or a complete `.gz` (a stray `.tmp` is
 //! removed and the work redone at the next start), never neither.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -41,6 +41,9 @@ struct Series {
 pub struct JsonlSink {
     config: JsonlConfig,
     series: Mutex<HashMap<i32, Series>>,
+    /// Plain files being compressed right now: a partition re-assigned meanwhile must neither start
+    /// a second compression of the same file nor remove its `.gz.tmp` as a leftover.
+    compressing: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> SinkError {
@@ -73,6 +76,12 @@ fn gz_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".gz");
     PathBuf::from(name)
+}
+
+/// `<name>.jsonl.gz.tmp` → `<name>.jsonl`.
+fn plain_name(tmp: &Path) -> PathBuf {
+    let name = tmp.to_string_lossy();
+    PathBuf::from(name.strip_suffix(".gz.tmp").unwrap_or(&name))
 }
 
 /// Compresses a closed file: `.gz.tmp`, fsync, rename to `.gz`, fsync the directory, remove the
@@ -135,7 +144,7 @@ fn recover_tail(path: &Path) -> Result<Option<i64>, SinkError> {
 impl JsonlSink {
     /// A sink writing under `config.dir`.
     pub fn new(config: JsonlConfig) -> Self {
-        JsonlSink { config, series: Mutex::new(HashMap::new()) }
+        JsonlSink { config, series: Mutex::new(HashMap::new()), compressing: Arc::default() }
     }
 
     fn partition_dir(&self, partition: i32) -> PathBuf {
@@ -146,7 +155,9 @@ impl JsonlSink {
         let dir = self.partition_dir(partition);
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         for tmp in files(&dir, ".gz.tmp")? {
-            fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?; // a compression cut short
+            if !self.is_compressing(&plain_name(&tmp)) {
+                fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?; // a compression cut short
+            }
         }
         let mut last_offset = None;
         let mut file = None;
@@ -176,12 +187,22 @@ impl JsonlSink {
         Ok(Series { dir, file, last_offset, recent: HashMap::new(), order: VecDeque::new() })
     }
 
+    fn is_compressing(&self, plain: &Path) -> bool {
+        self.compressing.lock().unwrap_or_else(|e| e.into_inner()).contains(plain)
+    }
+
+    /// Compresses `path` on its own thread, unless a compression of it is already running.
     fn compress_in_background(&self, path: PathBuf) {
+        if !self.compressing.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone()) {
+            return;
+        }
+        let compressing = Arc::clone(&self.compressing);
         std::thread::spawn(move || {
             if let Err(error) = gzip_file(&path) {
                 // The plain file stays; the next start tries again.
                 tracing::warn!(file = %path.display(), %error, "could not compress a closed file");
             }
+            compressing.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
         });
     }
 
@@ -382,6 +403,39 @@ mod tests {
         let s = JsonlSink::new(config(dir.path()));
         assert_eq!(s.prepare(0).await.unwrap(), Some(299));
         assert!(files(&part, ".gz.tmp").unwrap().is_empty(), "the stray .tmp is removed");
+    }
+
+    #[tokio::test]
+    async fn a_reassigned_partition_leaves_a_running_compression_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = JsonlSink::new(JsonlConfig {
+            dir: dir.path().to_owned(),
+            max_file_bytes: 4096,
+            max_file_age_secs: 3600,
+            gzip_closed: true,
+        });
+        let part = dir.path().join("partition-0");
+        fs::create_dir_all(&part).unwrap();
+        let closed = part.join("00000000000000000000.jsonl");
+        fs::write(&closed, "{\"partition\":0,\"offset\":0,\"event\":{}}\n").unwrap();
+        fs::write(part.join("00000000000000000001.jsonl"), "{\"partition\":0,\"offset\":1,\"event\":{}}\n").unwrap();
+        let tmp = part.join("00000000000000000000.jsonl.gz.tmp");
+        fs::write(&tmp, b"being written").unwrap();
+        // As if a compression of `closed` were running on another thread.
+        s.compressing.lock().unwrap().insert(closed.clone());
+
+        assert_eq!(s.prepare(0).await.unwrap(), Some(1));
+        assert!(tmp.exists(), "the running compression's .tmp is not removed as a leftover");
+        assert!(closed.exists(), "no second compression of the same file started");
+
+        s.compressing.lock().unwrap().clear();
+        fs::remove_file(&tmp).unwrap();
+        assert_eq!(s.prepare(0).await.unwrap(), Some(1));
+        let wait = Instant::now();
+        while closed.exists() && wait.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!closed.exists() && part.join("00000000000000000000.jsonl.gz").exists(), "compressed once free");
     }
 
     fn lines_of(path: &Path) -> Vec<i64> {
