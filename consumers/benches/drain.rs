@@ -3,6 +3,7 @@
 //! ```sh
 //! scripts/services up && eval "$(scripts/services env)"
 //! cargo bench -p audit-sink --bench drain        # AUDIT_BENCH_EVENTS=200000 by default
+//! AUDIT_BENCH_SINKS=postgres,jsonl cargo bench -p audit-sink --bench drain   # only these
 //! ```
 
 use std::sync::Arc;
@@ -152,7 +153,7 @@ fn config(bootstrap: &str, topic: &str, store: StoreConfig, group: &str) -> Sink
     c.http.listen = "127.0.0.1:0".into();
     c.drain_timeout_ms = 20_000;
     c.log_filter = "warn".into();
-    c.batch.max_events = 5000;
+    c.batch.max_events = std::env::var("AUDIT_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     c.store = Some(store);
     c
 }
@@ -176,39 +177,51 @@ async fn main() {
         let (b, t) = (bootstrap.clone(), topic.clone());
         tokio::task::spawn_blocking(move || consume_only(&b, &t, n)).await.expect("consume only");
     }
+    let only = std::env::var("AUDIT_BENCH_SINKS").ok();
+    let wanted = |sink: &str| only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == sink));
     let dir = tempfile::tempdir().expect("dir");
-    let jsonl = JsonlConfig { dir: dir.path().to_owned(), ..JsonlConfig::default() };
-    drain(
-        "jsonl",
-        config(&bootstrap, &topic, StoreConfig::Jsonl(jsonl.clone()), &format!("{id}.jsonl")),
-        JsonlSink::new(jsonl),
-        n,
-    )
-    .await;
+    if wanted("jsonl") {
+        let jsonl = JsonlConfig { dir: dir.path().to_owned(), ..JsonlConfig::default() };
+        drain(
+            "jsonl",
+            config(&bootstrap, &topic, StoreConfig::Jsonl(jsonl.clone()), &format!("{id}.jsonl")),
+            JsonlSink::new(jsonl),
+            n,
+        )
+        .await;
+    }
 
     let db = id.replace('-', "_");
-    let mut admin = PgConnection::connect(&database).await.expect("PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let url = format!("{}/{db}", database.rsplit_once('/').map_or(database.as_str(), |(b, _)| b));
-    let pg = PostgresConfig { url: Some(url.clone()), max_connections: 8, migrate: true };
-    let sink = PostgresSink::connect(&url, 8, true).await.expect("connect");
-    drain("postgres", config(&bootstrap, &topic, StoreConfig::Postgres(pg), &format!("{id}.pg")), sink, n).await;
-
-    let path = dir.path().join("bench.sqlite");
-    let sqlite = SqliteConfig { path: path.clone() };
-    let sink = SqliteSink::open(&path).await.expect("sqlite");
-    drain("sqlite", config(&bootstrap, &topic, StoreConfig::Sqlite(sqlite), &format!("{id}.sqlite")), sink, n).await;
-
-    let uri =
-        std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:17017/?directConnection=true".into());
-    let mongo = MongoConfig { uri: Some(uri.clone()), database: db.clone(), collection: "audit_events".into() };
-    let sink = MongoSink::connect(&uri, &mongo).await.expect("mongodb");
-    drain("mongodb", config(&bootstrap, &topic, StoreConfig::Mongodb(mongo), &format!("{id}.mongo")), sink, n).await;
-
-    let http = HttpSinkConfig { url: receiver().await, ..HttpSinkConfig::default() };
-    let sink = HttpSink::connect(&http).expect("http");
-    drain("http (ndjson)", config(&bootstrap, &topic, StoreConfig::Http(http), &format!("{id}.http")), sink, n).await;
+    if wanted("postgres") {
+        let mut admin = PgConnection::connect(&database).await.expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let url = format!("{}/{db}", database.rsplit_once('/').map_or(database.as_str(), |(b, _)| b));
+        let pg = PostgresConfig { url: Some(url.clone()), max_connections: 8, migrate: true };
+        let sink = PostgresSink::connect(&url, 8, true).await.expect("connect");
+        drain("postgres", config(&bootstrap, &topic, StoreConfig::Postgres(pg), &format!("{id}.pg")), sink, n).await;
+    }
+    if wanted("sqlite") {
+        let path = dir.path().join("bench.sqlite");
+        let sqlite = SqliteConfig { path: path.clone() };
+        let sink = SqliteSink::open(&path).await.expect("sqlite");
+        drain("sqlite", config(&bootstrap, &topic, StoreConfig::Sqlite(sqlite), &format!("{id}.sqlite")), sink, n)
+            .await;
+    }
+    if wanted("mongodb") {
+        let uri =
+            std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:17017/?directConnection=true".into());
+        let mongo = MongoConfig { uri: Some(uri.clone()), database: db.clone(), collection: "audit_events".into() };
+        let sink = MongoSink::connect(&uri, &mongo).await.expect("mongodb");
+        drain("mongodb", config(&bootstrap, &topic, StoreConfig::Mongodb(mongo), &format!("{id}.mongo")), sink, n)
+            .await;
+    }
+    if wanted("http") {
+        let http = HttpSinkConfig { url: receiver().await, ..HttpSinkConfig::default() };
+        let sink = HttpSink::connect(&http).expect("http");
+        drain("http (ndjson)", config(&bootstrap, &topic, StoreConfig::Http(http), &format!("{id}.http")), sink, n)
+            .await;
+    }
 }

@@ -32,6 +32,7 @@ pub mod mongodb;
 pub mod postgres;
 pub mod runtime;
 pub mod sink;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;

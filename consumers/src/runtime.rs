@@ -388,9 +388,13 @@ impl<S: Sink> Shared<S> {
 fn to_record(m: &OwnedMessage) -> Result<SinkRecord, String> {
     let payload = m.payload().ok_or("the record has no payload")?;
     let event = codec::event_value(payload).map_err(|e| e.to_string())?;
-    let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
-    let event_id = text("/eventId").ok_or("the event has no eventId")?;
-    let hash = text("/integrity/hash").ok_or("the event has no integrity.hash")?;
+    let event_id = event.get("eventId").and_then(Value::as_str).ok_or("the event has no eventId")?.to_owned();
+    let hash = event
+        .get("integrity")
+        .and_then(|i| i.get("hash"))
+        .and_then(Value::as_str)
+        .ok_or("the event has no integrity.hash")?
+        .to_owned();
     let json = serde_json::to_string(&event).map_err(|e| e.to_string())?;
     Ok(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json })
 }

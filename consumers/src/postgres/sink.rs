@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sql::EventRow;
 
 /// The PostgreSQL sink.
 #[derive(Debug, Clone)]
@@ -43,15 +43,10 @@ pub fn classify(e: &sqlx::Error) -> SinkError {
     }
 }
 
-fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
-}
-
-fn time(v: &Value, pointer: &str) -> Result<DateTime<Utc>, SinkError> {
-    text(v, pointer)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+fn time(text: &str, key: &str) -> Result<DateTime<Utc>, SinkError> {
+    DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| SinkError::poison(format!("{pointer} is not an RFC 3339 time")))
+        .map_err(|e| SinkError::poison(format!("{key} is not an RFC 3339 time ({e}): {text:?}")))
 }
 
 impl PostgresSink {
@@ -106,51 +101,12 @@ impl Sink for PostgresSink {
     }
 
     async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
-        let n = batch.len();
-        let (mut ids, mut tenants, mut actions, mut outcomes) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut actor_types, mut actor_ids, mut target_types, mut target_ids) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut occurred, mut received, mut chains, mut seqs) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut prevs, mut hashes, mut partitions, mut offsets, mut events) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for r in batch {
-            let e = &r.event;
-            let need = |p: &str| {
-                text(e, p)
-                    .map(str::to_owned)
-                    .ok_or_else(|| SinkError::poison(format!("event {} has no {p}", r.event_id)))
-            };
-            ids.push(r.event_id.clone());
-            tenants.push(text(e, "/context/tenantId").map(str::to_owned));
-            actions.push(need("/action")?);
-            outcomes.push(need("/outcome")?);
-            actor_types.push(need("/actor/type")?);
-            actor_ids.push(need("/actor/id")?);
-            target_types.push(text(e, "/target/type").map(str::to_owned));
-            target_ids.push(text(e, "/target/id").map(str::to_owned));
-            occurred.push(time(e, "/context/occurredAt")?);
-            received.push(time(e, "/receivedAt")?);
-            chains.push(need("/integrity/chain")?);
-            seqs.push(
-                e.pointer("/integrity/seq")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| SinkError::poison("no integrity.seq"))?,
-            );
-            prevs.push(need("/integrity/prevHash")?);
-            hashes.push(r.hash.clone());
-            partitions.push(r.partition);
-            offsets.push(r.offset);
-            events.push(r.json.clone());
-        }
+        let rows = batch.iter().map(EventRow::of).collect::<Result<Vec<_>, _>>()?;
+        let occurred =
+            rows.iter().map(|r| time(r.occurred_at, "/context/occurredAt")).collect::<Result<Vec<_>, _>>()?;
+        let received = rows.iter().map(|r| time(r.received_at, "/receivedAt")).collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
-        let inserted: Vec<String> = sqlx::query_scalar(
+        let inserted = sqlx::query(
             "INSERT INTO audit_events (event_id, tenant_id, action, outcome, actor_type, actor_id, target_type, target_id, \
              occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event) \
              SELECT i, t, a, o, aty, aid, tty, tid, occ, rec, ch, s, ph, h, kp, ko, ev::jsonb \
@@ -158,70 +114,65 @@ impl Sink for PostgresSink {
                          $9::timestamptz[], $10::timestamptz[], $11::text[], $12::int8[], $13::text[], $14::text[], \
                          $15::int4[], $16::int8[], $17::text[]) \
                   AS x(i, t, a, o, aty, aid, tty, tid, occ, rec, ch, s, ph, h, kp, ko, ev) \
-             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+             ON CONFLICT (event_id) DO NOTHING",
         )
-        .bind(&ids)
-        .bind(&tenants)
-        .bind(&actions)
-        .bind(&outcomes)
-        .bind(&actor_types)
-        .bind(&actor_ids)
-        .bind(&target_types)
-        .bind(&target_ids)
-        .bind(&occurred)
-        .bind(&received)
-        .bind(&chains)
-        .bind(&seqs)
-        .bind(&prevs)
-        .bind(&hashes)
-        .bind(&partitions)
-        .bind(&offsets)
-        .bind(&events)
-        .fetch_all(&mut *tx)
+        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.action).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.actor_type).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.actor_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.target_type).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.target_id).collect::<Vec<_>>())
+        .bind(occurred)
+        .bind(received)
+        .bind(rows.iter().map(|r| r.chain).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.prev_hash).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hash).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.partition).collect::<Vec<i32>>())
+        .bind(rows.iter().map(|r| r.offset).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.event).collect::<Vec<_>>())
+        .execute(&mut *tx)
         .await
-        .map_err(|e| classify(&e))?;
+        .map_err(|e| classify(&e))?
+        .rows_affected();
 
-        let mut outcome = WriteOutcome { written: inserted.len() as u64, ..WriteOutcome::default() };
-        if inserted.len() < n {
-            // Each inserted id covers one row of the batch (its first occurrence); every other row
-            // was already there, from before or from earlier in this batch.
-            let mut unclaimed: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-            let existing: Vec<&SinkRecord> = batch.iter().filter(|r| !unclaimed.remove(r.event_id.as_str())).collect();
-            let existing_ids: Vec<String> = existing.iter().map(|r| r.event_id.clone()).collect();
+        let mut outcome = WriteOutcome { written: inserted, ..WriteOutcome::default() };
+        if inserted < batch.len() as u64 {
+            // Some rows were there already (from before, or from earlier in this batch): every row
+            // whose stored hash differs from its own is a conflict, the others are duplicates (the
+            // rows just inserted read back their own hash).
+            let ids: Vec<&str> = rows.iter().map(|r| r.event_id).collect();
             let stored: Vec<(String, String)> =
                 sqlx::query_as("SELECT event_id, hash FROM audit_events WHERE event_id = ANY($1)")
-                    .bind(&existing_ids)
+                    .bind(&ids)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| classify(&e))?;
             let stored: std::collections::HashMap<String, String> = stored.into_iter().collect();
-            for r in existing {
-                match stored.get(&r.event_id) {
-                    Some(h) if *h == r.hash => outcome.duplicates += 1,
-                    Some(h) => {
-                        sqlx::query(
-                            "INSERT INTO audit_event_conflicts (event_id, stored_hash, incoming_hash, incoming_event, kafka_partition, kafka_offset) \
-                             VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
-                        )
-                        .bind(&r.event_id)
-                        .bind(h)
-                        .bind(&r.hash)
-                        .bind(&r.json)
-                        .bind(r.partition)
-                        .bind(r.offset)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| classify(&e))?;
-                        outcome.conflicts.push(Conflict {
-                            event_id: r.event_id.clone(),
-                            stored_hash: h.clone(),
-                            incoming_hash: r.hash.clone(),
-                        });
-                    }
-                    // Inserted by a concurrent writer between our insert and this read: a duplicate.
-                    None => outcome.duplicates += 1,
-                }
+            for r in batch {
+                let Some(h) = stored.get(&r.event_id).filter(|h| **h != r.hash) else { continue };
+                sqlx::query(
+                    "INSERT INTO audit_event_conflicts (event_id, stored_hash, incoming_hash, incoming_event, kafka_partition, kafka_offset) \
+                     VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
+                )
+                .bind(&r.event_id)
+                .bind(h)
+                .bind(&r.hash)
+                .bind(&r.json)
+                .bind(r.partition)
+                .bind(r.offset)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(&e))?;
+                outcome.conflicts.push(Conflict {
+                    event_id: r.event_id.clone(),
+                    stored_hash: h.clone(),
+                    incoming_hash: r.hash.clone(),
+                });
             }
+            outcome.duplicates = batch.len() as u64 - inserted - outcome.conflicts.len() as u64;
         }
         tx.commit().await.map_err(|e| classify(&e))?;
         Ok(outcome)

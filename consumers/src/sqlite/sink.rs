@@ -6,10 +6,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sql::EventRow;
 
 /// The migrations shipped with this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -40,10 +40,6 @@ pub fn classify(e: &sqlx::Error) -> SinkError {
         sqlx::Error::Configuration(_) => SinkError::fatal(reason),
         _ => SinkError::retriable(reason),
     }
-}
-
-fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
 }
 
 impl SqliteSink {
@@ -87,31 +83,29 @@ impl Sink for SqliteSink {
         let mut outcome = WriteOutcome::default();
         let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
         for r in batch {
-            let e = &r.event;
-            let need =
-                |p: &str| text(e, p).ok_or_else(|| SinkError::poison(format!("event {} has no {p}", r.event_id)));
+            let row = EventRow::of(r)?;
             let inserted = sqlx::query(
                 "INSERT INTO audit_events (event_id, tenant_id, action, outcome, actor_type, actor_id, target_type, target_id, \
                  occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
             )
-            .bind(&r.event_id)
-            .bind(text(e, "/context/tenantId"))
-            .bind(need("/action")?)
-            .bind(need("/outcome")?)
-            .bind(need("/actor/type")?)
-            .bind(need("/actor/id")?)
-            .bind(text(e, "/target/type"))
-            .bind(text(e, "/target/id"))
-            .bind(need("/context/occurredAt")?)
-            .bind(need("/receivedAt")?)
-            .bind(need("/integrity/chain")?)
-            .bind(e.pointer("/integrity/seq").and_then(Value::as_i64).ok_or_else(|| SinkError::poison("no integrity.seq"))?)
-            .bind(need("/integrity/prevHash")?)
-            .bind(&r.hash)
-            .bind(r.partition)
-            .bind(r.offset)
-            .bind(&r.json)
+            .bind(row.event_id)
+            .bind(row.tenant_id)
+            .bind(row.action)
+            .bind(row.outcome)
+            .bind(row.actor_type)
+            .bind(row.actor_id)
+            .bind(row.target_type)
+            .bind(row.target_id)
+            .bind(row.occurred_at)
+            .bind(row.received_at)
+            .bind(row.chain)
+            .bind(row.seq)
+            .bind(row.prev_hash)
+            .bind(row.hash)
+            .bind(row.partition)
+            .bind(row.offset)
+            .bind(row.event)
             .execute(&mut *tx)
             .await
             .map_err(|e| classify(&e))?
