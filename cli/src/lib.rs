@@ -1,15 +1,32 @@
 //! `auditctl`: what an operator, an auditor and a newcomer use.
 //!
-//! **Status: early.** The CLI issue fills this crate with signed checkpoints, `verify` from any sink,
-//! `topics create`, `tail`, `export`, `dlq list|replay` and the one-command `demo`. Today it offers
-//! `auditctl hash`, which prints the RFC 8785 canonical form and the chain hash of a processed event,
-//! the same computation the processor and every verifier perform.
+//! * [`verify`]: reads the chains a store holds ([`source::Source`]: a JSONL directory,
+//!   PostgreSQL, SQLite, MongoDB or the processed topic) and reports every break: content that
+//!   does not hash to its recorded hash, broken links, missing or reordered seqs, forks, and raw
+//!   input no event accounts for. Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 unreadable.
+//! * [`hash_file`]: the RFC 8785 canonical form and chain hash of one processed event.
+//!
+//! The binary (`src/main.rs`, calling [`cli::main`]) only parses the command line and prints; everything it does is a
+//! function here, so the tests drive the same code. `docs/CLI.md` documents every command.
 
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context as _;
 use audit_schema::{canonical, chain};
+
+pub mod cli;
+pub mod demo;
+pub mod source;
+pub mod verify;
+
+pub use source::Source;
+pub use verify::{verify, Verdict, VerifyReport, VerifyRequest};
+
+/// Exit code when the source could not be read at all.
+pub const EXIT_UNREADABLE: u8 = 3;
+/// Exit code for a command line or config mistake.
+pub const EXIT_USAGE: u8 = 64;
 
 /// Canonical bytes and chain hash of one JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,11 +44,28 @@ pub enum Created {
 }
 
 /// Creates the topics that do not exist yet; existing topics are left as they are.
+///
+/// Topics the cluster metadata already lists are not asked for at all, so a client without the
+/// right to create topics (the usual ACLs) works once they exist.
 pub async fn create_topics(settings: &ClientSettings, specs: &[TopicSpec]) -> Result<Vec<(String, Created)>> {
     let admin: AdminClient<DefaultClientContext> =
         settings.client_config(&[])?.create().map_err(Error::kafka("create admin client"))?;
+    let mut out = Vec::with_capacity(specs.len());
+    // All topics (never a named lookup, which a broker may answer by auto-creating the topic).
+    if let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(10)) {
+        for spec in specs {
+            if metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == spec.name && t.error().is_none() && !t.partitions().is_empty())
+            {
+                out.push((spec.name.clone(), Created::Existing));
+            }
+        }
+    }
     let new: Vec<NewTopic<'_>> = specs
         .iter()
+        .filter(|s| !out.iter().any(|(name, _)| *name == s.name))
         .map(|s| {
             let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
             for (k, v) in &s.config {
@@ -57,9 +74,11 @@ pub async fn create_topics(settings: &ClientSettings, specs: &[TopicSpec]) -> Re
             t
         })
         .collect();
+    if new.is_empty() {
+        return Ok(out);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(new.iter(), &options).await.map_err(Error::kafka("create topics"))?;
-    let mut out = Vec::with_capacity(results.len());
     for result in results {
         match result {
             Ok(name) => out.push((name, Created::New)),

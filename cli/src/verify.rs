@@ -1,0 +1,387 @@
+//! `auditctl verify`: reads the chains a store holds and reports every break.
+//!
+//! Per chain, in the order the store keeps it: every hash recomputes over the stored content,
+//! every `prevHash` links to its predecessor, `seq` has no gaps, no two events claim one seq, and
+//! every raw offset between two consecutive events is accounted for (an event or a quarantine
+//! entry per raw record: a gap there means the processor skipped input). The chain primitives are
+//! `audit_schema::chain`'s, the same the sinks' tests use.
+//!
+//! With `--tenant`, only that tenant's events are hashed; the other tenants' events in the same
+//! chains are needed only for their links (seq, prevHash, hash), which the SQL stores hand over
+//! without their content. With `--since`/`--until`, each chain is verified over the seq window of
+//! the events received in that interval (a window starts where its first event is).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use audit_schema::chain::{ChainLink, ChainVerifier, Start, VerifyOptions};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::source::{self, LinkOnly, ReadFilter, Source, Stored};
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest {
+    /// Only this chain (`<raw topic>/<partition>`).
+    pub chain: Option<String>,
+    /// Hash only this tenant's events; the others count as links.
+    pub tenant: Option<String>,
+    /// Only the window of events received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only the window of events received at or before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The verdict, worst first: it decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check passed.
+    Intact,
+    /// The chains link, but raw input is unaccounted for (or, with checkpoints, the tail is short).
+    Incomplete,
+    /// Content, order or links were changed.
+    Tampered,
+}
+
+impl Verdict {
+    /// `auditctl verify`'s exit code: 0 intact, 1 tampered, 2 incomplete (3: could not read).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Intact => 0,
+            Verdict::Tampered => 1,
+            Verdict::Incomplete => 2,
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// `modified`, `missing`, `reordered`, `duplicated`, `forked` (tampered) or
+    /// `unaccounted_input` (incomplete).
+    pub kind: String,
+    /// The chain.
+    pub chain: String,
+    /// Where in the chain.
+    pub seq: u64,
+    /// The event at that seq, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
+impl Finding {
+    fn verdict(&self) -> Verdict {
+        if self.kind == "unaccounted_input" {
+            Verdict::Incomplete
+        } else {
+            Verdict::Tampered
+        }
+    }
+}
+
+/// One chain's result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainSummary {
+    /// The chain.
+    pub chain: String,
+    /// Events examined.
+    pub events: u64,
+    /// Events whose content was hashed (all of them, unless `--tenant`).
+    pub hashed: u64,
+    /// Quarantine entries (raw records that went to the dead-letter topic).
+    pub quarantined: u64,
+    /// Lowest seq seen.
+    pub first_seq: Option<u64>,
+    /// Highest seq seen and its hash.
+    pub head_seq: Option<u64>,
+    /// Hash at `head_seq`: what a checkpoint signs.
+    pub head_hash: Option<String>,
+    /// Breaks found in this chain.
+    pub findings: Vec<Finding>,
+    /// Findings beyond the cap, counted only.
+    pub findings_dropped: u64,
+    /// This chain's verdict.
+    pub verdict: Verdict,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Where the chains were read (no password).
+    pub source: String,
+    /// Events examined in all chains.
+    pub events: u64,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Per chain, by name.
+    pub chains: Vec<ChainSummary>,
+    /// The worst verdict of any chain (intact when there is no chain at all).
+    pub verdict: Verdict,
+}
+
+impl VerifyReport {
+    /// Every finding of every chain.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.chains.iter().flat_map(|c| c.findings.iter())
+    }
+}
+
+/// The per-chain state while reading.
+#[derive(Debug)]
+struct ChainState {
+    verifier: ChainVerifier,
+    hashed: u64,
+    quarantined: u64,
+    /// `(seq, source offset)` of the previous event pushed, for the completeness check.
+    previous: Option<(u64, i64)>,
+    extra: Vec<Finding>,
+}
+
+/// The seq window of one chain that a time filter selects.
+type Windows = BTreeMap<String, (u64, u64)>;
+
+/// What the verifier needs of one stored item.
+struct Item {
+    link: ChainLink,
+    hashed: bool,
+    quarantined: bool,
+    source_offset: Option<i64>,
+}
+
+fn received_in(received_at: Option<&str>, request: &VerifyRequest) -> bool {
+    let Some(at) = received_at.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+        return request.since.is_none() && request.until.is_none();
+    };
+    let at = at.with_timezone(&Utc);
+    request.since.is_none_or(|s| at >= s) && request.until.is_none_or(|u| at <= u)
+}
+
+/// Turns a stored item into what the verifier needs; `buf` is reused for canonical bytes.
+fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Result<Item> {
+    match stored {
+        Stored::Link(LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, .. }) => Ok(Item {
+            link: ChainLink { chain, seq, prev_hash, computed_hash: hash.clone(), hash, event_id },
+            hashed: false,
+            quarantined: false,
+            source_offset,
+        }),
+        Stored::Event(event) => {
+            let mine = tenant.is_none_or(|t| event.pointer("/context/tenantId").and_then(Value::as_str) == Some(t));
+            let link = if mine {
+                ChainLink::from_value(&event, buf)
+            } else {
+                // Another tenant's event: only its link counts, as if the content were not here.
+                let text = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let hash = text("/integrity/hash");
+                Ok(ChainLink {
+                    chain: text("/integrity/chain"),
+                    seq: event.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
+                    prev_hash: text("/integrity/prevHash"),
+                    computed_hash: hash.clone(),
+                    hash,
+                    event_id: text("/eventId"),
+                })
+            }
+            .map_err(|e| {
+                let id = event.get("eventId").and_then(Value::as_str).unwrap_or("(no eventId)");
+                anyhow::anyhow!("event {id}: {e}")
+            })?;
+            Ok(Item {
+                link,
+                hashed: mine,
+                quarantined: event.get("action").and_then(Value::as_str) == Some("audit.quarantined"),
+                source_offset: event.pointer("/integrity/source/offset").and_then(Value::as_i64),
+            })
+        }
+    }
+}
+
+/// Progress callback: events read so far.
+pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
+
+/// Verifies every chain `source` holds.
+pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress<'_>) -> anyhow::Result<VerifyReport> {
+    let started = Instant::now();
+    let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone() };
+    let windowed = request.since.is_some() || request.until.is_some();
+    let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
+    // A topic keeps only its retention: its chains start wherever the oldest record is.
+    let start = match (source, windowed) {
+        (Source::Kafka { .. }, _) | (_, true) => Start::Anywhere,
+        _ => Start::Genesis,
+    };
+    let mut chains: BTreeMap<String, ChainState> = BTreeMap::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut events = 0u64;
+    let tenant = request.tenant.clone();
+    source::read(source, &filter, &mut |stored| {
+        let item = item(stored, tenant.as_deref(), &mut buf)?;
+        if let Some(windows) = &windows {
+            match windows.get(&item.link.chain) {
+                Some((lo, hi)) if (*lo..=*hi).contains(&item.link.seq) => {}
+                _ => return Ok(()),
+            }
+        }
+        events += 1;
+        if events.is_multiple_of(10_000) {
+            progress(events);
+        }
+        let state = chains.entry(item.link.chain.clone()).or_insert_with(|| ChainState {
+            verifier: ChainVerifier::new(VerifyOptions { start: start.clone(), ..VerifyOptions::default() }),
+            hashed: 0,
+            quarantined: 0,
+            previous: None,
+            extra: Vec::new(),
+        });
+        state.hashed += u64::from(item.hashed);
+        state.quarantined += u64::from(item.quarantined);
+        if let (Some((prev_seq, prev_offset)), Some(offset)) = (state.previous, item.source_offset) {
+            // Consecutive events must account for consecutive raw records.
+            if item.link.seq == prev_seq + 1 && offset > prev_offset + 1 {
+                state.extra.push(Finding {
+                    kind: "unaccounted_input".into(),
+                    chain: item.link.chain.clone(),
+                    seq: item.link.seq,
+                    event_id: Some(item.link.event_id.clone()),
+                    detail: format!(
+                        "raw offsets {}..={} lie between seq {prev_seq} and seq {} but no event or quarantine entry accounts for them",
+                        prev_offset + 1,
+                        offset - 1,
+                        item.link.seq
+                    ),
+                });
+            }
+        }
+        if let Some(offset) = item.source_offset {
+            state.previous = Some((item.link.seq, offset));
+        }
+        state.verifier.push(&item.link);
+        Ok(())
+    })
+    .await?;
+    progress(events);
+
+    let mut summaries = Vec::with_capacity(chains.len());
+    for (chain, state) in chains {
+        let report = state.verifier.finish();
+        let mut findings: Vec<Finding> = report
+            .findings
+            .into_iter()
+            .map(|f| Finding {
+                kind: f.kind.as_str().to_owned(),
+                chain: f.chain,
+                seq: f.seq,
+                event_id: f.event_id,
+                detail: f.detail,
+            })
+            .collect();
+        findings.extend(state.extra);
+        findings.sort_by_key(|f| f.seq);
+        let verdict = findings
+            .iter()
+            .map(Finding::verdict)
+            .max()
+            .unwrap_or(Verdict::Intact)
+            .max(if report.findings_dropped > 0 { Verdict::Tampered } else { Verdict::Intact });
+        summaries.push(ChainSummary {
+            chain,
+            events: report.events,
+            hashed: state.hashed,
+            quarantined: state.quarantined,
+            first_seq: report.first_seq,
+            head_seq: report.head.as_ref().map(|h| h.seq),
+            head_hash: report.head.map(|h| h.hash),
+            findings,
+            findings_dropped: report.findings_dropped,
+            verdict,
+        });
+    }
+    let verdict = summaries.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Intact);
+    Ok(VerifyReport {
+        source: source.to_string(),
+        events,
+        seconds: started.elapsed().as_secs_f64(),
+        chains: summaries,
+        verdict,
+    })
+}
+
+/// First pass of a time-filtered verification: per chain, the lowest and highest seq received in
+/// the interval.
+async fn time_windows(source: &Source, filter: &ReadFilter, request: &VerifyRequest) -> anyhow::Result<Windows> {
+    let mut windows = Windows::new();
+    source::read(source, filter, &mut |stored| {
+        let (chain, seq, received_at) = match &stored {
+            Stored::Link(l) => (l.chain.clone(), l.seq, l.received_at.clone()),
+            Stored::Event(e) => (
+                e.pointer("/integrity/chain").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
+                e.get("receivedAt").and_then(Value::as_str).map(str::to_owned),
+            ),
+        };
+        if received_in(received_at.as_deref(), request) {
+            let w = windows.entry(chain).or_insert((seq, seq));
+            w.0 = w.0.min(seq);
+            w.1 = w.1.max(seq);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(windows)
+}
+
+/// The human summary: one line per chain, then every finding.
+pub fn render_text(report: &VerifyReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "source: {}", report.source);
+    for c in &report.chains {
+        let range = match (c.first_seq, c.head_seq) {
+            (Some(a), Some(b)) => format!("seq {a}..={b}"),
+            _ => "empty".into(),
+        };
+        let hashed = if c.hashed == c.events { String::new() } else { format!(", {} hashed", c.hashed) };
+        let quarantined = if c.quarantined == 0 { String::new() } else { format!(", {} quarantined", c.quarantined) };
+        let _ = writeln!(
+            out,
+            "  {:<28} {range:<22} {:>9} events{hashed}{quarantined}  {}",
+            c.chain,
+            c.events,
+            verdict_word(c.verdict)
+        );
+    }
+    for f in report.findings() {
+        let id = f.event_id.as_deref().map(|i| format!(" event {i}")).unwrap_or_default();
+        let _ = writeln!(out, "  {} {} seq {}{id}: {}", f.kind.to_uppercase(), f.chain, f.seq, f.detail);
+    }
+    let dropped: u64 = report.chains.iter().map(|c| c.findings_dropped).sum();
+    if dropped > 0 {
+        let _ = writeln!(out, "  … and {dropped} more findings");
+    }
+    let rate = report.events as f64 / report.seconds.max(1e-9);
+    let _ = writeln!(
+        out,
+        "{}: {} chains, {} events in {:.2}s ({rate:.0} events/s)",
+        verdict_word(report.verdict),
+        report.chains.len(),
+        report.events,
+        report.seconds
+    );
+    out
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Intact => "INTACT",
+        Verdict::Incomplete => "INCOMPLETE",
+        Verdict::Tampered => "TAMPERED",
+    }
+}

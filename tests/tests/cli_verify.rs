@@ -1,0 +1,375 @@
+//! `auditctl verify` against every store it reads, on chains made by the real pipeline
+//! (`auditctl demo`: producer → processor → SQLite and JSONL sinks), then tampered with in each way:
+//! an edited field, a deleted event, two events swapped, a forked seq, a skipped raw record. Each
+//! test asserts that verify reports exactly that break, with the chain, seq and event id, and the
+//! binary's exit code for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use audit_sink::sink::{Sink, SinkRecord};
+use auditctl::source::{jsonl_files, jsonl_partitions};
+use auditctl::{verify, Source, Verdict, VerifyReport, VerifyRequest};
+use serde_json::Value;
+
+const EVENTS: u64 = 600;
+
+/// One demo run shared by the tests of this file (each test copies what it tampers with).
+fn demo_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("auditctl-verify-{}", std::process::id()));
+        let status = Command::new(env!("CARGO_BIN_EXE_audit-test-auditctl"))
+            .args(["demo", "--events", &EVENTS.to_string(), "--dir"])
+            .arg(&dir)
+            .status()
+            .expect("run auditctl demo");
+        assert!(status.success(), "auditctl demo failed: {status}");
+        dir
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A private copy of the demo's JSONL directory.
+fn jsonl_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&demo_dir().join("jsonl"), dir.path());
+    dir
+}
+
+/// The lines of the first file of partition 0 (the tests tamper with that chain).
+fn first_file(dir: &Path) -> (PathBuf, Vec<String>) {
+    let (_, partition) = jsonl_partitions(dir).unwrap().remove(0);
+    let file = jsonl_files(&partition).unwrap().remove(0);
+    let lines = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    (file, lines)
+}
+
+fn write_lines(file: &Path, lines: &[String]) {
+    std::fs::write(file, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+fn event_of(line: &str) -> Value {
+    serde_json::from_str::<Value>(line).unwrap()["event"].clone()
+}
+
+fn run_verify(source: &Source, request: &VerifyRequest) -> VerifyReport {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(verify(source, request, &mut |_| {})).expect("verify reads the source")
+}
+
+/// Runs the binary and returns its exit code and standard output.
+fn auditctl(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-test-auditctl")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn kinds(report: &VerifyReport) -> Vec<(String, u64)> {
+    report.findings().map(|f| (f.kind.clone(), f.seq)).collect()
+}
+
+#[test]
+fn the_demo_chains_verify_intact_from_both_sinks() {
+    let dir = demo_dir();
+    for source in [Source::Jsonl(dir.join("jsonl")), Source::Sqlite(dir.join("audit.db"))] {
+        let report = run_verify(&source, &VerifyRequest::default());
+        assert_eq!(report.verdict, Verdict::Intact, "{source}: {:?}", kinds(&report));
+        // Every good event, the 40 KiB one, and the two bad records (one event, one quarantine entry).
+        assert_eq!(report.events, EVENTS + 3, "{source}");
+        assert_eq!(report.chains.iter().map(|c| c.quarantined).sum::<u64>(), 1, "{source}");
+        assert!(report.chains.iter().all(|c| c.first_seq == Some(1) && c.hashed == c.events));
+    }
+    let (code, out) = auditctl(&["verify", "--source", &format!("jsonl:{}", dir.join("jsonl").display())]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("INTACT"), "{out}");
+}
+
+#[test]
+fn an_edited_field_is_reported_as_modified_at_its_seq() {
+    let dir = jsonl_copy();
+    let (file, mut lines) = first_file(dir.path());
+    let mut wrapper: Value = serde_json::from_str(&lines[4]).unwrap();
+    wrapper["event"]["outcome"] = "FAILURE".into();
+    let (seq, id) = (wrapper["event"]["integrity"]["seq"].as_u64().unwrap(), wrapper["event"]["eventId"].clone());
+    lines[4] = wrapper.to_string();
+    write_lines(&file, &lines);
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    assert_eq!(kinds(&report), vec![("modified".to_owned(), seq)]);
+    let finding = report.findings().next().unwrap();
+    assert_eq!(finding.event_id.as_deref(), id.as_str());
+    assert!(finding.detail.contains("content hashes to"), "{}", finding.detail);
+
+    let (code, out) = auditctl(&["verify", "--json", "--source", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "tampered exits 1: {out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["verdict"], "tampered");
+}
+
+#[test]
+fn a_deleted_event_is_reported_as_missing() {
+    let dir = jsonl_copy();
+    let (file, mut lines) = first_file(dir.path());
+    let removed = event_of(&lines.remove(7));
+    write_lines(&file, &lines);
+    let seq = removed["integrity"]["seq"].as_u64().unwrap();
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    assert_eq!(kinds(&report), vec![("missing".to_owned(), seq)], "{:?}", report.findings().collect::<Vec<_>>());
+}
+
+#[test]
+fn two_swapped_events_are_reported_as_reordered() {
+    let dir = jsonl_copy();
+    let (file, mut lines) = first_file(dir.path());
+    lines.swap(10, 11);
+    write_lines(&file, &lines);
+    let later = event_of(&lines[11])["integrity"]["seq"].as_u64().unwrap();
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let found = kinds(&report);
+    assert!(found.contains(&("reordered".to_owned(), later)), "{found:?}");
+    assert!(found.iter().all(|(k, _)| k == "reordered"), "only the swap is reported: {found:?}");
+}
+
+#[test]
+fn a_second_event_at_one_seq_is_reported_as_a_fork() {
+    let dir = jsonl_copy();
+    let (file, mut lines) = first_file(dir.path());
+    // A forger re-seals a different event at an existing seq: its own hash is right, but two
+    // different events now claim that seq.
+    let mut forged = event_of(&lines[3]);
+    forged["actor"]["id"] = "mallory".into();
+    forged["integrity"]["hash"] = audit_schema::chain::hash_event_value(&forged).unwrap().into();
+    let seq = forged["integrity"]["seq"].as_u64().unwrap();
+    lines.insert(6, serde_json::json!({"partition": 0, "offset": 999_999, "event": forged}).to_string());
+    write_lines(&file, &lines);
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    assert_eq!(kinds(&report), vec![("forked".to_owned(), seq)]);
+}
+
+#[test]
+fn a_raw_record_no_event_accounts_for_is_reported_as_incomplete() {
+    let dir = jsonl_copy();
+    let (file, lines) = first_file(dir.path());
+    // Re-seal the whole chain from the 20th event on as if raw offset N had been skipped: the
+    // links all hold, only the source offsets jump.
+    let mut head: Option<String> = None;
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut wrapper: Value = serde_json::from_str(line).unwrap();
+        let e = &mut wrapper["event"];
+        if i >= 20 {
+            let offset = e["integrity"]["source"]["offset"].as_i64().unwrap();
+            e["integrity"]["source"]["offset"] = (offset + 1).into();
+            e["integrity"]["prevHash"] = head.clone().unwrap().into();
+            e["integrity"]["hash"] = audit_schema::chain::hash_event_value(e).unwrap().into();
+        }
+        head = e["integrity"]["hash"].as_str().map(str::to_owned);
+        out.push(wrapper.to_string());
+    }
+    let seq = event_of(&out[20])["integrity"]["seq"].as_u64().unwrap();
+    // The rest of the partition's files would no longer link: keep only this one.
+    let partition = file.parent().unwrap().to_owned();
+    for other in jsonl_files(&partition).unwrap().into_iter().filter(|f| *f != file) {
+        std::fs::remove_file(other).unwrap();
+    }
+    write_lines(&file, &out);
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    assert_eq!(kinds(&report), vec![("unaccounted_input".to_owned(), seq)]);
+    assert_eq!(report.verdict, Verdict::Incomplete);
+    let (code, _) = auditctl(&["verify", "--source", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "incomplete exits 2");
+}
+
+#[test]
+fn an_edited_row_in_sqlite_is_reported_and_a_tenant_filter_hashes_only_that_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    std::fs::copy(demo_dir().join("audit.db"), &db).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (victim, tenant): (String, String) = runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+        let row: (String, String) = sqlx::query_as(
+            "SELECT event_id, tenant_id FROM audit_events WHERE tenant_id = 'globex' ORDER BY seq LIMIT 1 OFFSET 3",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE audit_events SET event = json_set(event, '$.actor.id', 'someone-else') WHERE event_id = ?")
+            .bind(&row.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        row
+    });
+    let source = Source::Sqlite(db.clone());
+    let report = run_verify(&source, &VerifyRequest::default());
+    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
+    assert_eq!(found, vec![("modified", Some(victim.clone()))]);
+
+    // Another tenant's view: globex's contents are not hashed, so the edit is not this tenant's
+    // finding, and every link still verifies.
+    let report = run_verify(&source, &VerifyRequest { tenant: Some("acme".into()), ..VerifyRequest::default() });
+    assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
+    let hashed: u64 = report.chains.iter().map(|c| c.hashed).sum();
+    assert!(hashed > 0 && hashed < report.events, "only acme's events hashed: {hashed} of {}", report.events);
+    // The tenant's own view finds it.
+    let report = run_verify(&source, &VerifyRequest { tenant: Some(tenant), ..VerifyRequest::default() });
+    assert_eq!(report.verdict, Verdict::Tampered);
+}
+
+#[test]
+fn a_chain_and_time_window_are_verified_on_their_own() {
+    let source = Source::Jsonl(demo_dir().join("jsonl"));
+    let all = run_verify(&source, &VerifyRequest::default());
+    let chain = all.chains[1].chain.clone();
+    let report = run_verify(&source, &VerifyRequest { chain: Some(chain.clone()), ..VerifyRequest::default() });
+    assert_eq!(report.chains.len(), 1);
+    assert_eq!(report.chains[0].chain, chain);
+    assert_eq!(report.verdict, Verdict::Intact);
+
+    let far_future = chrono::DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z").unwrap().to_utc();
+    let report = run_verify(&source, &VerifyRequest { since: Some(far_future), ..VerifyRequest::default() });
+    assert_eq!(report.events, 0, "nothing received after 2999");
+}
+
+#[test]
+fn an_unreadable_source_exits_3_and_a_bad_one_names_the_problem() {
+    let (code, _) = auditctl(&["verify", "--source", "sqlite:/nonexistent/audit.db"]);
+    assert_eq!(code, 3);
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-test-auditctl"))
+        .args(["verify", "--source", "ftp://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+}
+
+/// The JSONL demo events as sink records, for loading other stores.
+fn records() -> Vec<SinkRecord> {
+    let mut out = Vec::new();
+    for (_, partition) in jsonl_partitions(&demo_dir().join("jsonl")).unwrap() {
+        for file in jsonl_files(&partition).unwrap() {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                let wrapper: Value = serde_json::from_str(line).unwrap();
+                let event = wrapper["event"].clone();
+                out.push(SinkRecord {
+                    partition: wrapper["partition"].as_i64().unwrap() as i32,
+                    offset: wrapper["offset"].as_i64().unwrap(),
+                    event_id: event["eventId"].as_str().unwrap().to_owned(),
+                    hash: event["integrity"]["hash"].as_str().unwrap().to_owned(),
+                    json: event.to_string(),
+                    event,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
+    let records = tokio::task::spawn_blocking(records).await.unwrap();
+    let victim = records[42].event_id.clone();
+
+    let db = audit_tests::sinks::PostgresTarget::new(None).await;
+    let sink = audit_sink::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
+    sink.write(&records).await.unwrap();
+    let source = Source::Postgres(db.url().to_owned());
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
+    assert_eq!(report.events, records.len() as u64);
+    {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query(
+            "UPDATE audit_events SET event = jsonb_set(event, '{action}', '\"auth.logout\"') WHERE event_id = $1",
+        )
+        .bind(&victim)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
+    assert_eq!(found, vec![("modified", Some(victim.clone()))]);
+
+    let uri = audit_tests::mongodb_uri();
+    let database = format!("verify_{}", std::process::id());
+    let config = audit_sink::config::MongoConfig {
+        uri: Some(uri.clone()),
+        database: database.clone(),
+        collection: "audit_events".into(),
+    };
+    let sink = audit_sink::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
+    sink.write(&records).await.unwrap();
+    let (base, query) = uri.split_once('?').unwrap_or((&uri, ""));
+    let source: Source = format!("{}/{database}?{query}#audit_events", base.trim_end_matches('/')).parse().unwrap();
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
+    assert_eq!(report.events, records.len() as u64);
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    client
+        .database(&database)
+        .collection::<mongodb::bson::Document>("audit_events")
+        .update_one(mongodb::bson::doc! {"eventId": &victim}, mongodb::bson::doc! {"$set": {"outcome": "FAILURE"}})
+        .await
+        .unwrap();
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
+    assert_eq!(found, vec![("modified", Some(victim))]);
+    client.database(&database).drop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processed_topic_itself_is_read_and_verified() {
+    let mut processed = audit_tests::sinks::Processed::create(3).await;
+    let mut topic = tokio::task::spawn_blocking(move || {
+        processed.publish(300);
+        processed
+    })
+    .await
+    .unwrap();
+    let source: Source = format!("kafka://{}/{}", topic.bootstrap, topic.topic).parse().unwrap();
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
+    assert_eq!(report.events, 300);
+    assert_eq!(report.chains.len(), 3);
+
+    // A record forged into partition 1 (a valid-looking event re-sealed at an existing seq).
+    let mut forged = topic.published[&1][5].clone();
+    forged["outcome"] = "FAILURE".into();
+    forged["integrity"]["hash"] = audit_schema::chain::hash_event_value(&forged).unwrap().into();
+    let seq = forged["integrity"]["seq"].as_u64().unwrap();
+    let bytes = serde_json::to_vec(&forged).unwrap();
+    topic = tokio::task::spawn_blocking(move || {
+        topic.publish_bytes(1, &bytes);
+        topic
+    })
+    .await
+    .unwrap();
+    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(kinds(&report), vec![("forked".to_owned(), seq)]);
+    drop(topic);
+}
