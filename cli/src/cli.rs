@@ -38,9 +38,21 @@ enum Command {
         /// Only the window of events received at or before this RFC 3339 time.
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
+        /// Witness file of signed checkpoints (JSONL) to check the chains against: a chain must
+        /// reach each checkpoint's seq with its hash (truncation, rewrites).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Public key file(s) the checkpoints are signed with (repeat after a key rotation).
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Signing keys for checkpoints.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Print the RFC 8785 canonical form and the chain hash of a processed event (JSON file or -).
     Hash {
@@ -59,6 +71,16 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make an Ed25519 key pair: <out>/checkpoint.key (secret, mode 0600) and <out>/checkpoint.pub.
+    Generate {
+        /// Directory to write the two files to (created when missing; existing keys are kept).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -72,7 +94,17 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs `auditctl` with the process's arguments; the exit code says how it went.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Verify { source, chain, tenant, since, until, json } => {
+        Command::Keys { command: KeysCommand::Generate { out } } => match crate::keys::generate(&out) {
+            Ok(public) => {
+                println!("{}", public.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("auditctl keys generate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Verify { source, chain, tenant, since, until, checkpoints, public_keys, json } => {
             let source: Source = match source.parse() {
                 Ok(s) => s,
                 Err(e) => {
@@ -80,7 +112,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let request = VerifyRequest { chain, tenant, since, until };
+            let request = VerifyRequest { chain, tenant, since, until, checkpoints, public_keys };
             let bar = indicatif::ProgressBar::new_spinner().with_style(
                 indicatif::ProgressStyle::with_template("{spinner} {human_pos} events read ({per_sec})")
                     .expect("progress template"),

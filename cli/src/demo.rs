@@ -5,8 +5,9 @@
 //! consumer group) under `./auditstream-demo/`. A few thousand realistic events go through the
 //! producer library (logins, failed logins, invoice updates with diffs, secrets that must be
 //! redacted), plus one oversize and one malformed record published around the library, as a
-//! misbehaving client would. Then every chain is verified from both sinks and a short report says
-//! what happened and where to look next.
+//! misbehaving client would. The processor signs checkpoints of every chain (a fresh key pair in
+//! `keys/`, the witness in `witness/`). Then every chain is verified from both sinks against the
+//! checkpoints and a short report says what happened and where to look next.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,6 +175,13 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     processor_config.kafka.dead_letter_topic = DEAD_LETTERS.into();
     processor_config.kafka.group_id = "demo-processor".into();
     processor_config.http.listen = "127.0.0.1:0".into();
+    // Signed checkpoints every 500 events (or second) per chain, to a witness the sinks do not hold.
+    let public_key = crate::keys::generate(&dir.join("keys"))?;
+    let witness = dir.join("witness").join("checkpoints.jsonl");
+    processor_config.checkpoint.signing_key_file = Some(dir.join("keys").join("checkpoint.key"));
+    processor_config.checkpoint.every_events = 500;
+    processor_config.checkpoint.every_ms = 1000;
+    processor_config.checkpoint.witness_file = Some(witness.clone());
     let processor_settings = processor_config.validate().map_err(|e| anyhow::anyhow!("processor config: {e}"))?;
     let processor_metrics = audit_processor::metrics::ProcessorMetrics::new()?;
     let processor = tokio::spawn(audit_processor::run_with_metrics(
@@ -293,7 +301,12 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
 
     let mut verified = Vec::new();
     for source in [Source::Sqlite(sqlite_path), Source::Jsonl(jsonl_dir)] {
-        verified.push(verify::verify(&source, &VerifyRequest::default(), &mut |_| {}).await?);
+        let request = VerifyRequest {
+            checkpoints: Some(witness.clone()),
+            public_keys: vec![public_key.clone()],
+            ..VerifyRequest::default()
+        };
+        verified.push(verify::verify(&source, &request, &mut |_| {}).await?);
     }
     let registry = &processor_metrics.registry;
     Ok(DemoReport {
@@ -337,7 +350,11 @@ pub fn render(report: &DemoReport) -> String {
     );
     for v in &report.verified {
         let chains = v.chains.len();
-        let _ = writeln!(out, "verified    {}: {} events in {chains} chains: {:?}", v.source, v.events, v.verdict);
+        let _ = writeln!(
+            out,
+            "verified    {}: {} events in {chains} chains against {} signed checkpoints: {:?}",
+            v.source, v.events, v.checkpoints, v.verdict
+        );
         for f in v.findings() {
             let _ = writeln!(out, "            {} {} seq {}: {}", f.kind, f.chain, f.seq, f.detail);
         }
@@ -349,7 +366,12 @@ pub fn render(report: &DemoReport) -> String {
         out,
         "  {d}/audit.db             sqlite3 {d}/audit.db 'select action, count(*) from audit_events group by 1'"
     );
-    let _ = writeln!(out, "  auditctl verify --source jsonl:{d}/jsonl        verify again (try editing a line first)");
+    let _ = writeln!(out, "  {d}/witness/checkpoints.jsonl   signed checkpoints (public key: {d}/keys/checkpoint.pub)");
+    let _ = writeln!(
+        out,
+        "  auditctl verify --source jsonl:{d}/jsonl --checkpoints {d}/witness/checkpoints.jsonl --public-key {d}/keys/checkpoint.pub"
+    );
+    let _ = writeln!(out, "                               verify again (try deleting the last line of a file first)");
     let _ = writeln!(out, "  docs/CLI.md, docs/INTEGRITY.md, docs/PRIVACY.md  what each check means");
     out
 }

@@ -4,6 +4,8 @@
 //!   PostgreSQL, SQLite, MongoDB or the processed topic) and reports every break: content that
 //!   does not hash to its recorded hash, broken links, missing or reordered seqs, forks, and raw
 //!   input no event accounts for. Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 unreadable.
+//! * [`keys`]: `auditctl keys generate`, the Ed25519 pair the processor signs checkpoints with;
+//!   `verify --checkpoints --public-key` checks a store's chains against them.
 //! * [`hash_file`]: the RFC 8785 canonical form and chain hash of one processed event.
 //!
 //! The binary (`src/main.rs`, calling [`cli::main`]) only parses the command line and prints; everything it does is a
@@ -17,6 +19,7 @@ use audit_schema::{canonical, chain};
 
 pub mod cli;
 pub mod demo;
+pub mod keys;
 pub mod source;
 pub mod verify;
 

@@ -12,7 +12,11 @@
 //! the events received in that interval (a window starts where its first event is).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
+
+use anyhow::Context as _;
+use audit_schema::checkpoint::{Checkpoint, PublicKey};
 
 use audit_schema::chain::{ChainLink, ChainVerifier, Start, VerifyOptions};
 use chrono::{DateTime, Utc};
@@ -32,6 +36,10 @@ pub struct VerifyRequest {
     pub since: Option<DateTime<Utc>>,
     /// Only the window of events received at or before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Signed checkpoints to check the chains against (a witness JSONL file).
+    pub checkpoints: Option<PathBuf>,
+    /// Public keys the checkpoints must be signed with (several after a rotation).
+    pub public_keys: Vec<PathBuf>,
 }
 
 /// The verdict, worst first: it decides the exit code.
@@ -76,13 +84,75 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding about the event `link`.
+    fn at(kind: &str, link: &ChainLink, detail: String) -> Finding {
+        Finding {
+            kind: kind.into(),
+            chain: link.chain.clone(),
+            seq: link.seq,
+            event_id: Some(link.event_id.clone()),
+            detail,
+        }
+    }
+
     fn verdict(&self) -> Verdict {
-        if self.kind == "unaccounted_input" {
+        if self.kind == "unaccounted_input" || self.kind == "truncated" {
             Verdict::Incomplete
         } else {
             Verdict::Tampered
         }
     }
+}
+
+/// Checkpoints that passed their signature check, by chain and seq, and findings about the
+/// others.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    by_chain: BTreeMap<String, BTreeMap<u64, Checkpoint>>,
+    verified: u64,
+    findings: Vec<Finding>,
+}
+
+fn load_checkpoints(request: &VerifyRequest) -> anyhow::Result<Checkpoints> {
+    let mut out = Checkpoints::default();
+    // Keys alone are accepted: stores will carry checkpoints too (today only a witness file does).
+    let Some(path) = &request.checkpoints else { return Ok(out) };
+    if request.public_keys.is_empty() {
+        anyhow::bail!("--checkpoints needs --public-key (the key that signed them)");
+    }
+    let keys = request
+        .public_keys
+        .iter()
+        .map(|p| PublicKey::from_file(p).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoints {}", path.display()))?;
+    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let forged = |chain: String, seq: u64, detail: String| Finding {
+            kind: "forged_checkpoint".into(),
+            chain,
+            seq,
+            event_id: None,
+            detail: format!("{}:{}: {detail}", path.display(), number + 1),
+        };
+        let checkpoint: Checkpoint = match serde_json::from_str(line) {
+            Ok(c) => c,
+            Err(e) => {
+                out.findings.push(forged(String::new(), 0, format!("not a checkpoint ({e})")));
+                continue;
+            }
+        };
+        if request.chain.as_deref().is_some_and(|c| c != checkpoint.chain) {
+            continue;
+        }
+        let key = keys.iter().find(|k| k.key_id() == checkpoint.key_id).unwrap_or(&keys[0]);
+        if let Err(e) = key.verify(&checkpoint) {
+            out.findings.push(forged(checkpoint.chain.clone(), checkpoint.seq, e.to_string()));
+            continue;
+        }
+        out.verified += 1;
+        out.by_chain.entry(checkpoint.chain.clone()).or_default().insert(checkpoint.seq, checkpoint);
+    }
+    Ok(out)
 }
 
 /// One chain's result.
@@ -107,6 +177,8 @@ pub struct ChainSummary {
     pub findings: Vec<Finding>,
     /// Findings beyond the cap, counted only.
     pub findings_dropped: u64,
+    /// The newest valid checkpoint's seq, when checkpoints were given.
+    pub checkpointed_seq: Option<u64>,
     /// This chain's verdict.
     pub verdict: Verdict,
 }
@@ -119,6 +191,8 @@ pub struct VerifyReport {
     pub source: String,
     /// Events examined in all chains.
     pub events: u64,
+    /// Checkpoints whose signature verified.
+    pub checkpoints: u64,
     /// Seconds spent.
     pub seconds: f64,
     /// Per chain, by name.
@@ -143,6 +217,18 @@ struct ChainState {
     /// `(seq, source offset)` of the previous event pushed, for the completeness check.
     previous: Option<(u64, i64)>,
     extra: Vec<Finding>,
+}
+
+impl ChainState {
+    fn new(start: &Start) -> ChainState {
+        ChainState {
+            verifier: ChainVerifier::new(VerifyOptions { start: start.clone(), ..VerifyOptions::default() }),
+            hashed: 0,
+            quarantined: 0,
+            previous: None,
+            extra: Vec::new(),
+        }
+    }
 }
 
 /// The seq window of one chain that a time filter selects.
@@ -210,6 +296,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
 /// Verifies every chain `source` holds.
 pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress<'_>) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
+    let mut checkpoints = load_checkpoints(request)?;
     let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone() };
     let windowed = request.since.is_some() || request.until.is_some();
     let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
@@ -234,34 +321,32 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         if events.is_multiple_of(10_000) {
             progress(events);
         }
-        let state = chains.entry(item.link.chain.clone()).or_insert_with(|| ChainState {
-            verifier: ChainVerifier::new(VerifyOptions { start: start.clone(), ..VerifyOptions::default() }),
-            hashed: 0,
-            quarantined: 0,
-            previous: None,
-            extra: Vec::new(),
-        });
+        let state = chains.entry(item.link.chain.clone()).or_insert_with(|| ChainState::new(&start));
         state.hashed += u64::from(item.hashed);
         state.quarantined += u64::from(item.quarantined);
         if let (Some((prev_seq, prev_offset)), Some(offset)) = (state.previous, item.source_offset) {
             // Consecutive events must account for consecutive raw records.
             if item.link.seq == prev_seq + 1 && offset > prev_offset + 1 {
-                state.extra.push(Finding {
-                    kind: "unaccounted_input".into(),
-                    chain: item.link.chain.clone(),
-                    seq: item.link.seq,
-                    event_id: Some(item.link.event_id.clone()),
-                    detail: format!(
-                        "raw offsets {}..={} lie between seq {prev_seq} and seq {} but no event or quarantine entry accounts for them",
-                        prev_offset + 1,
-                        offset - 1,
-                        item.link.seq
-                    ),
-                });
+                let detail = format!(
+                    "raw offsets {}..={} lie between seq {prev_seq} and seq {} but no event or quarantine entry accounts for them",
+                    prev_offset + 1,
+                    offset - 1,
+                    item.link.seq
+                );
+                state.extra.push(Finding::at("unaccounted_input", &item.link, detail));
             }
         }
         if let Some(offset) = item.source_offset {
             state.previous = Some((item.link.seq, offset));
+        }
+        if let Some(c) = checkpoints.by_chain.get(&item.link.chain).and_then(|c| c.get(&item.link.seq)) {
+            if c.hash != item.link.hash {
+                let detail = format!(
+                    "the checkpoint signed at {} records hash {} here, the chain has {}: the chain was rewritten",
+                    c.time, c.hash, item.link.hash
+                );
+                state.extra.push(Finding::at("checkpoint_mismatch", &item.link, detail));
+            }
         }
         state.verifier.push(&item.link);
         Ok(())
@@ -269,9 +354,34 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
     .await?;
     progress(events);
 
+    // Chains the checkpoints know but the store has no event of.
+    for chain in checkpoints.by_chain.keys() {
+        if !chains.contains_key(chain) && !windowed {
+            chains.insert(chain.clone(), ChainState::new(&start));
+        }
+    }
     let mut summaries = Vec::with_capacity(chains.len());
-    for (chain, state) in chains {
+    for (chain, mut state) in chains {
         let report = state.verifier.finish();
+        let newest = checkpoints.by_chain.get(&chain).and_then(|c| c.last_key_value()).map(|(_, c)| c.clone());
+        if let Some(c) = &newest {
+            let head = report.head.as_ref().map_or(0, |h| h.seq);
+            if c.seq > head && !windowed {
+                state.extra.push(Finding {
+                    kind: "truncated".into(),
+                    chain: chain.clone(),
+                    seq: head + 1,
+                    event_id: None,
+                    detail: format!(
+                        "the checkpoint signed at {} covers seq {} but the chain ends at seq {head}: seqs {}..={} are gone",
+                        c.time,
+                        c.seq,
+                        head + 1,
+                        c.seq
+                    ),
+                });
+            }
+        }
         let mut findings: Vec<Finding> = report
             .findings
             .into_iter()
@@ -301,13 +411,31 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             head_hash: report.head.map(|h| h.hash),
             findings,
             findings_dropped: report.findings_dropped,
+            checkpointed_seq: newest.map(|c| c.seq),
             verdict,
+        });
+    }
+    if !checkpoints.findings.is_empty() {
+        // Forged checkpoints belong to no verified chain: reported on their own line.
+        summaries.push(ChainSummary {
+            chain: "(checkpoints)".into(),
+            events: 0,
+            hashed: 0,
+            quarantined: 0,
+            first_seq: None,
+            head_seq: None,
+            head_hash: None,
+            findings: std::mem::take(&mut checkpoints.findings),
+            findings_dropped: 0,
+            checkpointed_seq: None,
+            verdict: Verdict::Tampered,
         });
     }
     let verdict = summaries.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Intact);
     Ok(VerifyReport {
         source: source.to_string(),
         events,
+        checkpoints: checkpoints.verified,
         seconds: started.elapsed().as_secs_f64(),
         chains: summaries,
         verdict,
@@ -367,11 +495,13 @@ pub fn render_text(report: &VerifyReport) -> String {
         let _ = writeln!(out, "  … and {dropped} more findings");
     }
     let rate = report.events as f64 / report.seconds.max(1e-9);
+    let checkpoints =
+        if report.checkpoints > 0 { format!(", {} signed checkpoints", report.checkpoints) } else { String::new() };
     let _ = writeln!(
         out,
-        "{}: {} chains, {} events in {:.2}s ({rate:.0} events/s)",
+        "{}: {} chains, {} events{checkpoints} in {:.2}s ({rate:.0} events/s)",
         verdict_word(report.verdict),
-        report.chains.len(),
+        report.chains.iter().filter(|c| c.chain != "(checkpoints)").count(),
         report.events,
         report.seconds
     );

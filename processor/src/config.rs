@@ -257,6 +257,35 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Signed checkpoints of each chain's head (`docs/INTEGRITY.md`). On when a signing key is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// File holding the Ed25519 secret seed as 64 hex digits (`auditctl keys generate`).
+    pub signing_key_file: Option<PathBuf>,
+    /// Environment variable holding the seed instead.
+    pub signing_key_env: Option<String>,
+    /// Sign after this many events of a chain.
+    pub every_events: u64,
+    /// Or after this many milliseconds with unsigned events.
+    pub every_ms: u64,
+    /// The witness: a JSONL file each checkpoint is appended to (and fsynced), kept where the
+    /// sinks' writers cannot change it.
+    pub witness_file: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            signing_key_file: None,
+            signing_key_env: None,
+            every_events: 1000,
+            every_ms: 10_000,
+            witness_file: None,
+        }
+    }
+}
+
 /// Telemetry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -298,6 +327,8 @@ pub struct ProcessorConfig {
     pub http: HttpConfig,
     /// Shutdown.
     pub shutdown: ShutdownConfig,
+    /// Signed checkpoints.
+    pub checkpoint: CheckpointConfig,
     /// Telemetry.
     pub telemetry: TelemetryConfig,
 }
@@ -458,10 +489,43 @@ impl ProcessorConfig {
         Ok(Settings {
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
             http_listen: self.http.listen.parse().map_err(|_| bad("http.listen", "unparseable"))?,
+            signing_key: self.signing_key()?,
             kafka,
             policy,
             config: self,
         })
+    }
+
+    fn signing_key(&self) -> Result<Option<audit_schema::checkpoint::SigningKey>, ConfigError> {
+        use audit_schema::checkpoint::SigningKey;
+        let c = &self.checkpoint;
+        let key = match (&c.signing_key_env, &c.signing_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("checkpoint.signing_key_env", "set signing_key_env or signing_key_file, not both"))
+            }
+            (Some(var), None) => {
+                let text = std::env::var(var)
+                    .map_err(|_| bad("checkpoint.signing_key_env", format!("environment variable {var} is not set")))?;
+                SigningKey::from_hex(&text, var).map_err(|e| bad("checkpoint.signing_key_env", e.to_string()))?
+            }
+            (None, Some(path)) => {
+                SigningKey::from_file(path).map_err(|e| bad("checkpoint.signing_key_file", e.to_string()))?
+            }
+            (None, None) => return Ok(None),
+        };
+        if c.every_events == 0 {
+            return Err(bad("checkpoint.every_events", "must be positive"));
+        }
+        if c.every_ms == 0 {
+            return Err(bad("checkpoint.every_ms", "must be positive"));
+        }
+        if c.witness_file.is_none() {
+            return Err(bad(
+                "checkpoint.witness_file",
+                "required when a signing key is set (where the checkpoints go)",
+            ));
+        }
+        Ok(Some(key))
     }
 
     fn hmac_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -550,6 +614,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
+    /// The checkpoint signing key, when checkpoints are on.
+    pub signing_key: Option<audit_schema::checkpoint::SigningKey>,
 }
 
 #[cfg(test)]
@@ -565,6 +631,20 @@ mod tests {
         let mut c = ProcessorConfig::default();
         c.kafka.processed_topic = c.kafka.raw_topic.clone();
         cases.push((c, "kafka.processed_topic"));
+        let mut c = ProcessorConfig::default();
+        c.checkpoint.signing_key_file = Some("/nonexistent/checkpoint.key".into());
+        cases.push((c, "checkpoint.signing_key_file"));
+        let mut c = ProcessorConfig::default();
+        c.checkpoint.signing_key_env = Some("AUDIT_TEST_NO_SUCH_VARIABLE".into());
+        cases.push((c, "checkpoint.signing_key_env"));
+        let key = std::env::temp_dir().join(format!("processor-config-key-{}", std::process::id()));
+        std::fs::write(&key, audit_schema::checkpoint::SigningKey::from_seed(&[1; 32]).to_hex()).unwrap();
+        let mut c = ProcessorConfig::default();
+        c.checkpoint.signing_key_file = Some(key.clone());
+        cases.push((c.clone(), "checkpoint.witness_file"));
+        c.checkpoint.witness_file = Some("/tmp/witness.jsonl".into());
+        c.checkpoint.every_events = 0;
+        cases.push((c, "checkpoint.every_events"));
         let mut c = ProcessorConfig::default();
         c.limits.max_metadata_bytes = 10;
         cases.push((c, "limits.max_metadata_bytes"));

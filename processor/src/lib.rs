@@ -22,6 +22,7 @@
 //! The binary (`src/main.rs`) only calls [`cli::main`], which loads config, starts telemetry and
 //! calls [`run`].
 
+mod checkpoints;
 pub mod cli;
 pub mod config;
 pub mod http;

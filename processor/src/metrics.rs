@@ -18,6 +18,8 @@ pub const LAG: &str = "audit_processor_lag_records";
 pub const PROCESSING_LATENCY: &str = "audit_processor_processing_seconds";
 /// Partitions currently owned.
 pub const ASSIGNED: &str = "audit_processor_assigned_partitions";
+/// Counter: signed checkpoints, by `result` (`written`, `failed`).
+pub const CHECKPOINTS: &str = "audit_processor_checkpoints_total";
 
 /// Metric handles.
 #[derive(Debug, Clone)]
@@ -32,6 +34,7 @@ pub struct ProcessorMetrics {
     pub(crate) lag: IntGaugeVec,
     pub(crate) latency: Histogram,
     pub(crate) assigned: prometheus::IntGauge,
+    pub(crate) checkpoints: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -59,6 +62,10 @@ impl ProcessorMetrics {
                     .buckets(vec![0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05]),
             )?,
             assigned: prometheus::IntGauge::new(ASSIGNED, "Raw partitions this instance owns.")?,
+            checkpoints: IntCounterVec::new(
+                Opts::new(CHECKPOINTS, "Signed checkpoints of chain heads, by result."),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.consumed.clone()))?;
@@ -69,6 +76,7 @@ impl ProcessorMetrics {
         m.registry.register(Box::new(m.lag.clone()))?;
         m.registry.register(Box::new(m.latency.clone()))?;
         m.registry.register(Box::new(m.assigned.clone()))?;
+        m.registry.register(Box::new(m.checkpoints.clone()))?;
         Ok(m)
     }
 

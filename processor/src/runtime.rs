@@ -116,6 +116,8 @@ struct LaneState {
     acked: AtomicI64,
     /// Highest raw offset stored for commit.
     stored: AtomicI64,
+    /// The lane's head and what of it is signed (checkpoints).
+    mark: Mutex<crate::checkpoints::LaneMark>,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +203,7 @@ struct Shared {
     lanes: Mutex<BTreeMap<i32, Lane>>,
     tail: Mutex<Option<BaseConsumer>>,
     fatal: Arc<FatalSlot>,
+    checkpoints: Option<crate::checkpoints::Checkpointer>,
 }
 
 impl Shared {
@@ -330,6 +333,7 @@ impl Shared {
             in_flight: AtomicI64::new(0),
             acked: AtomicI64::new(-1),
             stored: AtomicI64::new(-1),
+            mark: Mutex::new(crate::checkpoints::LaneMark::new(head.seq)),
         });
         let (tx, rx) = sync_channel(2048);
         let shared = self.clone();
@@ -361,6 +365,8 @@ impl Shared {
             while lane.state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            // The head this lane leaves behind, signed once delivered.
+            self.checkpoint(&lane.state, true);
             let left = lane.state.in_flight.load(Ordering::Acquire);
             if left > 0 {
                 tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
@@ -397,7 +403,10 @@ impl Shared {
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => batch.push(m),
-                Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => continue,
+                Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => {
+                    self.checkpoint(state, false);
+                    continue;
+                }
                 Err(_) => return,
             }
             while batch.len() < BATCH {
@@ -430,6 +439,10 @@ impl Shared {
                 next_expected = Some(message.offset() + 1);
                 if !self.process_one(state, &message, &mut head) {
                     return;
+                }
+                if self.checkpoints.is_some() {
+                    state.mark.lock().unwrap_or_else(|p| p.into_inner()).advance(&head, message.offset());
+                    self.checkpoint(state, false);
                 }
             }
         }
@@ -505,6 +518,22 @@ impl Shared {
             self.metrics.processed.inc();
         }
         true
+    }
+
+    /// Signs the lane's head when one is due and delivered (`force`: whenever it is unsigned).
+    fn checkpoint(&self, state: &LaneState, force: bool) {
+        let Some(checkpoints) = &self.checkpoints else { return };
+        let chain = || chain_name(self.raw_topic(), state.partition);
+        let acked = state.acked.load(Ordering::Acquire);
+        let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
+        match checkpoints.sign_due(&mut mark, &chain, acked, force) {
+            Ok(0) => {}
+            Ok(n) => self.metrics.checkpoints.with_label_values(&["written"]).inc_by(n),
+            Err(error) => {
+                self.metrics.checkpoints.with_label_values(&["failed"]).inc();
+                tracing::error!(%error, chain = chain(), "cannot write a checkpoint to the witness; retrying with the next one");
+            }
+        }
     }
 
     /// Hands a record to the producer, waiting while its queue is full; false when the lane must stop.
@@ -627,7 +656,9 @@ pub fn run_blocking(
         .create_with_context(DeliveryContext { fatal: fatal.clone(), shutting_down: shutting_down.clone() })
         .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
 
+    let checkpoints = crate::checkpoints::Checkpointer::open(&settings).map_err(RunError::Fatal)?;
     let shared = Arc::new(Shared {
+        checkpoints,
         pipeline: Pipeline::new(&settings),
         metrics,
         producer,

@@ -29,6 +29,7 @@
 pub mod avro;
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod codec;
 pub mod model;
 mod timestamp;

@@ -373,3 +373,144 @@ async fn the_processed_topic_itself_is_read_and_verified() {
     assert_eq!(kinds(&report), vec![("forked".to_owned(), seq)]);
     drop(topic);
 }
+
+/// `--checkpoints` and `--public-key` for the demo's witness and key.
+fn with_checkpoints() -> VerifyRequest {
+    VerifyRequest {
+        checkpoints: Some(demo_dir().join("witness").join("checkpoints.jsonl")),
+        public_keys: vec![demo_dir().join("keys").join("checkpoint.pub")],
+        ..VerifyRequest::default()
+    }
+}
+
+/// The newest checkpoint of each chain in the demo's witness.
+fn newest_checkpoints() -> std::collections::BTreeMap<String, u64> {
+    let mut newest = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(demo_dir().join("witness/checkpoints.jsonl")).unwrap().lines() {
+        let c: Value = serde_json::from_str(line).unwrap();
+        let seq = newest.entry(c["chain"].as_str().unwrap().to_owned()).or_insert(0);
+        *seq = (*seq).max(c["seq"].as_u64().unwrap());
+    }
+    newest
+}
+
+#[test]
+fn the_demo_chains_reach_their_signed_checkpoints() {
+    let report = run_verify(&Source::Jsonl(demo_dir().join("jsonl")), &with_checkpoints());
+    assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
+    let newest = newest_checkpoints();
+    assert!(report.checkpoints >= newest.len() as u64);
+    for chain in &report.chains {
+        // The processor signs each chain's final head when it stops.
+        assert_eq!(chain.checkpointed_seq, chain.head_seq, "{}", chain.chain);
+        assert_eq!(newest.get(&chain.chain), chain.head_seq.as_ref());
+    }
+}
+
+#[test]
+fn a_truncated_tail_verifies_alone_but_not_against_the_newest_checkpoint() {
+    let dir = jsonl_copy();
+    let (chain, checkpointed) = newest_checkpoints().into_iter().max_by_key(|(_, s)| *s).unwrap();
+    let partition: i32 = chain.rsplit('/').next().unwrap().parse().unwrap();
+    let files = jsonl_files(&dir.path().join(format!("partition-{partition}"))).unwrap();
+    let last = files.last().unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(last).unwrap().lines().map(str::to_owned).collect();
+    lines.truncate(lines.len() - 3);
+    write_lines(last, &lines);
+    let source = Source::Jsonl(dir.path().to_owned());
+
+    let alone = run_verify(&source, &VerifyRequest::default());
+    assert_eq!(alone.verdict, Verdict::Intact, "a chain alone cannot show a cut tail");
+    let report = run_verify(&source, &with_checkpoints());
+    assert_eq!(kinds(&report), vec![("truncated".to_owned(), checkpointed - 2)]);
+    assert_eq!(report.verdict, Verdict::Incomplete);
+    let finding = report.findings().next().unwrap();
+    assert!(finding.detail.contains(&format!("covers seq {checkpointed}")), "{}", finding.detail);
+
+    let witness = demo_dir().join("witness/checkpoints.jsonl");
+    let public = demo_dir().join("keys/checkpoint.pub");
+    let (code, out) = auditctl(&[
+        "verify",
+        "--source",
+        dir.path().to_str().unwrap(),
+        "--checkpoints",
+        witness.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "truncation is incomplete: {out}");
+    assert!(out.contains("TRUNCATED"), "{out}");
+}
+
+#[test]
+fn a_forged_checkpoint_fails_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("checkpoints.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(demo_dir().join("witness/checkpoints.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Moved forward to cover events that were never there (hiding a truncation the other way).
+    let mut forged: Value = serde_json::from_str(&lines[0]).unwrap();
+    forged["seq"] = (forged["seq"].as_u64().unwrap() + 10).into();
+    let (chain, seq) = (forged["chain"].as_str().unwrap().to_owned(), forged["seq"].as_u64().unwrap());
+    lines.push(forged.to_string());
+    // And one signed with a key that is not the processor's.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _) = auditctl(&["keys", "generate", "--out", other.path().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let key = audit_schema::checkpoint::SigningKey::from_file(&other.path().join("checkpoint.key")).unwrap();
+    lines.push(serde_json::to_string(&key.sign(&chain, 1, &"0".repeat(64), "2026-11-26T00:00:00.000Z")).unwrap());
+    write_lines(&witness, &lines);
+
+    let request = VerifyRequest { checkpoints: Some(witness), ..with_checkpoints() };
+    let report = run_verify(&Source::Jsonl(demo_dir().join("jsonl")), &request);
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.chain.as_str(), f.seq)).collect();
+    assert_eq!(found, vec![("forged_checkpoint", chain.as_str(), seq), ("forged_checkpoint", chain.as_str(), 1)]);
+    let details: Vec<_> = report.findings().map(|f| f.detail.clone()).collect();
+    assert!(
+        details[0].contains("does not verify") && details[1].contains("not by the given public key"),
+        "{details:?}"
+    );
+}
+
+#[test]
+fn a_rewritten_chain_verifies_alone_but_not_against_its_checkpoint() {
+    let dir = jsonl_copy();
+    // Rewrite partition 0 from its 5th event on: new content, fresh hashes, links all consistent.
+    let partition = dir.path().join("partition-0");
+    let mut head: Option<String> = None;
+    let mut index = 0;
+    let mut changed_seq = 0;
+    for file in jsonl_files(&partition).unwrap() {
+        let mut out = Vec::new();
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let mut wrapper: Value = serde_json::from_str(line).unwrap();
+            let e = &mut wrapper["event"];
+            if index >= 4 {
+                if index == 4 {
+                    e["outcome"] = "FAILURE".into();
+                    e["actor"]["id"] = "nobody".into();
+                    changed_seq = e["integrity"]["seq"].as_u64().unwrap();
+                }
+                e["integrity"]["prevHash"] = head.clone().unwrap().into();
+                e["integrity"]["hash"] = audit_schema::chain::hash_event_value(e).unwrap().into();
+            }
+            head = e["integrity"]["hash"].as_str().map(str::to_owned);
+            out.push(wrapper.to_string());
+            index += 1;
+        }
+        write_lines(&file, &out);
+    }
+    let source = Source::Jsonl(dir.path().to_owned());
+    assert_eq!(run_verify(&source, &VerifyRequest::default()).verdict, Verdict::Intact, "links alone hold");
+    let report = run_verify(&source, &with_checkpoints());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let found = kinds(&report);
+    assert!(
+        !found.is_empty() && found.iter().all(|(k, s)| k == "checkpoint_mismatch" && *s >= changed_seq),
+        "{found:?}"
+    );
+}

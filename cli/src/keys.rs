@@ -1,0 +1,31 @@
+//! `auditctl keys generate`: the Ed25519 key pair of signed checkpoints.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use audit_schema::checkpoint::SigningKey;
+
+/// Writes `<dir>/checkpoint.key` (the secret seed, hex, readable by the owner only) and
+/// `<dir>/checkpoint.pub` (the public key, hex); returns the public key's path. Existing keys are
+/// never overwritten.
+pub fn generate(dir: &Path) -> anyhow::Result<PathBuf> {
+    let (secret, public) = (dir.join("checkpoint.key"), dir.join("checkpoint.pub"));
+    for path in [&secret, &public] {
+        if path.exists() {
+            bail!("{} exists: keys are never overwritten (move it away first)", path.display());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = SigningKey::generate()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&secret).with_context(|| format!("creating {}", secret.display()))?;
+    writeln!(file, "{}", key.to_hex())?;
+    file.sync_all()?;
+    std::fs::write(&public, format!("{}\n", key.public().to_hex()))
+        .with_context(|| format!("writing {}", public.display()))?;
+    Ok(public)
+}
