@@ -49,6 +49,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
     /// Signing keys for checkpoints.
     Keys {
         #[command(subcommand)]
@@ -68,6 +73,37 @@ enum Command {
         /// Good events to publish.
         #[arg(long, default_value_t = 3000)]
         events: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create the raw, processed and dead-letter topics (existing ones are kept and checked).
+    Create {
+        /// Bootstrap servers.
+        #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Raw topic (unredacted events: short retention).
+        #[arg(long, default_value = "audit.raw")]
+        raw: String,
+        /// Processed topic.
+        #[arg(long, default_value = "audit.processed")]
+        processed: String,
+        /// Dead-letter topic.
+        #[arg(long, default_value = "audit.dlq")]
+        dead_letter: String,
+        /// Partitions of each (raw and processed must match).
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, default_value_t = 3)]
+        replication: i32,
+        /// Retention of the raw topic, hours.
+        #[arg(long, default_value_t = 24)]
+        raw_retention_hours: u64,
+        /// Retention of the processed and dead-letter topics, days.
+        #[arg(long, default_value_t = 30)]
+        retention_days: u64,
     },
 }
 
@@ -94,6 +130,43 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs `auditctl` with the process's arguments; the exit code says how it went.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Topics {
+            command:
+                TopicsCommand::Create {
+                    brokers,
+                    raw,
+                    processed,
+                    dead_letter,
+                    partitions,
+                    replication,
+                    raw_retention_hours,
+                    retention_days,
+                },
+        } => {
+            let plan = crate::topics::TopicsPlan {
+                brokers,
+                raw,
+                processed,
+                dead_letter,
+                partitions,
+                replication,
+                raw_retention_hours,
+                retention_days,
+            };
+            match runtime().block_on(crate::topics::create(&plan)) {
+                Ok(outcomes) => {
+                    for t in outcomes {
+                        let what = if t.created { "created" } else { "exists " };
+                        println!("{what} {} ({} partitions)", t.name, t.partitions);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("auditctl topics create: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Keys { command: KeysCommand::Generate { out } } => match crate::keys::generate(&out) {
             Ok(public) => {
                 println!("{}", public.display());

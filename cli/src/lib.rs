@@ -6,6 +6,7 @@
 //!   input no event accounts for. Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 unreadable.
 //! * [`keys`]: `auditctl keys generate`, the Ed25519 pair the processor signs checkpoints with;
 //!   `verify --checkpoints --public-key` checks a store's chains against them.
+//! * [`topics`]: `auditctl topics create`, the three topics with matching partitions and retention.
 //! * [`hash_file`]: the RFC 8785 canonical form and chain hash of one processed event.
 //!
 //! The binary (`src/main.rs`, calling [`cli::main`]) only parses the command line and prints; everything it does is a
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod demo;
 pub mod keys;
 pub mod source;
+pub mod topics;
 pub mod verify;
 
 pub use source::Source;

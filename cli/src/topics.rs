@@ -1,0 +1,81 @@
+//! `auditctl topics create`: the raw, processed and dead-letter topics with matching partition
+//! counts and retention that fits what each holds.
+//!
+//! The raw topic holds events **before redaction** (passwords, tokens, card numbers as the
+//! applications sent them): keep it short (24 hours by default, enough to ride out a processor
+//! outage) and restrict who reads it. The processed topic is the system of record until every sink
+//! holds it (30 days by default); dead letters wait for an operator (30 days).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use audit_kafka::topics::{create_topics, partition_count, Created, TopicSpec};
+use audit_kafka::ClientSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+/// What `topics create` makes.
+#[derive(Debug, Clone)]
+pub struct TopicsPlan {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Raw topic.
+    pub raw: String,
+    /// Processed topic.
+    pub processed: String,
+    /// Dead-letter topic.
+    pub dead_letter: String,
+    /// Partitions of raw and processed (and of the dead-letter topic).
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication: i32,
+    /// Raw retention, hours.
+    pub raw_retention_hours: u64,
+    /// Processed and dead-letter retention, days.
+    pub retention_days: u64,
+}
+
+/// One topic's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOutcome {
+    /// Topic name.
+    pub name: String,
+    /// Made now, or found.
+    pub created: bool,
+    /// Its partition count afterwards.
+    pub partitions: i32,
+}
+
+/// Creates the missing topics and checks that raw and processed have the same partition count
+/// (the processor refuses to start otherwise).
+pub async fn create(plan: &TopicsPlan) -> anyhow::Result<Vec<TopicOutcome>> {
+    if plan.partitions < 1 || plan.replication < 1 {
+        bail!("--partitions and --replication must be at least 1");
+    }
+    let hours = |h: u64| (h * 3_600_000).to_string();
+    let specs = [
+        TopicSpec::new(&plan.raw, plan.partitions).with_config("retention.ms", hours(plan.raw_retention_hours)),
+        TopicSpec::new(&plan.processed, plan.partitions).with_config("retention.ms", hours(plan.retention_days * 24)),
+        TopicSpec::new(&plan.dead_letter, plan.partitions).with_config("retention.ms", hours(plan.retention_days * 24)),
+    ]
+    .map(|s| TopicSpec { replication: plan.replication, ..s });
+    let settings = ClientSettings::new(&plan.brokers, "auditctl");
+    let created = create_topics(&settings, &specs).await.context("creating the topics")?;
+    let client: BaseConsumer = settings.client_config(&[])?.create().context("Kafka client")?;
+    let mut out = Vec::new();
+    for spec in &specs {
+        let partitions = partition_count(client.client(), &spec.name, Duration::from_secs(10))?;
+        let made = created.iter().any(|(n, c)| *n == spec.name && *c == Created::New);
+        out.push(TopicOutcome { name: spec.name.clone(), created: made, partitions });
+    }
+    if out[0].partitions != out[1].partitions {
+        bail!(
+            "{} has {} partitions but {} has {}: they must match (the processor keeps raw partition p in processed partition p); \
+             add partitions to the smaller one with kafka-topics --alter before starting the processor",
+            out[0].name,
+            out[0].partitions,
+            out[1].name,
+            out[1].partitions
+        );
+    }
+    Ok(out)
+}
