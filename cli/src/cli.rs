@@ -79,32 +79,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum TopicsCommand {
     /// Create the raw, processed and dead-letter topics (existing ones are kept and checked).
-    Create {
-        /// Bootstrap servers.
-        #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Raw topic (unredacted events: short retention).
-        #[arg(long, default_value = "audit.raw")]
-        raw: String,
-        /// Processed topic.
-        #[arg(long, default_value = "audit.processed")]
-        processed: String,
-        /// Dead-letter topic.
-        #[arg(long, default_value = "audit.dlq")]
-        dead_letter: String,
-        /// Partitions of each (raw and processed must match).
-        #[arg(long, default_value_t = 12)]
-        partitions: i32,
-        /// Replication factor.
-        #[arg(long, default_value_t = 3)]
-        replication: i32,
-        /// Retention of the raw topic, hours.
-        #[arg(long, default_value_t = 24)]
-        raw_retention_hours: u64,
-        /// Retention of the processed and dead-letter topics, days.
-        #[arg(long, default_value_t = 30)]
-        retention_days: u64,
-    },
+    Create(crate::topics::TopicsPlan),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,29 +105,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs `auditctl` with the process's arguments; the exit code says how it went.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Topics {
-            command:
-                TopicsCommand::Create {
-                    brokers,
-                    raw,
-                    processed,
-                    dead_letter,
-                    partitions,
-                    replication,
-                    raw_retention_hours,
-                    retention_days,
-                },
-        } => {
-            let plan = crate::topics::TopicsPlan {
-                brokers,
-                raw,
-                processed,
-                dead_letter,
-                partitions,
-                replication,
-                raw_retention_hours,
-                retention_days,
-            };
+        Command::Topics { command: TopicsCommand::Create(plan) } => {
             match runtime().block_on(crate::topics::create(&plan)) {
                 Ok(outcomes) => {
                     for t in outcomes {

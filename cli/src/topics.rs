@@ -13,24 +13,32 @@ use audit_kafka::topics::{create_topics, partition_count, Created, TopicSpec};
 use audit_kafka::ClientSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
-/// What `topics create` makes.
-#[derive(Debug, Clone)]
+/// What `topics create` makes (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct TopicsPlan {
     /// Bootstrap servers.
+    #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Raw topic.
+    /// Raw topic (unredacted events: short retention).
+    #[arg(long, default_value = "audit.raw")]
     pub raw: String,
     /// Processed topic.
+    #[arg(long, default_value = "audit.processed")]
     pub processed: String,
     /// Dead-letter topic.
+    #[arg(long, default_value = "audit.dlq")]
     pub dead_letter: String,
-    /// Partitions of raw and processed (and of the dead-letter topic).
+    /// Partitions of each (raw and processed must match).
+    #[arg(long, default_value_t = 12)]
     pub partitions: i32,
     /// Replication factor.
+    #[arg(long, default_value_t = 3)]
     pub replication: i32,
-    /// Raw retention, hours.
+    /// Retention of the raw topic, hours.
+    #[arg(long, default_value_t = 24)]
     pub raw_retention_hours: u64,
-    /// Processed and dead-letter retention, days.
+    /// Retention of the processed and dead-letter topics, days.
+    #[arg(long, default_value_t = 30)]
     pub retention_days: u64,
 }
 
