@@ -49,6 +49,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow the processed topic (filters: tenant, action prefix, chain).
+    Tail {
+        /// Bootstrap servers.
+        #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Processed topic.
+        #[arg(long, default_value = "audit.processed")]
+        topic: String,
+        /// Start from the oldest record instead of the end.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        #[command(flatten)]
+        filter: crate::tail::EventFilter,
+        /// Print each event as JSON (one per line) instead of a summary line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export events from a store (tenant, time range on occurredAt) as JSONL or CSV.
+    Export {
+        /// A store, as for verify.
+        #[arg(long, short, env = "AUDITCTL_SOURCE")]
+        source: String,
+        #[command(flatten)]
+        filter: crate::tail::EventFilter,
+        /// Only events that occurred at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only events that occurred at or before this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: crate::export::Format,
+        /// Output file (standard output when absent).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Dead letters: list them, replay fixed ones to the raw topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -74,6 +119,45 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         events: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the dead letters of a topic with their class, reason and source.
+    List {
+        /// Bootstrap servers.
+        #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Dead-letter topic (the processor's, or a sink's `<processed>.dlq.<group>`).
+        #[arg(long, default_value = "audit.dlq")]
+        topic: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a dead letter (or a fixed version of it) to the raw topic again.
+    Replay {
+        /// Bootstrap servers.
+        #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Dead-letter topic.
+        #[arg(long, default_value = "audit.dlq")]
+        topic: String,
+        /// Which dead letter: PARTITION/OFFSET, as `dlq list` prints it.
+        #[arg(long, value_parser = parse_position)]
+        record: (i32, i64),
+        /// A file with the fixed payload to send instead of the original.
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        /// The raw topic.
+        #[arg(long, default_value = "audit.raw")]
+        raw_topic: String,
+    },
+}
+
+fn parse_position(s: &str) -> Result<(i32, i64), String> {
+    let (p, o) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected PARTITION/OFFSET, like 0/17"))?;
+    Ok((p.parse().map_err(|e| format!("partition {p:?}: {e}"))?, o.parse().map_err(|e| format!("offset {o:?}: {e}"))?))
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +189,93 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs `auditctl` with the process's arguments; the exit code says how it went.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Tail { brokers, topic, from_beginning, limit, filter, json } => {
+            let mut print = |event: &serde_json::Value| {
+                if json {
+                    println!("{event}");
+                } else {
+                    println!("{}", crate::tail::human_line(event));
+                }
+                Ok(())
+            };
+            match crate::tail::follow(&brokers, &topic, from_beginning, &filter, limit, &mut print) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("auditctl tail: {e:#}");
+                    ExitCode::from(EXIT_UNREADABLE)
+                }
+            }
+        }
+        Command::Export { source, filter, since, until, format, out } => {
+            let source: Source = match source.parse() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("auditctl export: {e:#}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let mut writer: Box<dyn std::io::Write + Send> = match &out {
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        eprintln!("auditctl export: cannot create {}: {e}", path.display());
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+                None => Box::new(std::io::stdout()),
+            };
+            match runtime().block_on(crate::export::export(&source, &filter, since, until, format, &mut *writer)) {
+                Ok(n) => {
+                    eprintln!("auditctl export: {n} events");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("auditctl export: {e:#}");
+                    ExitCode::from(EXIT_UNREADABLE)
+                }
+            }
+        }
+        Command::Dlq { command: DlqCommand::List { brokers, topic, json } } => match crate::dlq::list(&brokers, &topic)
+        {
+            Ok(letters) => {
+                for letter in &letters {
+                    if json {
+                        println!("{}", serde_json::to_string(letter).expect("JSON"));
+                    } else {
+                        println!("{}", letter.line());
+                    }
+                }
+                if !json {
+                    eprintln!("{} dead letters in {topic}", letters.len());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("auditctl dlq list: {e:#}");
+                ExitCode::from(EXIT_UNREADABLE)
+            }
+        },
+        Command::Dlq {
+            command: DlqCommand::Replay { brokers, topic, record: (partition, offset), payload, raw_topic },
+        } => {
+            let fixed = match payload.as_deref().map(std::fs::read).transpose() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("auditctl dlq replay: cannot read the payload file: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match runtime().block_on(crate::dlq::replay(&brokers, &topic, partition, offset, fixed, &raw_topic)) {
+                Ok((p, o)) => {
+                    println!("replayed {topic}/{partition}/{offset} to {raw_topic}/{p}/{o}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("auditctl dlq replay: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Topics { command: TopicsCommand::Create(plan) } => {
             match runtime().block_on(crate::topics::create(&plan)) {
                 Ok(outcomes) => {

@@ -7,6 +7,8 @@
 //! * [`keys`]: `auditctl keys generate`, the Ed25519 pair the processor signs checkpoints with;
 //!   `verify --checkpoints --public-key` checks a store's chains against them.
 //! * [`topics`]: `auditctl topics create`, the three topics with matching partitions and retention.
+//! * [`tail`], [`export`], [`dlq`]: follow the processed topic; a tenant's events over a time range
+//!   from any store as JSONL or CSV; list dead letters and replay fixed ones to the raw topic.
 //! * [`hash_file`]: the RFC 8785 canonical form and chain hash of one processed event.
 //!
 //! The binary (`src/main.rs`, calling [`cli::main`]) only parses the command line and prints; everything it does is a
@@ -20,8 +22,12 @@ use audit_schema::{canonical, chain};
 
 pub mod cli;
 pub mod demo;
+pub mod dlq;
+pub mod export;
+pub mod kafka;
 pub mod keys;
 pub mod source;
+pub mod tail;
 pub mod topics;
 pub mod verify;
 

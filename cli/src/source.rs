@@ -368,68 +368,20 @@ async fn read_kafka(
     filter: &ReadFilter,
     each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::{Message as _, Offset, TopicPartitionList};
-    let settings = audit_kafka::ClientSettings::new(brokers, "auditctl");
-    let mut config = settings.client_config(&[]).context("Kafka client config")?;
-    config.set("group.id", "auditctl-verify").set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().context("Kafka consumer")?;
-    let timeout = Duration::from_secs(30);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of {topic} from {brokers}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        bail!("topic {topic} does not exist on {brokers}");
-    }
-    // Every partition at once; each partition's records still come in their stored order. The
-    // high watermarks are where the topic ended when the read began; records arriving later are
-    // read too while they keep coming (the read ends after a second without any), which also
-    // covers brokers whose watermarks lag (tansu 0.6 answers ListOffsets with the last batch's
-    // base offset).
-    let mut assignment = TopicPartitionList::new();
-    let mut pending = std::collections::BTreeMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-        assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
-        if high > low {
-            pending.insert(p, high);
+    use rdkafka::Message as _;
+    crate::kafka::scan_topic(brokers, topic, &mut |message| {
+        let Some(payload) = message.payload() else { return Ok(()) };
+        if is_checkpoint(message) {
+            return Ok(());
         }
-    }
-    consumer.assign(&assignment).context("assigning the partitions")?;
-    let idle = Duration::from_secs(1);
-    loop {
-        let wait = if pending.is_empty() { idle } else { timeout };
-        let message = match consumer.poll(wait) {
-            None if pending.is_empty() => break,
-            None => bail!(
-                "no record of {topic} arrived within {timeout:?}; still expected: {pending:?} (partition: end offset)"
-            ),
-            Some(m) => m.with_context(|| format!("reading {topic}"))?,
-        };
-        let p = message.partition();
-        if pending.get(&p).is_some_and(|high| message.offset() + 1 >= *high) {
-            pending.remove(&p);
-        }
-        let Some(payload) = message.payload() else { continue };
-        if is_checkpoint(&message) {
-            continue;
-        }
-        let event = audit_schema::codec::event_value(payload)
-            .with_context(|| format!("{topic}/{p} offset {}: not a processed event", message.offset()))?;
+        let event = audit_schema::codec::event_value(payload).with_context(|| {
+            format!("{topic}/{} offset {}: not a processed event", message.partition(), message.offset())
+        })?;
         if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
-            continue;
+            return Ok(());
         }
-        each(Stored::Event(event))?;
-    }
-    Ok(())
+        each(Stored::Event(event))
+    })
 }
 
 /// Records that are not events (none today; signed checkpoints will travel in the same

@@ -59,14 +59,7 @@ impl From<OwnedMessage> for Record {
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         });
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = auditctl::kafka::header_texts(m.headers());
         Record {
             headers,
             partition: m.partition(),
