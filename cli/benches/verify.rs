@@ -15,6 +15,10 @@ use serde_json::json;
 
 const PARTITIONS: i32 = 4;
 
+// The same allocator as the auditctl binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let n: u64 = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
     let dir = tempfile::tempdir().expect("dir");

@@ -237,12 +237,13 @@ fn read_jsonl(
     for (_, partition_dir) in jsonl_partitions(dir)? {
         for path in jsonl_files(&partition_dir)? {
             jsonl_lines(&path, &mut |number, line| {
-                let mut wrapper: Value = serde_json::from_slice(line)
-                    .with_context(|| format!("{}:{number}: not a JSON line", path.display()))?;
-                let event = wrapper
-                    .get_mut("event")
-                    .map(Value::take)
-                    .with_context(|| format!("{}:{number}: the line has no \"event\"", path.display()))?;
+                // Only `event` is kept (the line's partition and offset are skipped, not built).
+                #[derive(serde::Deserialize)]
+                struct Line {
+                    event: Value,
+                }
+                let Line { event } = serde_json::from_slice(line)
+                    .with_context(|| format!("{}:{number}: not a JSON sink line with an \"event\"", path.display()))?;
                 if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
                     return Ok(());
                 }

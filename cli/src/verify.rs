@@ -260,7 +260,9 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
             source_offset,
         }),
         Stored::Event(event) => {
-            let mine = tenant.is_none_or(|t| event.pointer("/context/tenantId").and_then(Value::as_str) == Some(t));
+            let mine = tenant.is_none_or(|t| {
+                event.get("context").and_then(|c| c.get("tenantId")).and_then(Value::as_str) == Some(t)
+            });
             let link = if mine {
                 ChainLink::from_value(&event, buf)
             } else {
@@ -284,7 +286,12 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
                 link,
                 hashed: mine,
                 quarantined: event.get("action").and_then(Value::as_str) == Some("audit.quarantined"),
-                source_offset: event.pointer("/integrity/source/offset").and_then(Value::as_i64),
+                // Plain lookups: `Value::pointer` allocates while unescaping each token.
+                source_offset: event
+                    .get("integrity")
+                    .and_then(|i| i.get("source"))
+                    .and_then(|s| s.get("offset"))
+                    .and_then(Value::as_i64),
             })
         }
     }
