@@ -381,7 +381,10 @@ pub fn encode_event(event: &AuditEvent, format: WireFormat) -> Result<Vec<u8>, C
 /// Encodes a processed event given as its JSON value (as hashed), in the given wire format.
 pub fn encode_event_value(value: &Value, format: WireFormat) -> Result<Vec<u8>, ContractError> {
     match format {
-        WireFormat::Json => serde_json::to_vec(value).map_err(|e| ContractError::single("", e.to_string())),
+        // The RFC 8785 form: the bytes depend only on the event, never on the JSON map's order
+        // (serde_json keeps insertion order when any crate in the build turns `preserve_order`
+        // on, as the MongoDB driver does), so replays stay byte-identical across builds.
+        WireFormat::Json => crate::canonical::canonicalize(value).map_err(|e| ContractError::single("", e.to_string())),
         WireFormat::Avro => avro::encode_event_value(value),
     }
 }
@@ -396,6 +399,21 @@ pub fn encode_input(input: &AuditEventInput, format: WireFormat) -> Result<Vec<u
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn processed_json_is_the_canonical_form_whatever_the_map_order() {
+        let value: Value = serde_json::from_str(
+            r#"{"z": 1, "eventId": "e", "metadata": {"b": [1.50, {"y": true, "x": null}], "a": "\u00e9"}, "action": "a.b"}"#,
+        )
+        .unwrap();
+        let bytes = encode_event_value(&value, WireFormat::Json).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"action":"a.b","eventId":"e","metadata":{"a":"é","b":[1.5,{"x":null,"y":true}]},"z":1}"#
+        );
+        assert_eq!(parse_json(&bytes).unwrap(), value);
+    }
+
     use super::*;
     use serde_json::json;
 
