@@ -10,7 +10,6 @@
 //! checkpoints and a short report says what happened and where to look next.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -152,6 +151,15 @@ fn counters(registry: &prometheus::Registry, name: &str) -> Vec<(String, u64)> {
     out
 }
 
+/// Why a service task ended before it was asked to.
+fn stopped<E: std::fmt::Display>(joined: Result<Result<(), E>, tokio::task::JoinError>) -> String {
+    match joined {
+        Ok(Ok(())) => "it returned without an error".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("it panicked: {e}"),
+    }
+}
+
 /// Runs the demo in `dir` with `events` good events, printing progress lines through `say`.
 pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) -> anyhow::Result<DemoReport> {
     prepare_dir(dir)?;
@@ -203,23 +211,10 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
         c.kafka.group_id = format!("demo-{name}");
         c.http.listen = "127.0.0.1:0".into();
         c.drain_timeout_ms = 10_000;
-        c.store = Some(store.clone());
+        c.store = Some(store);
         let settings = c.validate().map_err(|e| anyhow::anyhow!("{name} sink config: {e}"))?;
         let metrics = SinkMetrics::new(name, &settings.config.kafka.group_id)?;
-        let stop = shutdown.clone();
-        let task = match store {
-            StoreConfig::Sqlite(s) => {
-                let sink = audit_sink::sqlite::SqliteSink::open(&s.path).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                tokio::spawn(audit_sink::run(settings, Arc::new(sink), metrics.clone(), stop))
-            }
-            StoreConfig::Jsonl(j) => tokio::spawn(audit_sink::run(
-                settings,
-                Arc::new(audit_sink::jsonl::JsonlSink::new(j)),
-                metrics.clone(),
-                stop,
-            )),
-            _ => unreachable!("the demo runs two sinks"),
-        };
+        let task = tokio::spawn(audit_sink::run_store(settings, metrics.clone(), shutdown.clone()));
         sinks.push((name, metrics, task));
     }
     say(&format!(
@@ -275,11 +270,12 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
         if processor_metrics.processed_total() >= expected && stored.iter().all(|s| *s >= expected) {
             break;
         }
-        if let Some((name, _, _)) = sinks.iter().find(|(_, _, t)| t.is_finished()) {
-            bail!("the {name} sink stopped early (see the log above)");
+        if let Some(i) = sinks.iter().position(|(_, _, t)| t.is_finished()) {
+            let (name, _, task) = sinks.swap_remove(i);
+            bail!("the {name} sink stopped early: {}", stopped(task.await));
         }
         if processor.is_finished() {
-            bail!("the processor stopped early (see the log above)");
+            bail!("the processor stopped early: {}", stopped(processor.await));
         }
         if Instant::now() > deadline {
             bail!(

@@ -2,16 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreConfig;
-use crate::http_sink::HttpSink;
-use crate::jsonl::JsonlSink;
 use crate::metrics::SinkMetrics;
-use crate::mongodb::MongoSink;
 use crate::postgres::PostgresSink;
 use crate::sqlite::SqliteSink;
 use crate::{Settings, SinkConfig};
@@ -94,40 +90,29 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let result = match settings.store.clone() {
-            StoreConfig::Jsonl(c) => crate::run(settings, Arc::new(JsonlSink::new(c)), metrics, shutdown).await,
-            StoreConfig::Postgres(c) => {
-                let url = settings.sql_url.clone().unwrap_or_default();
-                let migrate_only = matches!(args.command, Some(Command::Migrate));
-                match PostgresSink::connect(&url, c.max_connections, c.migrate || migrate_only).await {
-                    Ok(_) if migrate_only => {
-                        eprintln!("audit-sink: migrations applied");
-                        return ExitCode::SUCCESS;
-                    }
-                    Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
-                    Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+        if matches!(args.command, Some(Command::Migrate)) {
+            let applied = match &settings.store {
+                StoreConfig::Postgres(c) => {
+                    let url = settings.sql_url.clone().unwrap_or_default();
+                    Some(PostgresSink::connect(&url, c.max_connections, true).await.map(drop))
                 }
-            }
-            StoreConfig::Sqlite(c) => match SqliteSink::open(&c.path).await {
-                Ok(_) if matches!(args.command, Some(Command::Migrate)) => {
+                StoreConfig::Sqlite(c) => Some(SqliteSink::open(&c.path).await.map(drop)),
+                // Stores without migrations: `migrate` runs the sink as usual.
+                _ => None,
+            };
+            match applied {
+                Some(Ok(())) => {
                     eprintln!("audit-sink: migrations applied");
                     return ExitCode::SUCCESS;
                 }
-                Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
-                Err(e) => Err(crate::RunError::Fatal(e.to_string())),
-            },
-            StoreConfig::Http(c) => match HttpSink::connect(&c) {
-                Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
-                Err(e) => Err(crate::RunError::Fatal(e.to_string())),
-            },
-            StoreConfig::Mongodb(c) => {
-                let uri = settings.sql_url.clone().unwrap_or_default();
-                match MongoSink::connect(&uri, &c).await {
-                    Ok(sink) => crate::run(settings, Arc::new(sink), metrics, shutdown).await,
-                    Err(e) => Err(crate::RunError::Fatal(e.to_string())),
+                Some(Err(e)) => {
+                    eprintln!("audit-sink: {e}");
+                    return ExitCode::from(1);
                 }
+                None => {}
             }
-        };
+        }
+        let result = crate::run_store(settings, metrics, shutdown).await;
         match result {
             Ok(()) => {
                 tracing::info!("stopped cleanly");

@@ -67,3 +67,34 @@ pub async fn run<S: sink::Sink>(
     let _ = server.await;
     result
 }
+
+/// Opens the store `settings` name (applying migrations where configured) and runs the sink on
+/// it, as [`run`] does: what the `audit-sink` binary and `auditctl demo` start.
+pub async fn run_store(
+    settings: Settings,
+    metrics: metrics::SinkMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let fatal = |e: sink::SinkError| RunError::Fatal(e.to_string());
+    match settings.store.clone() {
+        config::StoreConfig::Jsonl(c) => run(settings, Arc::new(jsonl::JsonlSink::new(c)), metrics, shutdown).await,
+        config::StoreConfig::Postgres(c) => {
+            let url = settings.sql_url.clone().unwrap_or_default();
+            let sink = postgres::PostgresSink::connect(&url, c.max_connections, c.migrate).await.map_err(fatal)?;
+            run(settings, Arc::new(sink), metrics, shutdown).await
+        }
+        config::StoreConfig::Sqlite(c) => {
+            let sink = sqlite::SqliteSink::open(&c.path).await.map_err(fatal)?;
+            run(settings, Arc::new(sink), metrics, shutdown).await
+        }
+        config::StoreConfig::Http(c) => {
+            let sink = http_sink::HttpSink::connect(&c).map_err(fatal)?;
+            run(settings, Arc::new(sink), metrics, shutdown).await
+        }
+        config::StoreConfig::Mongodb(c) => {
+            let uri = settings.sql_url.clone().unwrap_or_default();
+            let sink = mongodb::MongoSink::connect(&uri, &c).await.map_err(fatal)?;
+            run(settings, Arc::new(sink), metrics, shutdown).await
+        }
+    }
+}
