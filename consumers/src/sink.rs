@@ -22,6 +22,13 @@ pub struct SinkRecord {
     pub json: String,
 }
 
+impl SinkRecord {
+    /// This record against the stored event with the same id and `stored_hash`.
+    pub fn conflict_with(&self, stored_hash: impl Into<String>) -> Conflict {
+        Conflict { event_id: self.event_id.clone(), stored_hash: stored_hash.into(), incoming_hash: self.hash.clone() }
+    }
+}
+
 /// The same `eventId` arrived with different content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {

@@ -20,7 +20,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use super::config::{AuthScheme, HttpFormat, HttpSinkConfig};
-use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
 
 /// The HTTP sink.
 #[derive(Debug, Clone)]
@@ -243,11 +243,7 @@ impl HttpSink {
             match stored.get(&r.event_id) {
                 Some(h) if *h != r.hash => {
                     conflicts.push(r);
-                    outcome.conflicts.push(Conflict {
-                        event_id: r.event_id.clone(),
-                        stored_hash: h.clone(),
-                        incoming_hash: r.hash.clone(),
-                    });
+                    outcome.conflicts.push(r.conflict_with(h.clone()));
                 }
                 _ => outcome.duplicates += 1,
             }

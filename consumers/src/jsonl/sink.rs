@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::config::JsonlConfig;
-use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
 
 /// How many recent event ids per partition are remembered to notice a conflicting duplicate.
 const RECENT_IDS: usize = 100_000;
@@ -271,11 +271,7 @@ impl Sink for JsonlSink {
                     continue;
                 }
                 // Kept in the file all the same: the file is the record of what arrived.
-                outcome.conflicts.push(Conflict {
-                    event_id: r.event_id.clone(),
-                    stored_hash: stored.to_owned(),
-                    incoming_hash: r.hash.clone(),
-                });
+                outcome.conflicts.push(r.conflict_with(stored.to_owned()));
             }
             first_new.get_or_insert(r.offset);
             buf.extend_from_slice(

@@ -15,7 +15,7 @@ use mongodb::options::{ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 
 use super::config::MongoConfig;
-use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -135,11 +135,7 @@ impl Sink for MongoSink {
                         "incomingEvent": c, "kafkaPartition": r.partition, "kafkaOffset": r.offset,
                     };
                     self.conflicts.insert_one(record).await.map_err(|e| classify(&e))?;
-                    outcome.conflicts.push(Conflict {
-                        event_id: r.event_id.clone(),
-                        stored_hash: h.clone(),
-                        incoming_hash: r.hash.clone(),
-                    });
+                    outcome.conflicts.push(r.conflict_with(h.clone()));
                 }
                 _ => outcome.duplicates += 1,
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
 use crate::sql::EventRow;
 
 /// The PostgreSQL sink.
@@ -166,11 +166,7 @@ impl Sink for PostgresSink {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(&e))?;
-                outcome.conflicts.push(Conflict {
-                    event_id: r.event_id.clone(),
-                    stored_hash: h.clone(),
-                    incoming_hash: r.hash.clone(),
-                });
+                outcome.conflicts.push(r.conflict_with(h.clone()));
             }
             outcome.duplicates = batch.len() as u64 - inserted - outcome.conflicts.len() as u64;
         }

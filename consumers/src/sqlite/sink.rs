@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sink::{Conflict, Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
 use crate::sql::EventRow;
 
 /// The migrations shipped with this build.
@@ -135,11 +135,7 @@ impl Sink for SqliteSink {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify(&e))?;
-                outcome.conflicts.push(Conflict {
-                    event_id: r.event_id.clone(),
-                    stored_hash: stored,
-                    incoming_hash: r.hash.clone(),
-                });
+                outcome.conflicts.push(r.conflict_with(stored));
             }
         }
         tx.commit().await.map_err(|e| classify(&e))?;
