@@ -366,7 +366,7 @@ impl Shared {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // The head this lane leaves behind, signed once delivered.
-            self.checkpoint(&lane.state, true);
+            self.checkpoint(&lane.state, None, true);
             let left = lane.state.in_flight.load(Ordering::Acquire);
             if left > 0 {
                 tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
@@ -404,7 +404,7 @@ impl Shared {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => batch.push(m),
                 Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => {
-                    self.checkpoint(state, false);
+                    self.checkpoint(state, None, false);
                     continue;
                 }
                 Err(_) => return,
@@ -440,10 +440,7 @@ impl Shared {
                 if !self.process_one(state, &message, &mut head) {
                     return;
                 }
-                if self.checkpoints.is_some() {
-                    state.mark.lock().unwrap_or_else(|p| p.into_inner()).advance(&head, message.offset());
-                    self.checkpoint(state, false);
-                }
+                self.checkpoint(state, Some((&head, message.offset())), false);
             }
         }
     }
@@ -520,12 +517,16 @@ impl Shared {
         true
     }
 
-    /// Signs the lane's head when one is due and delivered (`force`: whenever it is unsigned).
-    fn checkpoint(&self, state: &LaneState, force: bool) {
+    /// Notes the lane's new head (`advanced`: the head and its raw offset) and signs the head when
+    /// one is due and delivered (`force`: whenever it is unsigned).
+    fn checkpoint(&self, state: &LaneState, advanced: Option<(&ChainHead, i64)>, force: bool) {
         let Some(checkpoints) = &self.checkpoints else { return };
         let chain = || chain_name(self.raw_topic(), state.partition);
         let acked = state.acked.load(Ordering::Acquire);
         let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((head, raw_offset)) = advanced {
+            mark.advance(head, raw_offset);
+        }
         match checkpoints.sign_due(&mut mark, &chain, acked, force) {
             Ok(0) => {}
             Ok(n) => self.metrics.checkpoints.with_label_values(&["written"]).inc_by(n),
