@@ -38,11 +38,13 @@ enum Command {
         /// Only the window of events received at or before this RFC 3339 time.
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
-        /// Witness file of signed checkpoints (JSONL) to check the chains against: a chain must
-        /// reach each checkpoint's seq with its hash (truncation, rewrites).
+        /// Witness file of signed checkpoints (JSONL), kept apart from the store, to check the
+        /// chains against as well: a chain must reach each checkpoint's seq with its hash
+        /// (truncation, rewrites). Needs --public-key.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
-        /// Public key file(s) the checkpoints are signed with (repeat after a key rotation).
+        /// Public key file(s) the checkpoints are signed with (repeat after a key rotation), or a
+        /// directory of them. With a key, the checkpoints the store itself holds are checked too.
         #[arg(long = "public-key")]
         public_keys: Vec<PathBuf>,
         /// Print the report as JSON.

@@ -6,8 +6,9 @@
 //! producer library (logins, failed logins, invoice updates with diffs, secrets that must be
 //! redacted), plus one oversize and one malformed record published around the library, as a
 //! misbehaving client would. The processor signs checkpoints of every chain (a fresh key pair in
-//! `keys/`, the witness in `witness/`). Then every chain is verified from both sinks against the
-//! checkpoints and a short report says what happened and where to look next.
+//! `keys/`): they travel in the processed partitions, so both sinks store them, and a witness copy
+//! goes to `witness/`. Then every chain is verified from both sinks against the checkpoints (the
+//! stored ones and the witness) and a short report says what happened and where to look next.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -176,6 +177,8 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     }
 
     let shutdown = CancellationToken::new();
+    // The processor stops first: its final checkpoints then reach the sinks before they stop.
+    let stop_processor = shutdown.child_token();
     let mut processor_config = audit_processor::ProcessorConfig::default();
     processor_config.kafka.brokers = brokers.clone();
     processor_config.kafka.raw_topic = RAW.into();
@@ -195,7 +198,7 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     let processor = tokio::spawn(audit_processor::run_with_metrics(
         processor_settings,
         processor_metrics.clone(),
-        shutdown.clone(),
+        stop_processor.clone(),
     ));
 
     let sqlite_path = dir.join("audit.db");
@@ -285,8 +288,16 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    shutdown.cancel();
+    stop_processor.cancel();
     processor.await?.map_err(|e| anyhow::anyhow!("processor: {e}"))?;
+    // Every record the processor published (events, quarantine entries, checkpoints) is consumed
+    // by each sink before the sinks stop.
+    let records = processor_metrics.processed_total() + processor_metrics.checkpoints_published();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sinks.iter().any(|(_, m, _)| m.consumed_total() < records) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
     let mut stored = Vec::new();
     for (name, metrics, task) in sinks {
         task.await?.map_err(|e| anyhow::anyhow!("{name} sink: {e}"))?;
@@ -363,11 +374,16 @@ pub fn render(report: &DemoReport) -> String {
         "  {d}/audit.db             sqlite3 {d}/audit.db 'select action, count(*) from audit_events group by 1'"
     );
     let _ = writeln!(out, "  {d}/witness/checkpoints.jsonl   signed checkpoints (public key: {d}/keys/checkpoint.pub)");
+    let _ = writeln!(out, "  auditctl verify --source jsonl:{d}/jsonl --public-key {d}/keys/checkpoint.pub");
+    let _ = writeln!(out, "                               verify again against the checkpoints the sink stored");
     let _ = writeln!(
         out,
-        "  auditctl verify --source jsonl:{d}/jsonl --checkpoints {d}/witness/checkpoints.jsonl --public-key {d}/keys/checkpoint.pub"
+        "  auditctl verify --source sqlite:{d}/audit.db --checkpoints {d}/witness/checkpoints.jsonl --public-key {d}/keys/checkpoint.pub"
     );
-    let _ = writeln!(out, "                               verify again (try deleting the last line of a file first)");
+    let _ = writeln!(
+        out,
+        "                               and against the witness too (try deleting the newest rows of audit_events first)"
+    );
     let _ = writeln!(out, "  docs/CLI.md, docs/INTEGRITY.md, docs/PRIVACY.md  what each check means");
     out
 }

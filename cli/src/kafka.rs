@@ -85,3 +85,13 @@ pub fn header_texts<H: rdkafka::message::Headers>(headers: Option<&H>) -> Vec<(S
         })
         .unwrap_or_default()
 }
+
+/// Whether a processed-topic record is a signed checkpoint (its `audit-record` header), not an
+/// event.
+pub fn is_checkpoint(message: &impl rdkafka::Message) -> bool {
+    use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
+    use rdkafka::message::Headers as _;
+    message
+        .headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == RECORD_HEADER && h.value == Some(RECORD_CHECKPOINT.as_bytes())))
+}

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use audit_schema::checkpoint::Checkpoint;
 use futures::TryStreamExt as _;
 use serde_json::Value;
 
@@ -135,6 +136,10 @@ pub enum Stored {
     Event(Value),
     /// Only the link of an event whose content was not read.
     Link(LinkOnly),
+    /// A signed checkpoint the store keeps beside the events (it travelled in the processed
+    /// partition). Stores with a table of their own yield them before any event; JSONL files and
+    /// the processed topic yield each where it is, after the event it covers.
+    Checkpoint(Box<Checkpoint>),
 }
 
 /// The chain fields of an event whose content was not read.
@@ -237,17 +242,31 @@ fn read_jsonl(
     for (_, partition_dir) in jsonl_partitions(dir)? {
         for path in jsonl_files(&partition_dir)? {
             jsonl_lines(&path, &mut |number, line| {
-                // Only `event` is kept (the line's partition and offset are skipped, not built).
+                // Only `event` or `checkpoint` is kept (partition and offset are skipped, not built).
                 #[derive(serde::Deserialize)]
                 struct Line {
-                    event: Value,
+                    event: Option<Value>,
+                    checkpoint: Option<Box<Checkpoint>>,
                 }
-                let Line { event } = serde_json::from_slice(line)
-                    .with_context(|| format!("{}:{number}: not a JSON sink line with an \"event\"", path.display()))?;
-                if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
-                    return Ok(());
+                let bad = || {
+                    format!("{}:{number}: not a JSON sink line with an \"event\" or a \"checkpoint\"", path.display())
+                };
+                let line: Line = serde_json::from_slice(line).with_context(bad)?;
+                match line {
+                    Line { event: Some(event), checkpoint: None } => {
+                        if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
+                            return Ok(());
+                        }
+                        each(Stored::Event(event))
+                    }
+                    Line { event: None, checkpoint: Some(c) } => {
+                        if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) {
+                            return Ok(());
+                        }
+                        each(Stored::Checkpoint(c))
+                    }
+                    _ => Err(anyhow::anyhow!(bad())),
                 }
-                each(Stored::Event(event))
             })?;
         }
     }
@@ -288,6 +307,20 @@ async fn read_postgres(
         .await
         .context("connecting to PostgreSQL timed out")?
         .context("connecting to PostgreSQL")?;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('audit_checkpoints')::text")
+        .fetch_one(&mut conn)
+        .await
+        .context("looking for audit_checkpoints in PostgreSQL")?;
+    if table.is_some() {
+        let mut rows = sqlx::query_scalar::<_, String>(
+            "SELECT checkpoint::text FROM audit_checkpoints WHERE $1::text IS NULL OR chain = $1 ORDER BY chain, seq",
+        )
+        .bind(filter.chain.as_deref())
+        .fetch(&mut conn);
+        while let Some(text) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
+            each(stored_checkpoint(text.as_bytes())?)?;
+        }
+    }
     let sql = format!(
         "SELECT {SQL_COLUMNS}, CASE WHEN $1::text IS NULL OR tenant_id = $1 THEN event::text END, \
          (event->'integrity'->'source'->>'offset')::int8, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
@@ -315,6 +348,23 @@ async fn read_sqlite(
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
     let mut conn =
         sqlx::SqliteConnection::connect_with(&options).await.with_context(|| format!("opening {}", path.display()))?;
+    let table: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_checkpoints'")
+            .fetch_optional(&mut conn)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+    if table.is_some() {
+        let mut rows = sqlx::query_scalar::<_, String>(
+            "SELECT checkpoint FROM audit_checkpoints WHERE ?1 IS NULL OR chain = ?1 ORDER BY chain, seq",
+        )
+        .bind(filter.chain.as_deref())
+        .fetch(&mut conn);
+        while let Some(text) =
+            rows.try_next().await.with_context(|| format!("reading audit_checkpoints from {}", path.display()))?
+        {
+            each(stored_checkpoint(text.as_bytes())?)?;
+        }
+    }
     let sql = format!(
         "SELECT {SQL_COLUMNS}, CASE WHEN ?1 IS NULL OR tenant_id = ?1 THEN event END, \
          json_extract(event, '$.integrity.source.offset'), received_at \
@@ -343,7 +393,31 @@ async fn read_mongo(
     let mut options = mongodb::options::ClientOptions::parse(uri).await.context("parsing the MongoDB URI")?;
     options.server_selection_timeout = Some(Duration::from_secs(30));
     let client = mongodb::Client::with_options(options).context("MongoDB client")?;
-    let events = client.database(database).collection::<Document>(collection);
+    let db = client.database(database);
+    let checkpoints = db.collection::<Document>(&format!("{collection}_checkpoints"));
+    let query = match &filter.chain {
+        Some(chain) => doc! { "checkpoint.chain": chain },
+        None => doc! {},
+    };
+    let mut cursor = checkpoints
+        .find(query)
+        .sort(doc! { "checkpoint.chain": 1, "checkpoint.seq": 1 })
+        .await
+        .with_context(|| format!("reading {database}.{collection}_checkpoints from MongoDB"))?;
+    while let Some(document) =
+        cursor.try_next().await.with_context(|| format!("reading {database}.{collection}_checkpoints from MongoDB"))?
+    {
+        let id = document.get("_id").map(ToString::to_string).unwrap_or_default();
+        let inner = document
+            .get_document("checkpoint")
+            .with_context(|| format!("{collection}_checkpoints {id}: no checkpoint"))?
+            .clone();
+        let value: Value = mongodb::bson::Bson::Document(inner).into_relaxed_extjson();
+        let c: Checkpoint = serde_json::from_value(value)
+            .with_context(|| format!("{collection}_checkpoints {id}: not a checkpoint"))?;
+        each(Stored::Checkpoint(Box::new(c)))?;
+    }
+    let events = db.collection::<Document>(collection);
     let query = match &filter.chain {
         Some(chain) => doc! { "integrity.chain": chain },
         None => doc! {},
@@ -372,8 +446,14 @@ async fn read_kafka(
     use rdkafka::Message as _;
     crate::kafka::scan_topic(brokers, topic, &mut |message| {
         let Some(payload) = message.payload() else { return Ok(()) };
-        if is_checkpoint(message) {
-            return Ok(());
+        if crate::kafka::is_checkpoint(message) {
+            let c = Checkpoint::from_json(payload).with_context(|| {
+                format!("{topic}/{} offset {}: a checkpoint record", message.partition(), message.offset())
+            })?;
+            if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) {
+                return Ok(());
+            }
+            return each(Stored::Checkpoint(Box::new(c)));
         }
         let event = audit_schema::codec::event_value(payload).with_context(|| {
             format!("{topic}/{} offset {}: not a processed event", message.partition(), message.offset())
@@ -385,12 +465,10 @@ async fn read_kafka(
     })
 }
 
-/// Records that are not events (none today; signed checkpoints will travel in the same
-/// partitions) carry an `audit-record` header naming their kind.
-fn is_checkpoint(message: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-    use rdkafka::message::Headers as _;
-    use rdkafka::Message as _;
-    message.headers().is_some_and(|h| h.iter().any(|h| h.key == "audit-record" && h.value != Some(b"event")))
+/// A checkpoint row of a SQL store.
+fn stored_checkpoint(json: &[u8]) -> anyhow::Result<Stored> {
+    let c = Checkpoint::from_json(json).context("audit_checkpoints holds a row that is not a checkpoint")?;
+    Ok(Stored::Checkpoint(Box::new(c)))
 }
 
 #[cfg(test)]

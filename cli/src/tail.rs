@@ -73,6 +73,9 @@ pub fn follow(
         let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
         let message = message.with_context(|| format!("reading {topic}"))?;
         let Some(payload) = message.payload() else { continue };
+        if crate::kafka::is_checkpoint(&message) {
+            continue;
+        }
         let Ok(event) = audit_schema::codec::event_value(payload) else { continue };
         if filter.accepts(&event) {
             each(&event)?;

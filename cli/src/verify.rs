@@ -11,7 +11,7 @@
 //! without their content. With `--since`/`--until`, each chain is verified over the seq window of
 //! the events received in that interval (a window starts where its first event is).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -108,51 +108,101 @@ impl Finding {
 /// others.
 #[derive(Debug, Default)]
 struct Checkpoints {
+    keys: Vec<PublicKey>,
     by_chain: BTreeMap<String, BTreeMap<u64, Checkpoint>>,
     verified: u64,
+    /// Checkpoints the store holds that were not checked: no `--public-key`.
+    unchecked: u64,
     findings: Vec<Finding>,
 }
 
-fn load_checkpoints(request: &VerifyRequest) -> anyhow::Result<Checkpoints> {
-    let mut out = Checkpoints::default();
-    // Keys alone are accepted: stores will carry checkpoints too (today only a witness file does).
-    let Some(path) = &request.checkpoints else { return Ok(out) };
-    if request.public_keys.is_empty() {
-        anyhow::bail!("--checkpoints needs --public-key (the key that signed them)");
-    }
-    let keys = request
-        .public_keys
-        .iter()
-        .map(|p| PublicKey::from_file(p).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoints {}", path.display()))?;
-    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let forged = |chain: String, seq: u64, detail: String| Finding {
-            kind: "forged_checkpoint".into(),
-            chain,
-            seq,
-            event_id: None,
-            detail: format!("{}:{}: {detail}", path.display(), number + 1),
-        };
-        let checkpoint: Checkpoint = match serde_json::from_str(line) {
-            Ok(c) => c,
-            Err(e) => {
-                out.findings.push(forged(String::new(), 0, format!("not a checkpoint ({e})")));
-                continue;
+impl Checkpoints {
+    /// The keys of `request` and the checkpoints of its witness file.
+    fn load(request: &VerifyRequest) -> anyhow::Result<Checkpoints> {
+        let mut keys = Vec::new();
+        for path in &request.public_keys {
+            for file in key_files(path)? {
+                keys.push(PublicKey::from_file(&file)?);
             }
-        };
-        if request.chain.as_deref().is_some_and(|c| c != checkpoint.chain) {
-            continue;
         }
-        let key = keys.iter().find(|k| k.key_id() == checkpoint.key_id).unwrap_or(&keys[0]);
-        if let Err(e) = key.verify(&checkpoint) {
-            out.findings.push(forged(checkpoint.chain.clone(), checkpoint.seq, e.to_string()));
-            continue;
+        let mut out = Checkpoints { keys, ..Checkpoints::default() };
+        let Some(path) = &request.checkpoints else { return Ok(out) };
+        if out.keys.is_empty() {
+            anyhow::bail!("--checkpoints needs --public-key (the key that signed them)");
         }
-        out.verified += 1;
-        out.by_chain.entry(checkpoint.chain.clone()).or_default().insert(checkpoint.seq, checkpoint);
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoints {}", path.display()))?;
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let origin = format!("{}:{}", path.display(), number + 1);
+            match Checkpoint::from_json(line.as_bytes()) {
+                Ok(c) if request.chain.as_deref().is_some_and(|chain| chain != c.chain) => {}
+                Ok(c) => {
+                    out.add(c, &origin);
+                }
+                Err(e) => out.findings.push(forged(String::new(), 0, format!("{origin}: {e}"))),
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// Checks `c`'s signature and keeps it when it verifies; returns it then (`None`: forged,
+    /// unchecked, or already known).
+    fn add(&mut self, c: Checkpoint, origin: &str) -> Option<&Checkpoint> {
+        if self.keys.is_empty() {
+            self.unchecked += 1;
+            return None;
+        }
+        let key = self.keys.iter().find(|k| k.key_id() == c.key_id).unwrap_or(&self.keys[0]);
+        if let Err(e) = key.verify(&c) {
+            self.findings.push(forged(c.chain.clone(), c.seq, format!("{origin}: {e}")));
+            return None;
+        }
+        let chain = self.by_chain.entry(c.chain.clone()).or_default();
+        if chain.get(&c.seq).is_some_and(|known| known.hash == c.hash) {
+            return None; // the same head, from the witness and the store: checked once
+        }
+        self.verified += 1;
+        let seq = c.seq;
+        chain.insert(seq, c);
+        chain.get(&seq)
+    }
+}
+
+/// The key files `path` names: itself, or every file of a directory (names starting with `.`
+/// skipped, as Kubernetes keeps its bookkeeping there in a mounted ConfigMap).
+fn key_files(path: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading the key directory {}", path.display()))? {
+        let entry = entry?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    if files.is_empty() {
+        anyhow::bail!("the key directory {} holds no public key file", path.display());
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn forged(chain: String, seq: u64, detail: String) -> Finding {
+    Finding { kind: "forged_checkpoint".into(), chain, seq, event_id: None, detail }
+}
+
+fn mismatch(c: &Checkpoint, hash: &str, event_id: Option<String>) -> Finding {
+    Finding {
+        kind: "checkpoint_mismatch".into(),
+        chain: c.chain.clone(),
+        seq: c.seq,
+        event_id,
+        detail: format!(
+            "the checkpoint signed at {} records hash {} here, the chain has {hash}: the chain was rewritten",
+            c.time, c.hash
+        ),
+    }
 }
 
 /// One chain's result.
@@ -193,6 +243,8 @@ pub struct VerifyReport {
     pub events: u64,
     /// Checkpoints whose signature verified.
     pub checkpoints: u64,
+    /// Checkpoints the store holds that were not checked (no `--public-key` given).
+    pub unchecked_checkpoints: u64,
     /// Seconds spent.
     pub seconds: f64,
     /// Per chain, by name.
@@ -216,8 +268,15 @@ struct ChainState {
     quarantined: u64,
     /// `(seq, source offset)` of the previous event pushed, for the completeness check.
     previous: Option<(u64, i64)>,
+    /// `(seq, hash, eventId)` of the newest events, for checkpoints stored after their event.
+    recent: VecDeque<(u64, String, String)>,
     extra: Vec<Finding>,
 }
+
+/// How many recent heads a chain remembers for checkpoints that come after their event (in the
+/// processed partition a checkpoint follows its event closely; one further back is checked in a
+/// second pass).
+const RECENT_HEADS: usize = 16_384;
 
 impl ChainState {
     fn new(start: &Start) -> ChainState {
@@ -226,6 +285,7 @@ impl ChainState {
             hashed: 0,
             quarantined: 0,
             previous: None,
+            recent: VecDeque::new(),
             extra: Vec::new(),
         }
     }
@@ -259,6 +319,7 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
             quarantined: false,
             source_offset,
         }),
+        Stored::Checkpoint(c) => anyhow::bail!("checkpoint of {} at seq {} is not an event", c.chain, c.seq),
         Stored::Event(event) => {
             let mine = tenant.is_none_or(|t| {
                 event.get("context").and_then(|c| c.get("tenantId")).and_then(Value::as_str) == Some(t)
@@ -303,7 +364,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
 /// Verifies every chain `source` holds.
 pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress<'_>) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
-    let mut checkpoints = load_checkpoints(request)?;
+    let mut checkpoints = Checkpoints::load(request)?;
     let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone() };
     let windowed = request.since.is_some() || request.until.is_some();
     let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
@@ -316,7 +377,29 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
     let mut buf = Vec::with_capacity(4096);
     let mut events = 0u64;
     let tenant = request.tenant.clone();
+    // Checkpoints stored after their event, too far back for `recent`: `(chain, seq)`.
+    let mut behind: BTreeSet<(String, u64)> = BTreeSet::new();
     source::read(source, &filter, &mut |stored| {
+        let stored = match stored {
+            Stored::Checkpoint(c) => {
+                let Some(c) = checkpoints.add(*c, "stored checkpoint") else { return Ok(()) };
+                // Already past its seq: check it against the hash the chain had there.
+                let Some(state) = chains.get_mut(&c.chain) else { return Ok(()) };
+                let Some(newest) = state.recent.back().map(|r| r.0) else { return Ok(()) };
+                if c.seq > newest {
+                    return Ok(()); // checked when its event comes
+                }
+                match state.recent.iter().find(|r| r.0 == c.seq) {
+                    Some((_, hash, id)) if *hash != c.hash => state.extra.push(mismatch(c, hash, Some(id.clone()))),
+                    Some(_) => {}
+                    None => {
+                        behind.insert((c.chain.clone(), c.seq));
+                    }
+                }
+                return Ok(());
+            }
+            other => other,
+        };
         let item = item(stored, tenant.as_deref(), &mut buf)?;
         if let Some(windows) = &windows {
             match windows.get(&item.link.chain) {
@@ -348,18 +431,22 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         }
         if let Some(c) = checkpoints.by_chain.get(&item.link.chain).and_then(|c| c.get(&item.link.seq)) {
             if c.hash != item.link.hash {
-                let detail = format!(
-                    "the checkpoint signed at {} records hash {} here, the chain has {}: the chain was rewritten",
-                    c.time, c.hash, item.link.hash
-                );
-                state.extra.push(Finding::at("checkpoint_mismatch", &item.link, detail));
+                state.extra.push(mismatch(c, &item.link.hash, Some(item.link.event_id.clone())));
             }
         }
         state.verifier.push(&item.link);
+        if state.recent.len() == RECENT_HEADS {
+            state.recent.pop_front();
+        }
+        let ChainLink { seq, hash, event_id, .. } = item.link;
+        state.recent.push_back((seq, hash, event_id));
         Ok(())
     })
     .await?;
     progress(events);
+    if !behind.is_empty() {
+        recheck(source, &filter, &behind, &checkpoints, &mut chains).await?;
+    }
 
     // Chains the checkpoints know but the store has no event of.
     for chain in checkpoints.by_chain.keys() {
@@ -443,10 +530,46 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         source: source.to_string(),
         events,
         checkpoints: checkpoints.verified,
+        unchecked_checkpoints: checkpoints.unchecked,
         seconds: started.elapsed().as_secs_f64(),
         chains: summaries,
         verdict,
     })
+}
+
+/// Second pass for checkpoints stored too far after their event: compares each with the hash
+/// its chain has at its seq.
+async fn recheck(
+    source: &Source,
+    filter: &ReadFilter,
+    behind: &BTreeSet<(String, u64)>,
+    checkpoints: &Checkpoints,
+    chains: &mut BTreeMap<String, ChainState>,
+) -> anyhow::Result<()> {
+    let wanted: BTreeSet<&str> = behind.iter().map(|(c, _)| c.as_str()).collect();
+    source::read(source, filter, &mut |stored| {
+        let (chain, seq, hash, event_id) = match &stored {
+            Stored::Link(l) => (l.chain.as_str(), l.seq, l.hash.as_str(), l.event_id.as_str()),
+            Stored::Event(e) => {
+                let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
+                let seq = e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default();
+                (text("/integrity/chain"), seq, text("/integrity/hash"), text("/eventId"))
+            }
+            Stored::Checkpoint(_) => return Ok(()),
+        };
+        if !wanted.contains(chain) || !behind.contains(&(chain.to_owned(), seq)) {
+            return Ok(());
+        }
+        if let Some(c) = checkpoints.by_chain.get(chain).and_then(|c| c.get(&seq)) {
+            if c.hash != hash {
+                if let Some(state) = chains.get_mut(chain) {
+                    state.extra.push(mismatch(c, hash, Some(event_id.to_owned())));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// First pass of a time-filtered verification: per chain, the lowest and highest seq received in
@@ -461,6 +584,7 @@ async fn time_windows(source: &Source, filter: &ReadFilter, request: &VerifyRequ
                 e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
                 e.get("receivedAt").and_then(Value::as_str).map(str::to_owned),
             ),
+            Stored::Checkpoint(_) => return Ok(()),
         };
         if received_in(received_at.as_deref(), request) {
             let w = windows.entry(chain).or_insert((seq, seq));
@@ -500,6 +624,13 @@ pub fn render_text(report: &VerifyReport) -> String {
     let dropped: u64 = report.chains.iter().map(|c| c.findings_dropped).sum();
     if dropped > 0 {
         let _ = writeln!(out, "  … and {dropped} more findings");
+    }
+    if report.unchecked_checkpoints > 0 {
+        let _ = writeln!(
+            out,
+            "  note: the store holds {} signed checkpoints that were not checked; pass --public-key to check the chains against them",
+            report.unchecked_checkpoints
+        );
     }
     let rate = report.events as f64 / report.seconds.max(1e-9);
     let checkpoints =

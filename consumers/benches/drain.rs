@@ -221,7 +221,12 @@ async fn main() {
     if wanted("http") {
         let http = HttpSinkConfig { url: receiver().await, ..HttpSinkConfig::default() };
         let sink = HttpSink::connect(&http).expect("http");
-        drain("http (ndjson)", config(&bootstrap, &topic, StoreConfig::Http(http), &format!("{id}.http")), sink, n)
-            .await;
+        drain(
+            "http (ndjson)",
+            config(&bootstrap, &topic, StoreConfig::Http(Box::new(http)), &format!("{id}.http")),
+            sink,
+            n,
+        )
+        .await;
     }
 }

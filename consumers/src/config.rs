@@ -116,7 +116,7 @@ pub enum StoreConfig {
     /// SQLite (single-machine and local use).
     Sqlite(SqliteConfig),
     /// HTTP: generic NDJSON / JSON array, Splunk HEC, Elasticsearch / OpenSearch `_bulk`.
-    Http(HttpSinkConfig),
+    Http(Box<HttpSinkConfig>),
 }
 
 /// HTTP endpoints.

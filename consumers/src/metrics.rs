@@ -13,6 +13,8 @@ pub const DUPLICATES: &str = "audit_sink_duplicates_total";
 pub const CONFLICTS: &str = "audit_sink_conflicts_total";
 /// Records sent to the sink's dead-letter topic, by `class`.
 pub const DEAD_LETTERED: &str = "audit_sink_dead_lettered_total";
+/// Signed checkpoints stored, by `result` (`written`, `duplicate`).
+pub const CHECKPOINTS: &str = "audit_sink_checkpoints_total";
 /// Retried writes.
 pub const RETRIES: &str = "audit_sink_retries_total";
 /// 1 while the circuit breaker is open.
@@ -34,6 +36,7 @@ pub struct SinkMetrics {
     pub(crate) duplicates: IntCounter,
     pub(crate) conflicts: IntCounter,
     pub(crate) dead_lettered: IntCounterVec,
+    pub(crate) checkpoints: IntCounterVec,
     pub(crate) retries: IntCounter,
     pub(crate) circuit_open: IntGauge,
     pub(crate) assigned: IntGauge,
@@ -55,6 +58,7 @@ impl SinkMetrics {
                 o(DEAD_LETTERED, "Records sent to the sink's dead-letter topic."),
                 &["class"],
             )?,
+            checkpoints: IntCounterVec::new(o(CHECKPOINTS, "Signed checkpoints stored."), &["result"])?,
             retries: IntCounter::with_opts(o(RETRIES, "Retried writes."))?,
             circuit_open: IntGauge::with_opts(o(CIRCUIT_OPEN, "1 while the circuit breaker is open."))?,
             assigned: IntGauge::with_opts(o(ASSIGNED, "Partitions owned."))?,
@@ -75,6 +79,7 @@ impl SinkMetrics {
         m.registry.register(Box::new(m.duplicates.clone()))?;
         m.registry.register(Box::new(m.conflicts.clone()))?;
         m.registry.register(Box::new(m.dead_lettered.clone()))?;
+        m.registry.register(Box::new(m.checkpoints.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.circuit_open.clone()))?;
         m.registry.register(Box::new(m.assigned.clone()))?;

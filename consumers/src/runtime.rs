@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::metrics::SinkMetrics;
-use crate::sink::{Sink, SinkError, SinkRecord};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 
 /// Why a sink stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +212,7 @@ impl<S: Sink> Shared<S> {
 
     /// Writes `batch`, retrying retriable failures; isolates poison records by splitting. Returns
     /// false when the lane must stop (stop requested or fatal).
-    async fn write_all(&self, batch: &[SinkRecord], messages: &[&OwnedMessage], stop: &CancellationToken) -> bool {
+    async fn write_all<T: Storable>(&self, batch: &[T], messages: &[&OwnedMessage], stop: &CancellationToken) -> bool {
         let mut pending: Vec<(usize, usize)> = vec![(0, batch.len())];
         while let Some((from, to)) = pending.pop() {
             let mut attempt = 0u32;
@@ -221,17 +221,11 @@ impl<S: Sink> Shared<S> {
                     return false;
                 }
                 let started = Instant::now();
-                match self.sink.write(&batch[from..to]).await {
+                match T::store(&*self.sink, &batch[from..to]).await {
                     Ok(outcome) => {
                         self.record_success();
                         self.metrics.batch_latency.observe(started.elapsed().as_secs_f64());
-                        self.metrics.written.inc_by(outcome.written);
-                        self.metrics.duplicates.inc_by(outcome.duplicates);
-                        for c in &outcome.conflicts {
-                            self.metrics.conflicts.inc();
-                            tracing::error!(event_id = %c.event_id, stored_hash = %c.stored_hash, incoming_hash = %c.incoming_hash,
-                                "conflict: an event id arrived again with different content; kept for review");
-                        }
+                        T::count(&self.metrics, &outcome);
                         break;
                     }
                     Err(SinkError::Retriable { reason, retry_after }) => {
@@ -348,31 +342,31 @@ impl<S: Sink> Shared<S> {
                     () = stop.cancelled() => return,
                 }
             }
-            let mut records = Vec::with_capacity(messages.len());
-            let mut record_messages = Vec::with_capacity(messages.len());
+            // Runs of events and of checkpoints, written in offset order.
+            let mut run = Run::default();
             for m in &messages {
                 if skip_upto.is_some_and(|s| m.offset() <= s) {
                     continue;
                 }
                 match to_record(m) {
-                    Ok(r) => {
-                        records.push(r);
-                        record_messages.push(m);
+                    Ok(record) => {
+                        if run.switches_to(&record) && !self.write_run(&mut run, &stop).await {
+                            return;
+                        }
+                        run.push(record, m);
                     }
                     Err(reason) => {
                         // Undecodable here means undecodable everywhere: it can never be stored.
-                        if !records.is_empty() && !self.write_all(&records, &record_messages, &stop).await {
+                        if !self.write_run(&mut run, &stop).await {
                             return;
                         }
-                        records.clear();
-                        record_messages.clear();
                         if !self.dead_letter(m, "decode", &reason).await {
                             return;
                         }
                     }
                 }
             }
-            if !records.is_empty() && !self.write_all(&records, &record_messages, &stop).await {
+            if !self.write_run(&mut run, &stop).await {
                 return;
             }
             if let Some(last) = messages.last() {
@@ -384,9 +378,124 @@ impl<S: Sink> Shared<S> {
     }
 }
 
+/// A processed record: an event, or a signed checkpoint travelling in its chain's partition.
+enum Record {
+    Event(SinkRecord),
+    Checkpoint(CheckpointRecord),
+}
+
+/// What a lane writes through one store call: events or checkpoints.
+trait Storable: Sized + Send + Sync {
+    fn store<'a, S: Sink>(
+        sink: &'a S,
+        batch: &'a [Self],
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, SinkError>> + Send + 'a;
+
+    /// Counts a successful write.
+    fn count(metrics: &SinkMetrics, outcome: &WriteOutcome);
+}
+
+impl Storable for SinkRecord {
+    fn store<'a, S: Sink>(
+        sink: &'a S,
+        batch: &'a [Self],
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, SinkError>> + Send + 'a {
+        sink.write(batch)
+    }
+
+    fn count(metrics: &SinkMetrics, outcome: &WriteOutcome) {
+        metrics.written.inc_by(outcome.written);
+        metrics.duplicates.inc_by(outcome.duplicates);
+        for c in &outcome.conflicts {
+            metrics.conflicts.inc();
+            tracing::error!(event_id = %c.event_id, stored_hash = %c.stored_hash, incoming_hash = %c.incoming_hash,
+                "conflict: an event id arrived again with different content; kept for review");
+        }
+    }
+}
+
+impl Storable for CheckpointRecord {
+    fn store<'a, S: Sink>(
+        sink: &'a S,
+        batch: &'a [Self],
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, SinkError>> + Send + 'a {
+        sink.write_checkpoints(batch)
+    }
+
+    fn count(metrics: &SinkMetrics, outcome: &WriteOutcome) {
+        metrics.checkpoints.with_label_values(&["written"]).inc_by(outcome.written);
+        metrics.checkpoints.with_label_values(&["duplicate"]).inc_by(outcome.duplicates);
+    }
+}
+
+/// Consecutive records of one kind, with the messages they came from.
+#[derive(Default)]
+struct Run<'m> {
+    events: Vec<SinkRecord>,
+    checkpoints: Vec<CheckpointRecord>,
+    messages: Vec<&'m OwnedMessage>,
+}
+
+impl<'m> Run<'m> {
+    /// Whether `record` is of the other kind than a non-empty run (which must be written first).
+    fn switches_to(&self, record: &Record) -> bool {
+        match record {
+            Record::Event(_) => !self.checkpoints.is_empty(),
+            Record::Checkpoint(_) => !self.events.is_empty(),
+        }
+    }
+
+    fn push(&mut self, record: Record, m: &'m OwnedMessage) {
+        match record {
+            Record::Event(r) => self.events.push(r),
+            Record::Checkpoint(c) => self.checkpoints.push(c),
+        }
+        self.messages.push(m);
+    }
+}
+
+impl<S: Sink> Shared<S> {
+    /// Writes and empties `run`; false when the lane must stop.
+    async fn write_run(&self, run: &mut Run<'_>, stop: &CancellationToken) -> bool {
+        let ok = if !run.events.is_empty() {
+            self.write_all(&run.events, &run.messages, stop).await
+        } else if !run.checkpoints.is_empty() {
+            self.write_all(&run.checkpoints, &run.messages, stop).await
+        } else {
+            true
+        };
+        run.events.clear();
+        run.checkpoints.clear();
+        run.messages.clear();
+        ok
+    }
+}
+
 /// Reads a processed record into what a sink needs.
-fn to_record(m: &OwnedMessage) -> Result<SinkRecord, String> {
+fn to_record(m: &OwnedMessage) -> Result<Record, String> {
+    use audit_schema::checkpoint::{Checkpoint, RECORD_CHECKPOINT, RECORD_HEADER};
+    use rdkafka::message::Headers as _;
     let payload = m.payload().ok_or("the record has no payload")?;
+    let kind = m.headers().and_then(|h| h.iter().find(|h| h.key == RECORD_HEADER).map(|h| h.value));
+    match kind {
+        None | Some(Some(b"event")) => {}
+        Some(Some(k)) if k == RECORD_CHECKPOINT.as_bytes() => {
+            let checkpoint = Checkpoint::from_json(payload).map_err(|e| e.to_string())?;
+            let json = String::from_utf8(payload.to_vec()).map_err(|e| e.to_string())?;
+            return Ok(Record::Checkpoint(CheckpointRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                checkpoint,
+                json,
+            }));
+        }
+        Some(other) => {
+            return Err(format!(
+                "unknown {RECORD_HEADER} header {:?}: not a record this sink knows",
+                other.map(String::from_utf8_lossy)
+            ))
+        }
+    }
     let event = codec::event_value(payload).map_err(|e| e.to_string())?;
     let event_id = event.get("eventId").and_then(Value::as_str).ok_or("the event has no eventId")?.to_owned();
     let hash = event
@@ -396,7 +505,7 @@ fn to_record(m: &OwnedMessage) -> Result<SinkRecord, String> {
         .ok_or("the event has no integrity.hash")?
         .to_owned();
     let json = serde_json::to_string(&event).map_err(|e| e.to_string())?;
-    Ok(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json })
+    Ok(Record::Event(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json }))
 }
 
 struct RebalanceContext<S: Sink> {

@@ -29,6 +29,28 @@ impl SinkRecord {
     }
 }
 
+/// A signed checkpoint as a sink receives it: it travels in the processed partition after the
+/// event it covers (`docs/INTEGRITY.md`), and every store keeps it beside the events so
+/// `auditctl verify --public-key` can check the chain against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRecord {
+    /// Processed partition.
+    pub partition: i32,
+    /// Processed offset.
+    pub offset: i64,
+    /// The checkpoint.
+    pub checkpoint: audit_schema::checkpoint::Checkpoint,
+    /// The checkpoint as compact JSON text (what text stores write).
+    pub json: String,
+}
+
+impl CheckpointRecord {
+    /// The store key: `<chain>:<seq>:<signature>` (a redelivery has the same one).
+    pub fn id(&self) -> String {
+        self.checkpoint.id()
+    }
+}
+
 /// The same `eventId` arrived with different content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
@@ -107,4 +129,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Stores `batch` durably.
     fn write(&self, batch: &[SinkRecord]) -> impl Future<Output = Result<WriteOutcome, SinkError>> + Send;
+
+    /// Stores signed checkpoints durably, idempotent on [`CheckpointRecord::id`] (`written` and
+    /// `duplicates` of the outcome count checkpoints). The runtime calls it in offset order
+    /// with [`Sink::write`], never both for one record.
+    fn write_checkpoints(
+        &self,
+        batch: &[CheckpointRecord],
+    ) -> impl Future<Output = Result<WriteOutcome, SinkError>> + Send;
 }

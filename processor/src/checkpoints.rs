@@ -1,21 +1,27 @@
-//! Signed checkpoints of each chain's head, written to a witness file.
+//! Signed checkpoints of each chain's head.
 //!
 //! Per lane, after every `every_events` events or `every_ms` with unsigned events, the head
 //! `(chain, seq, hash)` becomes due; it is signed once the producer has acknowledged the event
-//! at that seq (a checkpoint never covers an event that might not exist), then appended to the
-//! witness file and fsynced. A released lane (revoke, shutdown) signs its final head. Checkpoints
-//! live outside the chain, so replays stay byte-identical whatever the clock did.
+//! at that seq (a checkpoint never covers an event that might not exist). The runtime then
+//! publishes it in the chain's processed partition (after the event it covers, so every sink
+//! stores it) and hands it to the witnesses configured here: a JSONL file (appended and fsynced)
+//! and an HTTP endpoint (POSTed in the background, with retries). A released lane (revoke,
+//! shutdown) signs its final head. Checkpoints live outside the chain, so replays stay
+//! byte-identical whatever the clock did.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use audit_schema::chain::ChainHead;
-use audit_schema::checkpoint::SigningKey;
+use audit_schema::checkpoint::{Checkpoint, SigningKey};
+use prometheus::IntCounterVec;
 
-use crate::config::Settings;
+use crate::config::{CheckpointConfig, Settings};
 
 /// One lane's head and what of it is signed.
 #[derive(Debug)]
@@ -47,50 +53,177 @@ impl LaneMark {
     }
 }
 
-/// Signs due heads and appends them to the witness.
+/// How many checkpoints may wait for the HTTP witness before new ones are counted as failed.
+const HTTP_QUEUE: usize = 1024;
+/// Attempts per checkpoint at the HTTP witness.
+const HTTP_ATTEMPTS: u32 = 6;
+
+/// The HTTP witness: a thread POSTing checkpoints in order.
+#[derive(Debug)]
+struct HttpWitness {
+    tx: Mutex<Option<SyncSender<Box<Checkpoint>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    url: String,
+}
+
+impl HttpWitness {
+    fn start(c: &CheckpointConfig, url: &str, failed: IntCounterVec) -> Result<HttpWitness, String> {
+        let token = match (&c.witness_token_env, &c.witness_token_file) {
+            (Some(var), _) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("checkpoint.witness_token_env: environment variable {var} is not set"))?,
+            ),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("checkpoint.witness_token_file: cannot read {}: {e}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err("checkpoint.witness_token: the token is empty".into());
+            }
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "checkpoint.witness_token: not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        // reqwest takes rustls without a built-in crypto provider: install ring first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("checkpoint.witness_url: HTTP client: {e}"))?;
+        let (tx, rx) = sync_channel(HTTP_QUEUE);
+        let target = url.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint-witness".into())
+            .spawn(move || post_loop(&client, &target, &rx, &failed))
+            .map_err(|e| format!("cannot start the witness thread: {e}"))?;
+        Ok(HttpWitness { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), url: url.to_owned() })
+    }
+
+    /// Queues `c`; false when the queue is full or closed.
+    fn send(&self, c: &Checkpoint) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = tx.as_ref() else { return false };
+        match tx.try_send(Box::new(c.clone())) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Stops taking checkpoints and waits up to `deadline` for the queued ones.
+    fn close(&self, deadline: Duration) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let until = Instant::now() + deadline;
+        while !thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!(witness = %self.url, "checkpoints still queued for the HTTP witness at shutdown");
+        }
+    }
+}
+
+fn post_loop(client: &reqwest::blocking::Client, url: &str, rx: &Receiver<Box<Checkpoint>>, failed: &IntCounterVec) {
+    loop {
+        let c = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=HTTP_ATTEMPTS {
+            let outcome = client.post(url).json(&c).send().map_err(|e| e.to_string()).and_then(|r| {
+                let status = r.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
+            });
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(chain = c.chain, seq = c.seq, witness = url, "checkpoint sent to the witness");
+                    break;
+                }
+                Err(error) if attempt == HTTP_ATTEMPTS => {
+                    failed.with_label_values(&["witness_failed"]).inc();
+                    tracing::error!(%error, chain = c.chain, seq = c.seq, witness = url,
+                        "the HTTP witness did not take a checkpoint; it is still in the processed partition and any witness file");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, chain = c.chain, seq = c.seq, witness = url, "checkpoint witness failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
+    }
+}
+
+/// Signs due heads and hands them to the witnesses.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     key: SigningKey,
     every_events: u64,
     every: Duration,
-    witness: Mutex<File>,
-    path: PathBuf,
+    file: Option<(Mutex<File>, PathBuf)>,
+    http: Option<HttpWitness>,
+    counter: IntCounterVec,
 }
 
 impl Checkpointer {
-    /// The checkpointer `settings` ask for (none when no signing key is set).
-    pub(crate) fn open(settings: &Settings) -> Result<Option<Checkpointer>, String> {
+    /// The checkpointer `settings` ask for (none when no signing key is set). `counter` is
+    /// `audit_processor_checkpoints_total`.
+    pub(crate) fn open(settings: &Settings, counter: IntCounterVec) -> Result<Option<Checkpointer>, String> {
         let Some(key) = settings.signing_key.clone() else { return Ok(None) };
         let c = &settings.config.checkpoint;
-        let path = c.witness_file.clone().ok_or("checkpoint.witness_file is required")?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("checkpoint witness {}: {e}", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("checkpoint witness {}: {e}", path.display()))?;
-        tracing::info!(witness = %path.display(), key_id = key.key_id(), every_events = c.every_events, every_ms = c.every_ms, "signed checkpoints on");
+        let file = match &c.witness_file {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("checkpoint witness {}: {e}", dir.display()))?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("checkpoint witness {}: {e}", path.display()))?;
+                Some((Mutex::new(file), path.clone()))
+            }
+            None => None,
+        };
+        let http = c.witness_url.as_deref().map(|url| HttpWitness::start(c, url, counter.clone())).transpose()?;
+        tracing::info!(key_id = key.key_id(), every_events = c.every_events, every_ms = c.every_ms,
+            witness_file = ?c.witness_file, witness_url = ?c.witness_url, "signed checkpoints on");
         Ok(Some(Checkpointer {
             key,
             every_events: c.every_events,
             every: Duration::from_millis(c.every_ms),
-            witness: Mutex::new(file),
-            path,
+            file,
+            http,
+            counter,
         }))
     }
 
     /// Signs what is due and delivered (`acked`: the highest acknowledged raw offset); `force`
-    /// makes any unsigned head due. Returns how many checkpoints were written.
+    /// makes any unsigned head due. Returns the new checkpoints, for the caller to publish and
+    /// then [`Checkpointer::witness`].
     pub(crate) fn sign_due(
         &self,
         mark: &mut LaneMark,
         chain: &dyn Fn() -> String,
         acked: i64,
         force: bool,
-    ) -> std::io::Result<u64> {
-        let mut written = 0;
+    ) -> Vec<Checkpoint> {
+        let mut signed = Vec::new();
         for _ in 0..2 {
             if mark.pending.is_none() {
                 if let Some((seq, _, _)) = &mark.latest {
@@ -108,20 +241,42 @@ impl Checkpointer {
                 break;
             }
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let checkpoint = self.key.sign(&chain(), *seq, hash, &time);
-            let mut line = serde_json::to_vec(&checkpoint).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            {
-                let mut file = self.witness.lock().unwrap_or_else(|p| p.into_inner());
-                file.write_all(&line)?;
-                file.sync_data()?;
-            }
-            tracing::debug!(chain = checkpoint.chain, seq, witness = %self.path.display(), "checkpoint signed");
+            signed.push(self.key.sign(&chain(), *seq, hash, &time));
             mark.signed_seq = *seq;
             mark.signed_at = Instant::now();
             mark.pending = None;
-            written += 1;
         }
-        Ok(written)
+        signed
+    }
+
+    /// Hands `c` to the witnesses: appended and fsynced to the witness file, queued for the HTTP
+    /// witness. Failures are logged and counted (`result="witness_failed"`); the checkpoint is
+    /// still in the processed partition.
+    pub(crate) fn witness(&self, c: &Checkpoint) {
+        if let Some((file, path)) = &self.file {
+            let written = serde_json::to_vec(c).map_err(std::io::Error::other).and_then(|mut line| {
+                line.push(b'\n');
+                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                file.write_all(&line)?;
+                file.sync_data()
+            });
+            if let Err(error) = written {
+                self.counter.with_label_values(&["witness_failed"]).inc();
+                tracing::error!(%error, chain = c.chain, seq = c.seq, witness = %path.display(), "cannot write a checkpoint to the witness file");
+            }
+        }
+        if let Some(http) = &self.http {
+            if !http.send(c) {
+                self.counter.with_label_values(&["witness_failed"]).inc();
+                tracing::error!(chain = c.chain, seq = c.seq, witness = %http.url, "the HTTP witness queue is full; checkpoint not sent there");
+            }
+        }
+    }
+
+    /// Lets the HTTP witness finish what is queued (bounded by `deadline`).
+    pub(crate) fn close(&self, deadline: Duration) {
+        if let Some(http) = &self.http {
+            http.close(deadline);
+        }
     }
 }

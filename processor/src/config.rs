@@ -269,9 +269,17 @@ pub struct CheckpointConfig {
     pub every_events: u64,
     /// Or after this many milliseconds with unsigned events.
     pub every_ms: u64,
-    /// The witness: a JSONL file each checkpoint is appended to (and fsynced), kept where the
-    /// sinks' writers cannot change it.
+    /// A witness file: a JSONL file each checkpoint is also appended to (and fsynced), kept where
+    /// the sinks' writers cannot change it. Checkpoints always travel in the processed partition
+    /// after the event they cover; a witness is a copy held elsewhere.
     pub witness_file: Option<PathBuf>,
+    /// A witness endpoint: each checkpoint is also POSTed there as JSON (in the background, with
+    /// retries).
+    pub witness_url: Option<String>,
+    /// Environment variable holding a bearer token for `witness_url`.
+    pub witness_token_env: Option<String>,
+    /// File holding a bearer token for `witness_url` instead.
+    pub witness_token_file: Option<PathBuf>,
 }
 
 impl Default for CheckpointConfig {
@@ -282,6 +290,9 @@ impl Default for CheckpointConfig {
             every_events: 1000,
             every_ms: 10_000,
             witness_file: None,
+            witness_url: None,
+            witness_token_env: None,
+            witness_token_file: None,
         }
     }
 }
@@ -519,11 +530,24 @@ impl ProcessorConfig {
         if c.every_ms == 0 {
             return Err(bad("checkpoint.every_ms", "must be positive"));
         }
-        if c.witness_file.is_none() {
-            return Err(bad(
-                "checkpoint.witness_file",
-                "required when a signing key is set (where the checkpoints go)",
-            ));
+        if let Some(url) = &c.witness_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| bad("checkpoint.witness_url", format!("not a URL ({e}): {url:?}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(bad("checkpoint.witness_url", format!("wants an http:// or https:// URL, got {url:?}")));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(bad(
+                    "checkpoint.witness_url",
+                    "credentials in the URL would be logged: use witness_token_env or witness_token_file",
+                ));
+            }
+        }
+        if c.witness_token_env.is_some() && c.witness_token_file.is_some() {
+            return Err(bad("checkpoint.witness_token_env", "set witness_token_env or witness_token_file, not both"));
+        }
+        if c.witness_url.is_none() && (c.witness_token_env.is_some() || c.witness_token_file.is_some()) {
+            return Err(bad("checkpoint.witness_url", "a witness token is set but no witness_url"));
         }
         Ok(Some(key))
     }
@@ -641,8 +665,14 @@ mod tests {
         std::fs::write(&key, audit_schema::checkpoint::SigningKey::from_seed(&[1; 32]).to_hex()).unwrap();
         let mut c = ProcessorConfig::default();
         c.checkpoint.signing_key_file = Some(key.clone());
-        cases.push((c.clone(), "checkpoint.witness_file"));
-        c.checkpoint.witness_file = Some("/tmp/witness.jsonl".into());
+        c.checkpoint.witness_url = Some("ftp://witness.example/".into());
+        cases.push((c.clone(), "checkpoint.witness_url"));
+        c.checkpoint.witness_url = Some("https://user:secret@witness.example/".into());
+        cases.push((c.clone(), "checkpoint.witness_url"));
+        c.checkpoint.witness_url = None;
+        c.checkpoint.witness_token_env = Some("AUDIT_WITNESS_TOKEN".into());
+        cases.push((c.clone(), "checkpoint.witness_url"));
+        c.checkpoint.witness_token_env = None;
         c.checkpoint.every_events = 0;
         cases.push((c, "checkpoint.every_events"));
         let mut c = ProcessorConfig::default();

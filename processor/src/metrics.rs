@@ -18,7 +18,8 @@ pub const LAG: &str = "audit_processor_lag_records";
 pub const PROCESSING_LATENCY: &str = "audit_processor_processing_seconds";
 /// Partitions currently owned.
 pub const ASSIGNED: &str = "audit_processor_assigned_partitions";
-/// Counter: signed checkpoints, by `result` (`written`, `failed`).
+/// Counter: signed checkpoints, by `result` (`published`: handed to the processed partition,
+/// `publish_failed`, `witness_failed`: a witness file or endpoint did not take one).
 pub const CHECKPOINTS: &str = "audit_processor_checkpoints_total";
 
 /// Metric handles.
@@ -83,6 +84,11 @@ impl ProcessorMetrics {
     /// Events published so far (quarantine entries included).
     pub fn processed_total(&self) -> u64 {
         self.processed.get()
+    }
+
+    /// Signed checkpoints published in the processed partitions so far.
+    pub fn checkpoints_published(&self) -> u64 {
+        self.checkpoints.with_label_values(&["published"]).get()
     }
 
     /// Records dead-lettered so far.

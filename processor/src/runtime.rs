@@ -365,8 +365,11 @@ impl Shared {
             while lane.state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // The head this lane leaves behind, signed once delivered.
+            // The head this lane leaves behind, signed once delivered (and its record delivered).
             self.checkpoint(&lane.state, None, true);
+            while lane.state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let left = lane.state.in_flight.load(Ordering::Acquire);
             if left > 0 {
                 tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
@@ -518,23 +521,40 @@ impl Shared {
     }
 
     /// Notes the lane's new head (`advanced`: the head and its raw offset) and signs the head when
-    /// one is due and delivered (`force`: whenever it is unsigned).
-    fn checkpoint(&self, state: &LaneState, advanced: Option<(&ChainHead, i64)>, force: bool) {
+    /// one is due and delivered (`force`: whenever it is unsigned). A signed checkpoint is
+    /// published in the lane's processed partition, after the event it covers, then witnessed.
+    fn checkpoint(&self, state: &Arc<LaneState>, advanced: Option<(&ChainHead, i64)>, force: bool) {
         let Some(checkpoints) = &self.checkpoints else { return };
         let chain = || chain_name(self.raw_topic(), state.partition);
         let acked = state.acked.load(Ordering::Acquire);
-        let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((head, raw_offset)) = advanced {
-            mark.advance(head, raw_offset);
-        }
-        match checkpoints.sign_due(&mut mark, &chain, acked, force) {
-            Ok(0) => {}
-            Ok(n) => self.metrics.checkpoints.with_label_values(&["written"]).inc_by(n),
-            Err(error) => {
-                self.metrics.checkpoints.with_label_values(&["failed"]).inc();
-                tracing::error!(%error, chain = chain(), "cannot write a checkpoint to the witness; retrying with the next one");
+        let signed = {
+            let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((head, raw_offset)) = advanced {
+                mark.advance(head, raw_offset);
             }
+            checkpoints.sign_due(&mut mark, &chain, acked, force)
+        };
+        for c in signed {
+            let published = self.publish_checkpoint(state, &c);
+            let result = if published { "published" } else { "publish_failed" };
+            self.metrics.checkpoints.with_label_values(&[result]).inc();
+            checkpoints.witness(&c);
+            tracing::debug!(chain = c.chain, seq = c.seq, published, "checkpoint signed");
         }
+    }
+
+    /// Sends checkpoint `c` to the lane's processed partition, marked by its `audit-record` header.
+    fn publish_checkpoint(&self, state: &Arc<LaneState>, c: &audit_schema::checkpoint::Checkpoint) -> bool {
+        use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
+        let Ok(payload) = serde_json::to_vec(c) else { return false };
+        let headers = OwnedHeaders::new().insert(Header { key: RECORD_HEADER, value: Some(RECORD_CHECKPOINT) });
+        let token = Box::new(Token { lane: state.clone(), raw_offset: None });
+        let record = BaseRecord::with_opaque_to(&self.settings.config.kafka.processed_topic, token)
+            .partition(state.partition)
+            .key(c.chain.as_bytes())
+            .payload(&payload[..])
+            .headers(headers);
+        self.send(state, record)
     }
 
     /// Hands a record to the producer, waiting while its queue is full; false when the lane must stop.
@@ -587,6 +607,9 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let Some(payload) = m.payload() else { continue };
+                if is_checkpoint_record(&m) {
+                    continue;
+                }
                 let Ok(value) = codec::event_value(payload) else { continue };
                 let Ok(link) = ChainLink::from_value(&value, &mut buf) else { continue };
                 let Some(offset) = value.pointer("/integrity/source/offset").and_then(serde_json::Value::as_i64) else {
@@ -607,6 +630,13 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     }
     let _ = reader.unassign();
     Ok(last)
+}
+
+/// A signed checkpoint travelling in the processed partition (not an event of the chain).
+fn is_checkpoint_record(m: &impl Message) -> bool {
+    use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
+    m.headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == RECORD_HEADER && h.value == Some(RECORD_CHECKPOINT.as_bytes())))
 }
 
 /// Checks that the three topics exist and raw and processed have the same partition count.
@@ -657,7 +687,8 @@ pub fn run_blocking(
         .create_with_context(DeliveryContext { fatal: fatal.clone(), shutting_down: shutting_down.clone() })
         .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
 
-    let checkpoints = crate::checkpoints::Checkpointer::open(&settings).map_err(RunError::Fatal)?;
+    let checkpoints =
+        crate::checkpoints::Checkpointer::open(&settings, metrics.checkpoints.clone()).map_err(RunError::Fatal)?;
     let shared = Arc::new(Shared {
         checkpoints,
         pipeline: Pipeline::new(&settings),
@@ -732,6 +763,9 @@ pub fn run_blocking(
         shared.producer.purge(PurgeConfig::default().queue().inflight());
     }
     let _ = shared.producer.flush(Duration::from_secs(5));
+    if let Some(checkpoints) = &shared.checkpoints {
+        checkpoints.close(Duration::from_secs(5));
+    }
     // The tail reader carries a group id (assign needs one): close it the bounded way too.
     let tail = shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(tail) = tail {

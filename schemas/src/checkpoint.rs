@@ -28,6 +28,14 @@ use crate::canonical;
 /// The `kind` of every checkpoint.
 pub const KIND: &str = "audit.checkpoint";
 
+/// The Kafka header naming what a processed-topic record holds. Events carry none (or `event`);
+/// a checkpoint record, published in its chain's partition after the event it covers, carries
+/// [`RECORD_CHECKPOINT`] and the checkpoint JSON as its payload.
+pub const RECORD_HEADER: &str = "audit-record";
+
+/// The [`RECORD_HEADER`] value of a checkpoint record.
+pub const RECORD_CHECKPOINT: &str = "checkpoint";
+
 /// One signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -48,6 +56,23 @@ pub struct Checkpoint {
     pub key_id: String,
     /// Base64 (standard, padded) Ed25519 signature.
     pub signature: String,
+}
+
+impl Checkpoint {
+    /// A stable identity for stores: `<chain>:<seq>:<signature>` (the same checkpoint delivered
+    /// twice has the same id; Ed25519 signatures are deterministic).
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.chain, self.seq, self.signature)
+    }
+
+    /// Reads a checkpoint record's payload (the JSON object above, nothing else).
+    pub fn from_json(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let c: Checkpoint = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+        if c.kind != KIND {
+            return Err(CheckpointError::Malformed(format!("kind is {:?}, not {KIND:?}", c.kind)));
+        }
+        Ok(c)
+    }
 }
 
 /// Why a checkpoint or key is not usable.
@@ -71,6 +96,9 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// Not a checkpoint object.
+    #[error("not a checkpoint: {0}")]
+    Malformed(String),
 }
 
 fn key_id_of(public: &ed25519_dalek::VerifyingKey) -> String {

@@ -268,4 +268,8 @@ impl Target for HttpTarget {
     fn conflicts(&self) -> Option<usize> {
         Some(self.receiver.documents(&format!("{INDEX}-conflicts")).len())
     }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        self.receiver.documents(&format!("{INDEX}-checkpoints"))
+    }
 }

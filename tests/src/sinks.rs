@@ -30,6 +30,8 @@ pub struct Processed {
     pub partitions: i32,
     /// What was published, per partition, in offset order (the event JSON).
     pub published: BTreeMap<i32, Vec<Value>>,
+    /// The signed checkpoints published, in publishing order (their JSON objects).
+    pub checkpoints: Vec<Value>,
     producer: ThreadedProducer<DefaultProducerContext>,
     heads: BTreeMap<i32, ChainHead>,
     pipeline: Pipeline,
@@ -57,7 +59,17 @@ impl Processed {
         config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
         let producer = config.create().expect("producer");
         let heads = (0..partitions).map(|p| (p, ChainHead::genesis(chain_name("audit.raw", p)))).collect();
-        Processed { bootstrap, topic, partitions, published: BTreeMap::new(), producer, heads, pipeline, next_raw: 0 }
+        Processed {
+            bootstrap,
+            topic,
+            partitions,
+            published: BTreeMap::new(),
+            checkpoints: Vec::new(),
+            producer,
+            heads,
+            pipeline,
+            next_raw: 0,
+        }
     }
 
     /// Publishes `n` more processed events spread over the partitions.
@@ -84,6 +96,34 @@ impl Processed {
             let out = self.pipeline.process(&raw, head);
             self.send(p, key.as_bytes(), &out.encoded);
             self.published.entry(p).or_default().push(out.value);
+        }
+        self.flush();
+    }
+
+    /// Signs the head of every partition that has events with `key` and publishes each checkpoint
+    /// in its partition as the processor does (an `audit-record: checkpoint` record).
+    pub fn publish_checkpoints(&mut self, key: &audit_schema::checkpoint::SigningKey) {
+        use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
+        use rdkafka::message::{Header, OwnedHeaders};
+        for (p, head) in &self.heads {
+            if head.seq == 0 {
+                continue;
+            }
+            let c = key.sign(&head.chain, head.seq, &head.hash, "2026-11-26T12:00:00.000Z");
+            let payload = serde_json::to_vec(&c).expect("checkpoint JSON");
+            let headers = OwnedHeaders::new().insert(Header { key: RECORD_HEADER, value: Some(RECORD_CHECKPOINT) });
+            let mut record =
+                BaseRecord::to(&self.topic).partition(*p).key(head.chain.as_bytes()).payload(&payload).headers(headers);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            self.checkpoints.push(serde_json::to_value(&c).expect("checkpoint JSON"));
         }
         self.flush();
     }
@@ -127,6 +167,8 @@ pub trait Target: Send + Sync {
     fn read_back(&self) -> BTreeMap<i32, Vec<Value>>;
     /// Conflicts the store kept for review (`None` when it keeps none beyond the metric).
     fn conflicts(&self) -> Option<usize>;
+    /// The signed checkpoints the store keeps (their JSON objects), in the order it keeps them.
+    fn checkpoints(&self) -> Vec<Value>;
 }
 
 /// JSONL files in a temporary directory.
@@ -145,6 +187,43 @@ impl JsonlTarget {
     /// A fresh directory, closed files compressed (`store.gzip_closed`).
     pub fn gzip() -> Self {
         JsonlTarget { gzip: true, ..Self::new() }
+    }
+
+    /// Every line of every file, parsed, per partition in file order.
+    fn lines(&self) -> BTreeMap<i32, Vec<Value>> {
+        let mut out = BTreeMap::new();
+        let Ok(parts) = std::fs::read_dir(self.dir.path()) else { return out };
+        for part in parts.flatten() {
+            let name = part.file_name().to_string_lossy().into_owned();
+            let Some(p) = name.strip_prefix("partition-").and_then(|s| s.parse::<i32>().ok()) else { continue };
+            // `<first offset>.jsonl` or `.jsonl.gz` (a file may be caught between the two: the
+            // compressed copy is complete before the plain one goes, so read one of each name).
+            let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+            for path in std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(".jsonl.gz") {
+                    files.insert(stem.to_owned(), path); // complete: preferred
+                } else if let Some(stem) = name.strip_suffix(".jsonl") {
+                    files.entry(stem.to_owned()).or_insert(path);
+                }
+            }
+            let lines: &mut Vec<Value> = out.entry(p).or_default();
+            for f in files.into_values() {
+                let text = if f.extension().is_some_and(|x| x == "gz") {
+                    let Ok(file) = std::fs::File::open(&f) else { continue }; // removed meanwhile
+                    std::io::read_to_string(flate2::read::GzDecoder::new(file)).expect("gzip file")
+                } else {
+                    match std::fs::read_to_string(&f) {
+                        Ok(text) => text,
+                        Err(_) => continue, // compressed and removed meanwhile: the .gz was read
+                    }
+                };
+                for line in text.lines() {
+                    lines.push(serde_json::from_str(line).expect("a JSON line"));
+                }
+            }
+        }
+        out
     }
 
     /// The directory.
@@ -174,40 +253,15 @@ impl Target for JsonlTarget {
     }
 
     fn read_back(&self) -> BTreeMap<i32, Vec<Value>> {
-        let mut out = BTreeMap::new();
-        let Ok(parts) = std::fs::read_dir(self.dir.path()) else { return out };
-        for part in parts.flatten() {
-            let name = part.file_name().to_string_lossy().into_owned();
-            let Some(p) = name.strip_prefix("partition-").and_then(|s| s.parse::<i32>().ok()) else { continue };
-            // `<first offset>.jsonl` or `.jsonl.gz` (a file may be caught between the two: the
-            // compressed copy is complete before the plain one goes, so read one of each name).
-            let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-            for path in std::fs::read_dir(part.path()).expect("dir").flatten().map(|e| e.path()) {
-                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                if let Some(stem) = name.strip_suffix(".jsonl.gz") {
-                    files.insert(stem.to_owned(), path); // complete: preferred
-                } else if let Some(stem) = name.strip_suffix(".jsonl") {
-                    files.entry(stem.to_owned()).or_insert(path);
-                }
-            }
-            let events: &mut Vec<Value> = out.entry(p).or_default();
-            for f in files.into_values() {
-                let text = if f.extension().is_some_and(|x| x == "gz") {
-                    let Ok(file) = std::fs::File::open(&f) else { continue }; // removed meanwhile
-                    std::io::read_to_string(flate2::read::GzDecoder::new(file)).expect("gzip file")
-                } else {
-                    match std::fs::read_to_string(&f) {
-                        Ok(text) => text,
-                        Err(_) => continue, // compressed and removed meanwhile: the .gz was read
-                    }
-                };
-                for line in text.lines() {
-                    let v: Value = serde_json::from_str(line).expect("a JSON line");
-                    events.push(v["event"].clone());
-                }
-            }
-        }
-        out
+        self.lines()
+            .into_iter()
+            .map(|(p, lines)| (p, lines.into_iter().filter_map(|mut l| l.get_mut("event").map(Value::take)).collect()))
+            .collect()
+    }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        let lines = self.lines().into_values().flatten();
+        lines.filter_map(|mut l| l.get_mut("checkpoint").map(Value::take)).collect()
     }
 
     fn conflicts(&self) -> Option<usize> {
@@ -301,6 +355,21 @@ impl Target for PostgresTarget {
                 n as usize
             })
         }))
+    }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        self.query(|url| {
+            Box::pin(async move {
+                let Ok(mut c) = PgConnection::connect(&url).await else { return Vec::new() };
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT checkpoint::text FROM audit_checkpoints ORDER BY kafka_partition, kafka_offset",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
+                rows.iter().map(|t| serde_json::from_str(t).expect("jsonb text")).collect()
+            })
+        })
     }
 }
 
@@ -397,6 +466,23 @@ impl Target for SqliteTarget {
             0,
         ))
     }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        self.query(
+            |mut c| {
+                Box::pin(async move {
+                    let rows: Vec<String> = sqlx::query_scalar(
+                        "SELECT checkpoint FROM audit_checkpoints ORDER BY kafka_partition, kafka_offset",
+                    )
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap_or_default();
+                    rows.iter().map(|t| serde_json::from_str(t).expect("checkpoint JSON")).collect()
+                })
+            },
+            Vec::new(),
+        )
+    }
 }
 
 /// A MongoDB database of its own on the shared server.
@@ -467,6 +553,16 @@ impl Target for MongoTarget {
 
     fn conflicts(&self) -> Option<usize> {
         Some(self.collection("audit_events_conflicts").len())
+    }
+
+    fn checkpoints(&self) -> Vec<Value> {
+        let mut docs: Vec<Value> = self
+            .collection("audit_events_checkpoints")
+            .into_iter()
+            .map(|d| serde_json::to_value(&d).expect("document as JSON"))
+            .collect();
+        docs.sort_by_key(|d| (d["kafkaPartition"].as_i64(), d["kafkaOffset"].as_i64()));
+        docs.into_iter().map(|mut d| d["checkpoint"].take()).collect()
     }
 }
 

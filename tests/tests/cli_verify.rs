@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use audit_sink::sink::{Sink, SinkRecord};
+use audit_sink::sink::{CheckpointRecord, Sink, SinkRecord};
 use auditctl::source::{jsonl_files, jsonl_partitions};
 use auditctl::{verify, Source, Verdict, VerifyReport, VerifyRequest};
 use serde_json::Value;
@@ -43,11 +43,29 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A private copy of the demo's JSONL directory.
+/// A private copy of the demo's JSONL directory, events only (the signed checkpoints the sink
+/// stored beside them left out, so the tampering tests see event lines alone).
 fn jsonl_copy() -> tempfile::TempDir {
+    let dir = jsonl_copy_with_checkpoints();
+    for (_, partition) in jsonl_partitions(dir.path()).unwrap() {
+        for file in jsonl_files(&partition).unwrap() {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let events: Vec<String> = text.lines().filter(|l| !is_checkpoint_line(l)).map(str::to_owned).collect();
+            write_lines(&file, &events);
+        }
+    }
+    dir
+}
+
+/// A private copy of the demo's JSONL directory as the sink wrote it.
+fn jsonl_copy_with_checkpoints() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&demo_dir().join("jsonl"), dir.path());
     dir
+}
+
+fn is_checkpoint_line(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).unwrap().get("checkpoint").is_some()
 }
 
 /// The lines of the first file of partition 0 (the tests tamper with that chain).
@@ -266,13 +284,24 @@ fn an_unreadable_source_exits_3_and_a_bad_one_names_the_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
 }
 
-/// The JSONL demo events as sink records, for loading other stores.
-fn records() -> Vec<SinkRecord> {
+/// The JSONL demo events and the checkpoints stored beside them as sink records, for loading
+/// other stores.
+fn records() -> (Vec<SinkRecord>, Vec<CheckpointRecord>) {
     let mut out = Vec::new();
+    let mut checkpoints = Vec::new();
     for (_, partition) in jsonl_partitions(&demo_dir().join("jsonl")).unwrap() {
         for file in jsonl_files(&partition).unwrap() {
             for line in std::fs::read_to_string(file).unwrap().lines() {
                 let wrapper: Value = serde_json::from_str(line).unwrap();
+                if let Some(c) = wrapper.get("checkpoint") {
+                    checkpoints.push(CheckpointRecord {
+                        partition: wrapper["partition"].as_i64().unwrap() as i32,
+                        offset: wrapper["offset"].as_i64().unwrap(),
+                        checkpoint: serde_json::from_value(c.clone()).unwrap(),
+                        json: c.to_string(),
+                    });
+                    continue;
+                }
                 let event = wrapper["event"].clone();
                 out.push(SinkRecord {
                     partition: wrapper["partition"].as_i64().unwrap() as i32,
@@ -285,21 +314,26 @@ fn records() -> Vec<SinkRecord> {
             }
         }
     }
-    out
+    (out, checkpoints)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
-    let records = tokio::task::spawn_blocking(records).await.unwrap();
+    let (records, checkpoints) = tokio::task::spawn_blocking(records).await.unwrap();
+    assert!(!checkpoints.is_empty(), "the demo's sinks store checkpoints");
     let victim = records[42].event_id.clone();
+    let keyed = VerifyRequest { public_keys: vec![demo_dir().join("keys/checkpoint.pub")], ..VerifyRequest::default() };
 
     let db = audit_tests::sinks::PostgresTarget::new(None).await;
     let sink = audit_sink::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
     sink.write(&records).await.unwrap();
+    sink.write_checkpoints(&checkpoints).await.unwrap();
     let source = Source::Postgres(db.url().to_owned());
-    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    let report = verify(&source, &keyed, &mut |_| {}).await.unwrap();
     assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
     assert_eq!(report.events, records.len() as u64);
+    assert_eq!(report.checkpoints, checkpoints.len() as u64, "the stored checkpoints are read and checked");
+    assert!(report.chains.iter().all(|c| c.checkpointed_seq == c.head_seq));
     {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
@@ -324,11 +358,14 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
     };
     let sink = audit_sink::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
     sink.write(&records).await.unwrap();
+    sink.write_checkpoints(&checkpoints).await.unwrap();
     let (base, query) = uri.split_once('?').unwrap_or((&uri, ""));
     let source: Source = format!("{}/{database}?{query}#audit_events", base.trim_end_matches('/')).parse().unwrap();
-    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    let report = verify(&source, &keyed, &mut |_| {}).await.unwrap();
     assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
     assert_eq!(report.events, records.len() as u64);
+    assert_eq!(report.checkpoints, checkpoints.len() as u64, "the stored checkpoints are read and checked");
+    assert!(report.chains.iter().all(|c| c.checkpointed_seq == c.head_seq));
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
     client
         .database(&database)
@@ -345,17 +382,25 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_processed_topic_itself_is_read_and_verified() {
     let mut processed = audit_tests::sinks::Processed::create(3).await;
+    let key = audit_schema::checkpoint::SigningKey::from_seed(&[5; 32]);
+    let keys = tempfile::tempdir().unwrap();
+    let public = keys.path().join("checkpoint.pub");
+    std::fs::write(&public, key.public().to_hex()).unwrap();
     let mut topic = tokio::task::spawn_blocking(move || {
         processed.publish(300);
+        processed.publish_checkpoints(&key);
         processed
     })
     .await
     .unwrap();
     let source: Source = format!("kafka://{}/{}", topic.bootstrap, topic.topic).parse().unwrap();
-    let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    let keyed = VerifyRequest { public_keys: vec![public], ..VerifyRequest::default() };
+    let report = verify(&source, &keyed, &mut |_| {}).await.unwrap();
     assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
     assert_eq!(report.events, 300);
     assert_eq!(report.chains.len(), 3);
+    assert_eq!(report.checkpoints, 3, "the checkpoint records in the topic are read and checked");
+    assert!(report.chains.iter().all(|c| c.checkpointed_seq == c.head_seq));
 
     // A record forged into partition 1 (a valid-looking event re-sealed at an existing seq).
     let mut forged = topic.published[&1][5].clone();
@@ -479,8 +524,46 @@ fn a_forged_checkpoint_fails_its_signature() {
 #[test]
 fn a_rewritten_chain_verifies_alone_but_not_against_its_checkpoint() {
     let dir = jsonl_copy();
-    // Rewrite partition 0 from its 5th event on: new content, fresh hashes, links all consistent.
-    let partition = dir.path().join("partition-0");
+    let changed_seq = rewrite_partition_0(dir.path());
+    let source = Source::Jsonl(dir.path().to_owned());
+    assert_eq!(run_verify(&source, &VerifyRequest::default()).verdict, Verdict::Intact, "links alone hold");
+    let report = run_verify(&source, &with_checkpoints());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let found = kinds(&report);
+    assert!(
+        !found.is_empty() && found.iter().all(|(k, s)| k == "checkpoint_mismatch" && *s >= changed_seq),
+        "{found:?}"
+    );
+}
+
+/// `--public-key` alone: the checkpoints the store holds beside the events.
+fn with_stored_checkpoints() -> VerifyRequest {
+    VerifyRequest { public_keys: vec![demo_dir().join("keys").join("checkpoint.pub")], ..VerifyRequest::default() }
+}
+
+#[test]
+fn the_checkpoints_a_sink_stored_are_checked_with_the_public_key_alone() {
+    let witnessed = std::fs::read_to_string(demo_dir().join("witness/checkpoints.jsonl")).unwrap().lines().count();
+    for source in [Source::Jsonl(demo_dir().join("jsonl")), Source::Sqlite(demo_dir().join("audit.db"))] {
+        let report = run_verify(&source, &with_stored_checkpoints());
+        assert_eq!(report.verdict, Verdict::Intact, "{source}: {:?}", kinds(&report));
+        assert_eq!(report.checkpoints, witnessed as u64, "{source}: every checkpoint reached the sink");
+        for chain in &report.chains {
+            assert_eq!(chain.checkpointed_seq, chain.head_seq, "{source}: {}", chain.chain);
+        }
+        // Without a key they are counted, not trusted.
+        let report = run_verify(&source, &VerifyRequest::default());
+        assert_eq!((report.checkpoints, report.unchecked_checkpoints), (0, witnessed as u64), "{source}");
+    }
+    let (code, out) = auditctl(&["verify", "--source", demo_dir().join("jsonl").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("pass --public-key"), "{out}");
+}
+
+/// Rewrites partition 0 of a JSONL copy from its 5th event on (new content, fresh hashes,
+/// consistent links), leaving checkpoint lines as they are; returns the first changed seq.
+fn rewrite_partition_0(dir: &Path) -> u64 {
+    let partition = dir.join("partition-0");
     let mut head: Option<String> = None;
     let mut index = 0;
     let mut changed_seq = 0;
@@ -488,6 +571,10 @@ fn a_rewritten_chain_verifies_alone_but_not_against_its_checkpoint() {
         let mut out = Vec::new();
         for line in std::fs::read_to_string(&file).unwrap().lines() {
             let mut wrapper: Value = serde_json::from_str(line).unwrap();
+            if wrapper.get("checkpoint").is_some() {
+                out.push(line.to_owned());
+                continue;
+            }
             let e = &mut wrapper["event"];
             if index >= 4 {
                 if index == 4 {
@@ -504,13 +591,73 @@ fn a_rewritten_chain_verifies_alone_but_not_against_its_checkpoint() {
         }
         write_lines(&file, &out);
     }
+    changed_seq
+}
+
+#[test]
+fn a_rewritten_chain_is_caught_by_the_checkpoints_its_own_store_holds() {
+    let dir = jsonl_copy_with_checkpoints();
+    let changed_seq = rewrite_partition_0(dir.path());
     let source = Source::Jsonl(dir.path().to_owned());
     assert_eq!(run_verify(&source, &VerifyRequest::default()).verdict, Verdict::Intact, "links alone hold");
-    let report = run_verify(&source, &with_checkpoints());
+    let report = run_verify(&source, &with_stored_checkpoints());
     assert_eq!(report.verdict, Verdict::Tampered);
     let found = kinds(&report);
     assert!(
         !found.is_empty() && found.iter().all(|(k, s)| k == "checkpoint_mismatch" && *s >= changed_seq),
         "{found:?}"
     );
+}
+
+#[test]
+fn a_cut_tail_is_caught_by_a_stored_checkpoint_unless_it_went_too_and_then_by_the_witness() {
+    // Cut the last three events of the longest chain, keeping its final checkpoint line.
+    let (chain, checkpointed) = newest_checkpoints().into_iter().max_by_key(|(_, s)| *s).unwrap();
+    let partition: i32 = chain.rsplit('/').next().unwrap().parse().unwrap();
+    let cut = |keep_checkpoints: bool| {
+        let dir = jsonl_copy_with_checkpoints();
+        let files = jsonl_files(&dir.path().join(format!("partition-{partition}"))).unwrap();
+        let last = files.last().unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(last).unwrap().lines().map(str::to_owned).collect();
+        let events: Vec<usize> = (0..lines.len()).filter(|i| !is_checkpoint_line(&lines[*i])).collect();
+        let gone: Vec<usize> = events[events.len() - 3..].to_vec();
+        let kept: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| !gone.contains(i) && (keep_checkpoints || !is_checkpoint_line(l) || *i < gone[0]))
+            .map(|(_, l)| l.clone())
+            .collect();
+        write_lines(last, &kept);
+        dir
+    };
+    let dir = cut(true);
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    assert_eq!(kinds(&report), vec![("truncated".to_owned(), checkpointed - 2)]);
+    assert_eq!(report.verdict, Verdict::Incomplete);
+
+    // Whoever cut the events also removed the checkpoints after them: the store alone cannot tell
+    // (docs/INTEGRITY.md), the witness can.
+    let dir = cut(false);
+    let source = Source::Jsonl(dir.path().to_owned());
+    assert_eq!(run_verify(&source, &with_stored_checkpoints()).verdict, Verdict::Intact);
+    let report = run_verify(&source, &with_checkpoints());
+    assert_eq!(kinds(&report), vec![("truncated".to_owned(), checkpointed - 2)]);
+}
+
+#[test]
+fn a_checkpoint_forged_into_a_store_fails_its_signature() {
+    let dir = jsonl_copy_with_checkpoints();
+    let file = jsonl_files(&dir.path().join("partition-0")).unwrap().pop().unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    let stored = lines.iter().find(|l| is_checkpoint_line(l)).cloned().expect("a stored checkpoint");
+    let mut forged: Value = serde_json::from_str(&stored).unwrap();
+    forged["checkpoint"]["hash"] = "0".repeat(64).into();
+    let seq = forged["checkpoint"]["seq"].as_u64().unwrap();
+    lines.push(forged.to_string());
+    write_lines(&file, &lines);
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.seq)).collect();
+    assert_eq!(found, vec![("forged_checkpoint", seq)]);
 }

@@ -48,8 +48,9 @@ const EXTERNAL_METRICS: &[&str] = &[
     "kube_cronjob_status_last_successful_time",
     "kafka_consumergroup_lag",
 ];
-/// Where the verify CronJob reads the public key of the checkpoint signatures.
-const PUBLIC_KEY: &str = "/etc/auditstream/checkpoint/public.key";
+/// Where the verify CronJob reads the public keys of the checkpoint signatures (a directory: the
+/// current key and every earlier one).
+const PUBLIC_KEYS: &str = "/etc/auditstream/checkpoint-keys";
 
 // ------------------------------------------------------------------------------------------ tools
 
@@ -326,6 +327,47 @@ fn mounted_config<'a>(
     Err(format!("nothing is mounted at {path}"))
 }
 
+/// `text` with each path under a directory the container mounts from a Secret moved to a file
+/// under `scratch` holding a placeholder (the hex of a throwaway Ed25519 seed, which every key file
+/// the binaries read at `--check-config` accepts), and the `(placeholder, mount)` directory pairs to
+/// map the effective config back.
+fn with_secret_placeholders(
+    text: &str,
+    pod: &Value,
+    container: &Value,
+    scratch: &Path,
+) -> (String, Vec<(String, String)>) {
+    let mut text = text.to_owned();
+    let mut moved = Vec::new();
+    for m in items(&container["volumeMounts"]) {
+        let secret = items(&pod["spec"]["volumes"])
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .and_then(|v| v["secret"]["secretName"].as_str());
+        let (Some(secret), Some(mount)) = (secret, m["mountPath"].as_str()) else { continue };
+        let prefix = format!("{}/", mount.trim_end_matches('/'));
+        let local = scratch.join("secrets").join(secret);
+        let mut rest = text.as_str();
+        let mut files = Vec::new();
+        while let Some(at) = rest.find(&prefix) {
+            let name: String = rest[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .collect();
+            files.push(name);
+            rest = &rest[at + prefix.len()..];
+        }
+        std::fs::create_dir_all(&local).expect("a placeholder directory");
+        for name in files.iter().filter(|n| !n.is_empty()) {
+            std::fs::write(local.join(name), "07".repeat(32)).expect("a placeholder file");
+        }
+        let placeholder = format!("{}/", local.display());
+        text = text.replace(&prefix, &placeholder);
+        moved.push((placeholder, prefix));
+    }
+    (text, moved)
+}
+
 /// Runs each Deployment's binary with `--check-config` on the TOML its ConfigMap holds and the
 /// environment the Deployment declares; returns the workloads with their effective configs.
 fn check_configs(tools: &Tools, objects: &[Value], problems: &mut Vec<String>) -> Vec<Workload> {
@@ -364,6 +406,7 @@ fn check_configs(tools: &Tools, objects: &[Value], problems: &mut Vec<String>) -
                 continue;
             }
         };
+        let (text, moved) = with_secret_placeholders(text, pod, container, dir.path());
         let file = dir.path().join(format!("{}.toml", name(d)));
         std::fs::write(&file, text).expect("writing the rendered config");
         if container.get("envFrom").is_some() {
@@ -398,7 +441,11 @@ fn check_configs(tools: &Tools, objects: &[Value], problems: &mut Vec<String>) -
             ));
             continue;
         }
-        match toml_document(tools, &String::from_utf8_lossy(&out.stdout)) {
+        let mut effective = String::from_utf8_lossy(&out.stdout).into_owned();
+        for (placeholder, mount) in &moved {
+            effective = effective.replace(placeholder, mount);
+        }
+        match toml_document(tools, &effective) {
             Ok(config) => workloads.push(Workload { deployment: name(d).to_owned(), binary: *binary, config }),
             Err(e) => {
                 problems.push(format!("{}: the effective config printed by --check-config does not parse: {e}", id(d)))
@@ -691,15 +738,21 @@ fn deployment_problems(objects: &[Value], workloads: &[Workload]) -> Vec<String>
             }
         }
         if w.binary == Binary::Processor {
+            // Checkpoints on, signed with the key file of the Secret mounted for it.
+            let key_file = w.config["checkpoint"]["signing_key_file"].as_str().unwrap_or("");
             let mounted = items(&c["volumeMounts"]).iter().any(|m| {
-                m["mountPath"].as_str().map(|p| p.trim_end_matches('/')) == Some("/etc/auditstream/checkpoint")
-                    && items(&spec["volumes"])
-                        .iter()
-                        .any(|v| v["name"] == m["name"] && v["secret"]["secretName"] == "auditstream-checkpoint-key")
+                m["mountPath"].as_str().is_some_and(|p| {
+                    let dir = p.trim_end_matches('/');
+                    key_file.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+                }) && items(&spec["volumes"])
+                    .iter()
+                    .any(|v| v["name"] == m["name"] && v["secret"]["secretName"] == "auditstream-checkpoint-key")
             });
-            if !mounted {
+            if key_file.is_empty() {
+                problems.push(format!("{who}: checkpoint.signing_key_file is not set: no signed checkpoints"));
+            } else if !mounted {
                 problems.push(format!(
-                    "{who}: the Secret auditstream-checkpoint-key is not mounted at /etc/auditstream/checkpoint"
+                    "{who}: checkpoint.signing_key_file {key_file} is not in a mount of the Secret auditstream-checkpoint-key"
                 ));
             }
         }
@@ -1147,11 +1200,16 @@ fn verify_problems(objects: &[Value]) -> Vec<String> {
                 "{who}: --source must be $(VAR) with VAR from a Secret (the sink URL holds credentials)"
             ));
         }
-        let key_dir = PUBLIC_KEY.rsplit_once('/').map_or("", |(d, _)| d);
-        if after("--public-key") != Some(PUBLIC_KEY)
-            || !items(&c["volumeMounts"]).iter().any(|m| m["mountPath"] == key_dir)
-        {
-            problems.push(format!("{who}: --public-key must be {PUBLIC_KEY}, with a volume mounted at {key_dir}"));
+        let keys_from_config_map = items(&c["volumeMounts"]).iter().any(|m| {
+            m["mountPath"] == PUBLIC_KEYS
+                && items(&spec["volumes"])
+                    .iter()
+                    .any(|v| v["name"] == m["name"] && v["configMap"]["name"] == "auditstream-checkpoint-public-keys")
+        });
+        if after("--public-key") != Some(PUBLIC_KEYS) || !keys_from_config_map {
+            problems.push(format!(
+                "{who}: --public-key must be {PUBLIC_KEYS}, the ConfigMap auditstream-checkpoint-public-keys mounted there"
+            ));
         }
         if job["backoffLimit"] != 0 {
             problems.push(format!(
@@ -1323,7 +1381,7 @@ fn the_overlay_checks_catch_each_break() {
     shipped.extend(invariant_problems(&r.objects, &r.workloads, &docs));
     assert_no_problems("production as shipped", &shipped);
     type Break = fn(&mut Vec<Value>);
-    let breaks: [(&str, Break, &str); 7] = [
+    let breaks: [(&str, Break, &str); 9] = [
         (
             "KEDA past the partition count",
             |o| set(o, "ScaledObject", "audit-processor", "/spec/maxReplicaCount", json!(13)),
@@ -1382,6 +1440,31 @@ fn the_overlay_checks_catch_each_break() {
                 )
             },
             "metric audit_processor_lagg is defined nowhere",
+        ),
+        (
+            "the signing key from another Secret",
+            |o| {
+                let volumes = pointer(o, "Deployment", "audit-processor", "/spec/template/spec/volumes");
+                for v in volumes.as_array_mut().expect("volumes") {
+                    if v["secret"]["secretName"] == "auditstream-checkpoint-key" {
+                        v["secret"]["secretName"] = json!("somewhere-else");
+                    }
+                }
+            },
+            "is not in a mount of the Secret auditstream-checkpoint-key",
+        ),
+        (
+            "verification with one key file instead of every key",
+            |o| {
+                let args =
+                    pointer(o, "CronJob", "audit-verify", "/spec/jobTemplate/spec/template/spec/containers/0/args");
+                for a in args.as_array_mut().expect("args") {
+                    if a == PUBLIC_KEYS {
+                        *a = json!(format!("{PUBLIC_KEYS}/key-1.pub"));
+                    }
+                }
+            },
+            "--public-key must be /etc/auditstream/checkpoint-keys",
         ),
     ];
     for (what, apply, expected) in breaks {

@@ -221,3 +221,100 @@ async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_ch
     let resumed_mid_chain = resume_points(&log).into_iter().filter(|(_, seq)| *seq > 0).count();
     assert!(resumed_mid_chain >= kills, "only {resumed_mid_chain} lanes resumed mid-chain over {kills} restarts");
 }
+
+/// Waits until `loader` sent everything and the processor published it, then stops the processor.
+fn run_until_processed(t: &Topology, log: &std::path::Path, env: &[(&str, &str)], total: usize) {
+    let mut child = t.spawn_processor(PROCESSOR, log, env);
+    let got = wait_processed(t, total, Duration::from_secs(90));
+    assert_eq!(got.values().map(Vec::len).sum::<usize>(), total, "processed everything");
+    terminate(&child);
+    assert!(child.wait().unwrap().success(), "SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_follow_their_events_reach_both_witnesses_and_a_restart_resumes_past_them() {
+    use audit_schema::checkpoint::{Checkpoint, SigningKey, RECORD_CHECKPOINT, RECORD_HEADER};
+    let t = Topology::create(2, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_seed(&[9; 32]);
+    let key_file = dir.path().join("checkpoint.key");
+    std::fs::write(&key_file, key.to_hex()).unwrap();
+    let witness_file = dir.path().join("witness").join("checkpoints.jsonl");
+    let receiver = audit_tests::http_receiver::Receiver::start();
+    receiver.state().authorization = Some("Bearer witness-token".into());
+    let (key_path, witness_path, url) =
+        (key_file.display().to_string(), witness_file.display().to_string(), receiver.url("/witness/checkpoints"));
+    let env = [
+        ("AUDIT_CHECKPOINT__SIGNING_KEY_FILE", key_path.as_str()),
+        ("AUDIT_CHECKPOINT__EVERY_EVENTS", "40"),
+        ("AUDIT_CHECKPOINT__EVERY_MS", "600000"),
+        ("AUDIT_CHECKPOINT__WITNESS_FILE", witness_path.as_str()),
+        ("AUDIT_CHECKPOINT__WITNESS_URL", url.as_str()),
+        ("AUDIT_CHECKPOINT__WITNESS_TOKEN_ENV", "AUDIT_TEST_WITNESS_TOKEN"),
+        ("AUDIT_TEST_WITNESS_TOKEN", "witness-token"),
+    ];
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let first = Loader::start(&t.bootstrap, &t.raw, 2000, 200).wait();
+    run_until_processed(&t, &log, &env, first as usize);
+    // The second run starts with a checkpoint record at the tail of every partition.
+    let second = Loader::start(&t.bootstrap, &t.raw, 2000, 100).wait();
+    run_until_processed(&t, &log, &env, (first + second) as usize);
+
+    let records = read_topic(&t.bootstrap, &t.processed, (first + second) as usize + 4, Duration::from_secs(2));
+    let mut by_partition: BTreeMap<i32, Vec<&audit_tests::kafka::Record>> = BTreeMap::new();
+    for r in &records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut published = Vec::new();
+    for (p, mut records) in by_partition {
+        records.sort_by_key(|r| r.offset);
+        // seq -> (offset of its event, hash)
+        let mut events: BTreeMap<u64, (i64, String)> = BTreeMap::new();
+        let mut signed = Vec::new();
+        for r in &records {
+            if r.header(RECORD_HEADER) == Some(RECORD_CHECKPOINT) {
+                let c = Checkpoint::from_json(&r.payload).expect("a checkpoint record holds a checkpoint");
+                key.public().verify(&c).expect("signed by the processor's key");
+                let (event_offset, hash) = events.get(&c.seq).expect("the covered event came before its checkpoint");
+                assert!(*event_offset < r.offset);
+                assert_eq!(*hash, c.hash, "partition {p}: the checkpoint signs the event's hash");
+                signed.push(c.seq);
+                published.push(c);
+            } else {
+                let e = audit_schema::codec::event_value(&r.payload).unwrap();
+                let seq = e["integrity"]["seq"].as_u64().unwrap();
+                events.insert(seq, (r.offset, e["integrity"]["hash"].as_str().unwrap().to_owned()));
+            }
+        }
+        let head = *events.keys().last().unwrap();
+        assert!(signed.windows(2).all(|w| w[0] < w[1]), "partition {p}: checkpoints in seq order: {signed:?}");
+        assert_eq!(signed.last(), Some(&head), "partition {p}: the final head is signed");
+        // The head the first run left behind was signed when its lane was released.
+        for (_, resumed) in resume_points(&log).into_iter().filter(|(q, s)| *q == p && *s > 0) {
+            assert!(signed.contains(&resumed), "partition {p}: head {resumed} of the first run signed: {signed:?}");
+        }
+        // Besides those, one every 40 events or so (a due head is signed once it is delivered).
+        assert!(signed.len() as u64 > head / 80, "partition {p}: {signed:?} for {head} events");
+    }
+    // The chains continue across the restart as if no checkpoint record were there.
+    let processed = t.read_processed((first + second) as usize);
+    assert_exactly_once(&t, &processed, &raw_counts(&t, (first + second) as usize));
+
+    let witnessed: Vec<Checkpoint> = std::fs::read_to_string(&witness_file)
+        .unwrap()
+        .lines()
+        .map(|l| Checkpoint::from_json(l.as_bytes()).unwrap())
+        .collect();
+    let key_of = |c: &Checkpoint| (c.chain.clone(), c.seq, c.signature.clone());
+    let mut want: Vec<_> = published.iter().map(key_of).collect();
+    want.sort();
+    let mut got: Vec<_> = witnessed.iter().map(key_of).collect();
+    got.sort();
+    assert_eq!(got, want, "the witness file holds every published checkpoint");
+    let posted: Vec<Checkpoint> =
+        receiver.state().posted.iter().map(|v| serde_json::from_value(v.clone()).unwrap()).collect();
+    let mut got: Vec<_> = posted.iter().map(key_of).collect();
+    got.sort();
+    assert_eq!(got, want, "the HTTP witness received every published checkpoint, with its token");
+}

@@ -1,7 +1,8 @@
 //! One conformance suite, written once and run against every sink with real servers: ordering
 //! within a partition and a chain that verifies when read back, duplicate deliveries absorbed, a
-//! conflicting duplicate flagged, a poison record dead-lettered while the lane goes on, and `kill -9`
-//! of the sink process at random moments under load.
+//! conflicting duplicate flagged, a poison record dead-lettered while the lane goes on, signed
+//! checkpoints stored beside the events (once each), and `kill -9` of the sink process at random
+//! moments under load.
 
 use std::time::Duration;
 
@@ -172,6 +173,52 @@ async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
     assert!(sink.child.wait().unwrap().success());
 }
 
+async fn stores_each_checkpoint_once_beside_the_events(target: &dyn Target) {
+    let key = audit_schema::checkpoint::SigningKey::from_seed(&[7; 32]);
+    let mut processed = Processed::create(2).await;
+    processed.publish(40);
+    processed.publish_checkpoints(&key);
+    processed.publish(40);
+    processed.publish_checkpoints(&key);
+    // The last checkpoints delivered again (a redelivery is the same checkpoint, stored once).
+    processed.publish_checkpoints(&key);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("sink.log");
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &[]);
+    // Checkpoints are not events: exactly the published events are stored as events.
+    assert_stored_exactly(target, &processed, &log);
+    // Compared in one field order (a store such as jsonb may keep its own).
+    let text = |c: &Value| {
+        let c: audit_schema::checkpoint::Checkpoint = serde_json::from_value(c.clone()).expect("a checkpoint");
+        serde_json::to_string(&c).unwrap()
+    };
+    let unique: std::collections::BTreeSet<String> = processed.checkpoints.iter().map(text).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = target.checkpoints();
+    while stored.len() < unique.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stored = target.checkpoints();
+    }
+    let got: std::collections::BTreeSet<String> = stored.iter().map(text).collect();
+    assert_eq!(got, unique, "{}: the stored checkpoints are the published ones", target.name());
+    assert_eq!(stored.len(), unique.len(), "{}: a redelivered checkpoint is stored once", target.name());
+    for c in &stored {
+        let c: audit_schema::checkpoint::Checkpoint = serde_json::from_value(c.clone()).unwrap();
+        key.public().verify(&c).unwrap_or_else(|e| panic!("{}: a stored checkpoint verifies: {e}", target.name()));
+    }
+    let mut counted = 0.0;
+    for _ in 0..50 {
+        counted = metric(&http_get(sink.port, "/metrics").unwrap_or_default(), "audit_sink_checkpoints_total");
+        if counted >= processed.checkpoints.len() as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(counted, processed.checkpoints.len() as f64, "{}: every checkpoint record counted", target.name());
+    terminate(&sink.child);
+    assert!(sink.child.wait().unwrap().success());
+}
+
 macro_rules! conformance {
     ($store:ident, $target:expr) => {
         mod $store {
@@ -200,6 +247,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn keeps_every_event_when_its_lane_falls_behind() {
                 super::keeps_every_event_when_its_lane_falls_behind(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stores_each_signed_checkpoint_once_beside_the_events() {
+                stores_each_checkpoint_once_beside_the_events(&$target).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

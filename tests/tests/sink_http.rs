@@ -108,10 +108,13 @@ async fn an_event_the_receiver_refuses_is_dead_lettered_and_its_neighbours_are_s
     sink.child.wait().unwrap();
 }
 
-/// Runs a sink with `env` against `receiver` until `n` events were posted; the requests.
+/// Runs a sink with `env` against `receiver` until `n` events and then the signed checkpoint
+/// published after them were posted; what was posted.
 async fn post_through(receiver: &Receiver, env: &[(&str, &str)], n: u64) -> (Processed, Vec<Value>) {
     let mut processed = Processed::create(1).await;
     processed.publish(n);
+    processed.publish_checkpoints(&audit_schema::checkpoint::SigningKey::from_seed(&[3; 32]));
+    let n = n + 1;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("sink.log");
     let none = NoTarget;
@@ -148,6 +151,9 @@ impl Target for NoTarget {
     fn conflicts(&self) -> Option<usize> {
         None
     }
+    fn checkpoints(&self) -> Vec<Value> {
+        Vec::new()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +175,8 @@ async fn ndjson_and_json_array_bodies_carry_every_event_as_published() {
             ("AUDIT_STORE__HEADERS__X-Audit-Source", "auditstream-tests"),
         ];
         let (processed, posted) = post_through(&receiver, &env, 60).await;
-        assert_eq!(posted, processed.published[&0], "{format}: every event, in order, exactly as published");
+        assert_eq!(posted[..60], processed.published[&0], "{format}: every event, in order, exactly as published");
+        assert_eq!(posted[60..], processed.checkpoints, "{format}: then the signed checkpoint, as itself");
         let state = receiver.state();
         let request = state.requests.iter().find(|r| r.uri == "/ingest").expect("a request");
         assert_eq!(request.headers.get("content-type").map(String::as_str), Some(content_type), "{format}");
@@ -198,8 +205,13 @@ async fn splunk_hec_events_carry_time_source_and_the_token() {
         ("TEST_HEC_TOKEN", "0e5b-hec-token"),
     ];
     let (processed, posted) = post_through(&receiver, &env, 30).await;
-    assert_eq!(posted, processed.published[&0], "every event, in order, exactly as published");
+    assert_eq!(posted[..30], processed.published[&0], "every event, in order, exactly as published");
+    assert_eq!(posted[30..], processed.checkpoints, "then the signed checkpoint");
     let state = receiver.state();
+    let last = state.requests.iter().rev().find(|r| r.uri.starts_with("/services/collector")).expect("a request");
+    let envelope: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(envelope["sourcetype"], "auditstream:checkpoint");
+    assert_eq!(envelope["fields"]["chain"], processed.checkpoints[0]["chain"]);
     let body = &state.requests.iter().find(|r| r.uri.starts_with("/services/collector")).expect("a request").body;
     let first: Value = serde_json::Deserializer::from_slice(body).into_iter::<Value>().next().unwrap().unwrap();
     assert_eq!(first["sourcetype"], "auditstream:event");

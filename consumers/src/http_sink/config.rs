@@ -70,8 +70,10 @@ pub struct HttpSinkConfig {
     pub index: Option<String>,
     /// Elasticsearch index that keeps conflicts for review (default `<index>-conflicts`).
     pub conflicts_index: Option<String>,
-    /// Splunk `sourcetype`.
+    /// Splunk `sourcetype` of events.
     pub sourcetype: String,
+    /// Splunk `sourcetype` of signed checkpoints.
+    pub checkpoint_sourcetype: String,
     /// Splunk `source`.
     pub source: String,
     /// Authentication.
@@ -92,6 +94,7 @@ impl Default for HttpSinkConfig {
             index: None,
             conflicts_index: None,
             sourcetype: "auditstream:event".into(),
+            checkpoint_sourcetype: "auditstream:checkpoint".into(),
             source: "auditstream".into(),
             auth: AuthConfig::default(),
             headers: BTreeMap::new(),

@@ -11,6 +11,11 @@
 //! `integrity.hash` back (`_mget`) to count a duplicate or keep a conflict (in
 //! `<index>-conflicts`). The other formats carry `eventId` in every event for the receiver to
 //! deduplicate; the sink cannot tell duplicates there.
+//!
+//! Signed checkpoints that travel in the processed partition are sent too, in their own request:
+//! as themselves (`"kind":"audit.checkpoint"`) in `ndjson` and `json_array`, as HEC events of
+//! `store.checkpoint_sourcetype`, and as `create`s into `<index>-checkpoints` with
+//! `_id = <chain>:<seq>:<signature>` (409: already there, a duplicate).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +25,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use super::config::{AuthScheme, HttpFormat, HttpSinkConfig};
-use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 
 /// The HTTP sink.
 #[derive(Debug, Clone)]
@@ -31,6 +36,10 @@ pub struct HttpSink {
     index: String,
     conflicts_index: String,
     splunk: (String, String, Option<String>),
+    /// Splunk `sourcetype` of checkpoints.
+    checkpoint_sourcetype: String,
+    /// `<index>-checkpoints`, for the elasticsearch format.
+    checkpoints_index: String,
     /// `…/<index>/_mget`, for the elasticsearch format.
     mget_url: String,
 }
@@ -112,9 +121,11 @@ impl HttpSink {
             client,
             mget_url: format!("{base}/{index}/_mget"),
             conflicts_index: config.conflicts_index.clone().unwrap_or_else(|| format!("{index}-conflicts")),
+            checkpoints_index: format!("{index}-checkpoints"),
             index,
             format: config.format,
             splunk: (config.source.clone(), config.sourcetype.clone(), config.index.clone()),
+            checkpoint_sourcetype: config.checkpoint_sourcetype.clone(),
             url,
         })
     }
@@ -124,23 +135,8 @@ impl HttpSink {
         let size = batch.iter().map(|r| r.json.len() + 128).sum();
         let mut out = Vec::with_capacity(size);
         match self.format {
-            HttpFormat::Ndjson => {
-                for r in batch {
-                    out.extend_from_slice(r.json.as_bytes());
-                    out.push(b'\n');
-                }
-                (out, "application/x-ndjson")
-            }
-            HttpFormat::JsonArray => {
-                out.push(b'[');
-                for (i, r) in batch.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(r.json.as_bytes());
-                }
-                out.push(b']');
-                (out, "application/json")
+            HttpFormat::Ndjson | HttpFormat::JsonArray => {
+                plain_body(self.format, batch.iter().map(|r| r.json.as_str()), out)
             }
             HttpFormat::SplunkHec => {
                 let (source, sourcetype, index) = &self.splunk;
@@ -166,6 +162,41 @@ impl HttpSink {
             HttpFormat::Elasticsearch => {
                 for r in batch {
                     bulk_create(&mut out, &self.index, &r.event_id, &r.json);
+                }
+                (out, "application/x-ndjson")
+            }
+        }
+    }
+
+    /// The request body for a run of checkpoints, and its content type.
+    pub fn checkpoint_body(&self, batch: &[CheckpointRecord]) -> (Vec<u8>, &'static str) {
+        let mut out = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 160).sum());
+        match self.format {
+            HttpFormat::Ndjson | HttpFormat::JsonArray => {
+                plain_body(self.format, batch.iter().map(|r| r.json.as_str()), out)
+            }
+            HttpFormat::SplunkHec => {
+                let (source, _, index) = &self.splunk;
+                for r in batch {
+                    let time = chrono::DateTime::parse_from_rfc3339(&r.checkpoint.time)
+                        .map(|t| json!(t.timestamp_millis() as f64 / 1000.0))
+                        .unwrap_or(Value::Null);
+                    let mut envelope = json!({
+                        "time": time, "source": source, "sourcetype": self.checkpoint_sourcetype,
+                        "fields": {"chain": r.checkpoint.chain, "seq": r.checkpoint.seq},
+                        "event": r.checkpoint,
+                    });
+                    if let Some(index) = index {
+                        envelope["index"] = Value::String(index.clone());
+                    }
+                    out.extend_from_slice(envelope.to_string().as_bytes());
+                    out.push(b'\n');
+                }
+                (out, "application/json")
+            }
+            HttpFormat::Elasticsearch => {
+                for r in batch {
+                    bulk_create(&mut out, &self.checkpoints_index, &r.id(), &r.json);
                 }
                 (out, "application/x-ndjson")
             }
@@ -304,6 +335,30 @@ impl HttpSink {
     }
 }
 
+/// An `ndjson` or `json_array` body of `items` (JSON texts) in `out`, and its content type.
+fn plain_body<'a>(
+    format: HttpFormat,
+    items: impl Iterator<Item = &'a str>,
+    mut out: Vec<u8>,
+) -> (Vec<u8>, &'static str) {
+    if format == HttpFormat::Ndjson {
+        for item in items {
+            out.extend_from_slice(item.as_bytes());
+            out.push(b'\n');
+        }
+        return (out, "application/x-ndjson");
+    }
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.as_bytes());
+    }
+    out.push(b']');
+    (out, "application/json")
+}
+
 fn bulk_create(out: &mut Vec<u8>, index: &str, id: &str, source: &str) {
     let action = json!({"create": {"_index": index, "_id": id}});
     out.extend_from_slice(action.to_string().as_bytes());
@@ -368,6 +423,37 @@ impl Sink for HttpSink {
         let (body, content_type) = self.body(batch);
         self.post(&self.url, body, content_type).await?;
         Ok(WriteOutcome { written: batch.len() as u64, ..WriteOutcome::default() })
+    }
+
+    async fn write_checkpoints(&self, batch: &[CheckpointRecord]) -> Result<WriteOutcome, SinkError> {
+        let (body, content_type) = self.checkpoint_body(batch);
+        let response = self.post(&self.url, body, content_type).await?;
+        if self.format != HttpFormat::Elasticsearch {
+            return Ok(WriteOutcome { written: batch.len() as u64, ..WriteOutcome::default() });
+        }
+        let response: Value =
+            response.json().await.map_err(|e| SinkError::retriable(format!("_bulk response: {e}")))?;
+        let mut outcome = WriteOutcome::default();
+        for item in response["items"].as_array().into_iter().flatten() {
+            let item = item.get("create").unwrap_or(item);
+            match item["status"].as_u64() {
+                Some(200..=299) => outcome.written += 1,
+                // The id names the signed content: already there is the same checkpoint.
+                Some(409) => outcome.duplicates += 1,
+                status => {
+                    let status = StatusCode::from_u16(status.unwrap_or(502) as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+                    return Err(classify(status, format!("checkpoint: {} {}", status, item["error"]), None));
+                }
+            }
+        }
+        if outcome.written + outcome.duplicates != batch.len() as u64 {
+            return Err(SinkError::retriable(format!(
+                "_bulk answered {} items for {} checkpoints",
+                outcome.written + outcome.duplicates,
+                batch.len()
+            )));
+        }
+        Ok(outcome)
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Layout: `<dir>/partition-<p>/<first offset, 20 digits>.jsonl`; each line is
 //! `{"partition":p,"offset":o,"event":{…}}` with the event exactly as published (its JSON form), so
-//! `auditctl verify` hashes `.event`. On assignment the newest file of the partition is read from
+//! `auditctl verify` hashes `.event`; a signed checkpoint that travelled in the partition is the
+//! line `{"partition":p,"offset":o,"checkpoint":{…}}`, in offset order with the events. On assignment the newest file of the partition is read from
 //! its end: a torn last line (a crash mid-write) is cut, and the offset of the last complete line
 //! tells which records are already there; they are skipped when redelivered.
 //!
@@ -22,8 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::config::JsonlConfig;
-use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 
+/// How many recent checkpoint ids per partition are remembered to absorb a redelivery.
+const RECENT_CHECKPOINTS: usize = 256;
 /// How many recent event ids per partition are remembered to notice a conflicting duplicate.
 const RECENT_IDS: usize = 100_000;
 
@@ -34,6 +37,8 @@ struct Series {
     last_offset: Option<i64>,
     recent: HashMap<String, String>,
     order: VecDeque<String>,
+    /// Ids of the newest checkpoints written, to absorb a redelivery.
+    recent_checkpoints: VecDeque<String>,
 }
 
 /// The JSONL file sink.
@@ -184,7 +189,34 @@ impl JsonlSink {
                 self.compress_in_background(closed);
             }
         }
-        Ok(Series { dir, file, last_offset, recent: HashMap::new(), order: VecDeque::new() })
+        Ok(Series {
+            dir,
+            file,
+            last_offset,
+            recent: HashMap::new(),
+            order: VecDeque::new(),
+            recent_checkpoints: VecDeque::new(),
+        })
+    }
+
+    /// The open series of `partition` (opened on first use).
+    fn series_of<'a>(&self, all: &'a mut HashMap<i32, Series>, partition: i32) -> Result<&'a mut Series, SinkError> {
+        Ok(match all.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.open_series(partition)?),
+        })
+    }
+
+    /// Appends `lines` to the series and fsyncs them; false when there was nothing to write.
+    fn append(&self, s: &mut Series, lines: &Lines) -> Result<bool, SinkError> {
+        let (Some(first), Some(last)) = (lines.first, lines.last) else { return Ok(false) };
+        self.rotate_if_due(s, first)?;
+        let Some((file, path, bytes, _)) = s.file.as_mut() else { return Err(SinkError::retriable("no open file")) };
+        file.write_all(&lines.buf).map_err(|e| io(path, e))?;
+        file.sync_data().map_err(|e| io(path, e))?;
+        *bytes += lines.buf.len() as u64;
+        s.last_offset = Some(last);
+        Ok(true)
     }
 
     fn is_compressing(&self, plain: &Path) -> bool {
@@ -232,6 +264,35 @@ impl JsonlSink {
     }
 }
 
+/// The lines of one write, `{"partition":p,"offset":o,"<field>":…}`, after what is stored.
+struct Lines {
+    buf: Vec<u8>,
+    /// Offset of the first new line.
+    first: Option<i64>,
+    /// Offset of the last line, stored or new.
+    last: Option<i64>,
+}
+
+impl Lines {
+    fn new(stored: Option<i64>, capacity: usize) -> Lines {
+        Lines { buf: Vec::with_capacity(capacity), first: None, last: stored }
+    }
+
+    /// Whether the record at `offset` is already stored (or in these lines).
+    fn has(&self, offset: i64) -> bool {
+        self.last.is_some_and(|l| offset <= l)
+    }
+
+    /// Adds the line of the record at `offset`, its `field` holding `json`.
+    fn push(&mut self, partition: i32, offset: i64, field: &str, json: &str) {
+        self.first.get_or_insert(offset);
+        self.buf.extend_from_slice(format!("{{\"partition\":{partition},\"offset\":{offset},\"{field}\":").as_bytes());
+        self.buf.extend_from_slice(json.as_bytes());
+        self.buf.extend_from_slice(b"}\n");
+        self.last = Some(offset);
+    }
+}
+
 impl Sink for JsonlSink {
     fn name(&self) -> &'static str {
         "jsonl"
@@ -247,18 +308,13 @@ impl Sink for JsonlSink {
     async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
         let Some(first) = batch.first() else { return Ok(WriteOutcome::default()) };
         let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = match all.entry(first.partition) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.open_series(first.partition)?),
-        };
+        let s = self.series_of(&mut all, first.partition)?;
         let mut outcome = WriteOutcome::default();
-        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 48).sum());
-        let mut last = s.last_offset;
-        let mut first_new = None;
+        let mut lines = Lines::new(s.last_offset, batch.iter().map(|r| r.json.len() + 48).sum());
         // Ids of this batch: a duplicate can arrive in the same batch as its original.
         let mut in_batch: HashMap<&str, &str> = HashMap::new();
         for r in batch {
-            if last.is_some_and(|l| r.offset <= l) {
+            if lines.has(r.offset) {
                 outcome.duplicates += 1;
                 continue;
             }
@@ -273,22 +329,12 @@ impl Sink for JsonlSink {
                 // Kept in the file all the same: the file is the record of what arrived.
                 outcome.conflicts.push(r.conflict_with(stored.to_owned()));
             }
-            first_new.get_or_insert(r.offset);
-            buf.extend_from_slice(
-                format!("{{\"partition\":{},\"offset\":{},\"event\":", r.partition, r.offset).as_bytes(),
-            );
-            buf.extend_from_slice(r.json.as_bytes());
-            buf.extend_from_slice(b"}\n");
-            last = Some(r.offset);
+            lines.push(r.partition, r.offset, "event", &r.json);
             outcome.written += 1;
         }
-        let Some(first_new) = first_new else { return Ok(outcome) };
-        self.rotate_if_due(s, first_new)?;
-        let Some((file, path, bytes, _)) = s.file.as_mut() else { return Err(SinkError::retriable("no open file")) };
-        file.write_all(&buf).map_err(|e| io(path, e))?;
-        file.sync_data().map_err(|e| io(path, e))?;
-        *bytes += buf.len() as u64;
-        s.last_offset = last;
+        if !self.append(s, &lines)? {
+            return Ok(outcome);
+        }
         for r in batch {
             if s.recent.insert(r.event_id.clone(), r.hash.clone()).is_none() {
                 s.order.push_back(r.event_id.clone());
@@ -300,6 +346,35 @@ impl Sink for JsonlSink {
             }
         }
         outcome.written -= outcome.conflicts.len() as u64;
+        Ok(outcome)
+    }
+
+    async fn write_checkpoints(&self, batch: &[CheckpointRecord]) -> Result<WriteOutcome, SinkError> {
+        let Some(first) = batch.first() else { return Ok(WriteOutcome::default()) };
+        let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.series_of(&mut all, first.partition)?;
+        let mut outcome = WriteOutcome::default();
+        let mut lines = Lines::new(s.last_offset, batch.iter().map(|r| r.json.len() + 48).sum());
+        let mut ids = Vec::new();
+        for r in batch {
+            let id = r.id();
+            if lines.has(r.offset) || s.recent_checkpoints.contains(&id) || ids.contains(&id) {
+                outcome.duplicates += 1;
+                continue;
+            }
+            ids.push(id);
+            lines.push(r.partition, r.offset, "checkpoint", &r.json);
+            outcome.written += 1;
+        }
+        if !self.append(s, &lines)? {
+            return Ok(outcome);
+        }
+        for id in ids {
+            if s.recent_checkpoints.len() == RECENT_CHECKPOINTS {
+                s.recent_checkpoints.pop_front();
+            }
+            s.recent_checkpoints.push_back(id);
+        }
         Ok(outcome)
     }
 }

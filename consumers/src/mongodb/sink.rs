@@ -3,6 +3,9 @@
 //! (11000) are absorbed when the stored event has the same `integrity.hash`, and kept in
 //! `<collection>_conflicts` otherwise; every other error is classified.
 //!
+//! Signed checkpoints go to `<collection>_checkpoints` as `{_id: <chain>:<seq>:<signature>,
+//! checkpoint: {…}, kafkaPartition, kafkaOffset}`.
+//!
 //! A verifier reads the documents back, drops `_id` and hashes the rest: it is the event as
 //! published.
 
@@ -15,7 +18,7 @@ use mongodb::options::{ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 
 use super::config::MongoConfig;
-use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -24,6 +27,7 @@ const DUPLICATE_KEY: i32 = 11000;
 pub struct MongoSink {
     events: Collection<Document>,
     conflicts: Collection<Document>,
+    checkpoints: Collection<Document>,
 }
 
 /// Classifies a driver error once.
@@ -48,6 +52,7 @@ impl MongoSink {
         let db = client.database(&config.database);
         let events = db.collection::<Document>(&config.collection);
         let conflicts = db.collection::<Document>(&format!("{}_conflicts", config.collection));
+        let checkpoints = db.collection::<Document>(&format!("{}_checkpoints", config.collection));
         let index = IndexModel::builder()
             .keys(doc! {"eventId": 1})
             .options(IndexOptions::builder().unique(true).build())
@@ -66,7 +71,7 @@ impl MongoSink {
                 },
             }
         }
-        Ok(MongoSink { events, conflicts })
+        Ok(MongoSink { events, conflicts, checkpoints })
     }
 }
 
@@ -141,5 +146,36 @@ impl Sink for MongoSink {
             }
         }
         Ok(outcome)
+    }
+
+    async fn write_checkpoints(&self, batch: &[CheckpointRecord]) -> Result<WriteOutcome, SinkError> {
+        let mut docs = Vec::with_capacity(batch.len());
+        for r in batch {
+            let checkpoint = mongodb::bson::to_document(&r.checkpoint)
+                .map_err(|e| SinkError::poison(format!("checkpoint {}: {e}", r.id())))?;
+            docs.push(doc! {
+                "_id": r.id(), "checkpoint": checkpoint, "kafkaPartition": r.partition, "kafkaOffset": r.offset,
+            });
+        }
+        match self.checkpoints.insert_many(docs).ordered(false).await {
+            Ok(r) => Ok(WriteOutcome { written: r.inserted_ids.len() as u64, ..WriteOutcome::default() }),
+            Err(e) => match &*e.kind {
+                ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
+                    let errors = m.write_errors.as_deref().unwrap_or_default();
+                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                        return Err(SinkError::poison(format!(
+                            "checkpoint {}: {} (code {})",
+                            batch[other.index].id(),
+                            other.message,
+                            other.code
+                        )));
+                    }
+                    // Same id, same checkpoint: a redelivery.
+                    let duplicates = errors.len() as u64;
+                    Ok(WriteOutcome { written: batch.len() as u64 - duplicates, duplicates, ..WriteOutcome::default() })
+                }
+                _ => Err(classify(&e)),
+            },
+        }
     }
 }

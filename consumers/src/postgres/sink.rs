@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 use crate::sql::EventRow;
 
 /// The PostgreSQL sink.
@@ -169,6 +169,37 @@ impl Sink for PostgresSink {
                 outcome.conflicts.push(r.conflict_with(h.clone()));
             }
             outcome.duplicates = batch.len() as u64 - inserted - outcome.conflicts.len() as u64;
+        }
+        tx.commit().await.map_err(|e| classify(&e))?;
+        Ok(outcome)
+    }
+
+    async fn write_checkpoints(&self, batch: &[CheckpointRecord]) -> Result<WriteOutcome, SinkError> {
+        let mut outcome = WriteOutcome::default();
+        let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
+        for r in batch {
+            let c = &r.checkpoint;
+            let seq =
+                i64::try_from(c.seq).map_err(|_| SinkError::poison(format!("checkpoint seq {} too large", c.seq)))?;
+            let inserted = sqlx::query(
+                "INSERT INTO audit_checkpoints (chain, seq, hash, signed_at, key_id, signature, checkpoint, kafka_partition, kafka_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.chain)
+            .bind(seq)
+            .bind(&c.hash)
+            .bind(time(&c.time, "checkpoint time")?)
+            .bind(&c.key_id)
+            .bind(&c.signature)
+            .bind(&r.json)
+            .bind(r.partition)
+            .bind(r.offset)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(&e))?
+            .rows_affected();
+            outcome.written += inserted;
+            outcome.duplicates += 1 - inserted.min(1);
         }
         tx.commit().await.map_err(|e| classify(&e))?;
         Ok(outcome)

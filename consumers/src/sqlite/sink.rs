@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sink::{Sink, SinkError, SinkRecord, WriteOutcome};
+use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 use crate::sql::EventRow;
 
 /// The migrations shipped with this build.
@@ -137,6 +137,37 @@ impl Sink for SqliteSink {
                 .map_err(|e| classify(&e))?;
                 outcome.conflicts.push(r.conflict_with(stored));
             }
+        }
+        tx.commit().await.map_err(|e| classify(&e))?;
+        Ok(outcome)
+    }
+
+    async fn write_checkpoints(&self, batch: &[CheckpointRecord]) -> Result<WriteOutcome, SinkError> {
+        let mut outcome = WriteOutcome::default();
+        let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
+        for r in batch {
+            let c = &r.checkpoint;
+            let seq =
+                i64::try_from(c.seq).map_err(|_| SinkError::poison(format!("checkpoint seq {} too large", c.seq)))?;
+            let inserted = sqlx::query(
+                "INSERT INTO audit_checkpoints (chain, seq, hash, signed_at, key_id, signature, checkpoint, kafka_partition, kafka_offset) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.chain)
+            .bind(seq)
+            .bind(&c.hash)
+            .bind(&c.time)
+            .bind(&c.key_id)
+            .bind(&c.signature)
+            .bind(&r.json)
+            .bind(r.partition)
+            .bind(r.offset)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(&e))?
+            .rows_affected();
+            outcome.written += inserted;
+            outcome.duplicates += 1 - inserted.min(1);
         }
         tx.commit().await.map_err(|e| classify(&e))?;
         Ok(outcome)
