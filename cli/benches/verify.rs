@@ -56,8 +56,9 @@ fn main() {
             payload: Some(&payload),
         };
         let out = pipeline.process(&raw, head);
-        let event: serde_json::Value = serde_json::from_slice(&out.encoded).expect("processed JSON");
-        let line = serde_json::to_string(&json!({"partition": p, "offset": offset, "event": event})).expect("line");
+        // As the JSONL sink writes it: the processed JSON (RFC 8785 form) as it stands.
+        let event = std::str::from_utf8(&out.encoded).expect("processed JSON");
+        let line = format!("{{\"partition\":{p},\"offset\":{offset},\"event\":{event}}}");
         bytes += line.len() + 1;
         writeln!(files[p as usize], "{line}").expect("write");
     }

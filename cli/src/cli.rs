@@ -311,7 +311,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let request = VerifyRequest { chain, tenant, since, until, checkpoints, public_keys };
+            let request = VerifyRequest { chain, tenant, since, until, checkpoints, public_keys, recent_heads: None };
             let bar = indicatif::ProgressBar::new_spinner().with_style(
                 indicatif::ProgressStyle::with_template("{spinner} {human_pos} events read ({per_sec})")
                     .expect("progress template"),

@@ -90,13 +90,19 @@ pub async fn replay(
     let mut found = None;
     crate::kafka::scan_topic(brokers, dlq_topic, &mut |m| {
         if m.partition() == partition && m.offset() == offset {
-            found = Some((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
+            let checkpoint = crate::kafka::is_checkpoint(m);
+            found = Some((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec(), checkpoint));
         }
         Ok(())
     })?;
-    let Some((key, payload)) = found else {
+    let Some((key, payload, checkpoint)) = found else {
         bail!("{dlq_topic} has no record at partition {partition} offset {offset} (auditctl dlq list shows them)")
     };
+    if checkpoint {
+        bail!(
+            "{dlq_topic} partition {partition} offset {offset} is a signed checkpoint a sink could not store, not an event: it cannot go to the raw topic (fix the store; the checkpoint is also in the processed partition)"
+        );
+    }
     let payload = fixed.unwrap_or(payload);
     let producer: FutureProducer = audit_kafka::ClientSettings::new(brokers, "auditctl")
         .client_config(&[])?

@@ -74,7 +74,7 @@ pub async fn export(
     format: Format,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<u64> {
-    let read = ReadFilter { chain: filter.chain.clone(), tenant: filter.tenant.clone() };
+    let read = ReadFilter { chain: filter.chain.clone(), tenant: filter.tenant.clone(), hashes_only: false };
     enum Output<'a> {
         Csv(Box<csv::Writer<&'a mut (dyn Write + Send)>>),
         Jsonl(std::io::BufWriter<&'a mut (dyn Write + Send)>),

@@ -126,6 +126,9 @@ pub struct ReadFilter {
     pub chain: Option<String>,
     /// The tenant whose contents are wanted: events of other tenants may come as links only.
     pub tenant: Option<String>,
+    /// Only links and content hashes are wanted (verification): a reader may hash each event
+    /// itself and hand over [`Stored::Hashed`] instead of the parsed event.
+    pub hashes_only: bool,
 }
 
 /// An event as stored: its full content, or (for other tenants' events, where the store can
@@ -136,10 +139,37 @@ pub enum Stored {
     Event(Value),
     /// Only the link of an event whose content was not read.
     Link(LinkOnly),
+    /// An event hashed as it was read (with [`ReadFilter::hashes_only`]): its link, the hash its
+    /// stored content has, and whether it is a quarantine entry.
+    Hashed {
+        /// The event's link.
+        link: LinkOnly,
+        /// SHA-256 of the stored content's canonical form, without `integrity.hash`.
+        computed_hash: String,
+        /// `action` is `audit.quarantined`.
+        quarantined: bool,
+    },
     /// A signed checkpoint the store keeps beside the events (it travelled in the processed
     /// partition). Stores with a table of their own yield them before any event; JSONL files and
     /// the processed topic yield each where it is, after the event it covers.
     Checkpoint(Box<Checkpoint>),
+    /// Something stored as a checkpoint that is not one (reported, not trusted).
+    BadCheckpoint {
+        /// Where it is.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Stored {
+    /// A stored checkpoint as read from `value`, or what is wrong with it.
+    fn checkpoint(value: Value, origin: impl FnOnce() -> String) -> Stored {
+        match Checkpoint::from_value(value) {
+            Ok(c) => Stored::Checkpoint(Box::new(c)),
+            Err(e) => Stored::BadCheckpoint { origin: origin(), reason: e.to_string() },
+        }
+    }
 }
 
 /// The chain fields of an event whose content was not read.
@@ -246,11 +276,19 @@ fn read_jsonl(
                 #[derive(serde::Deserialize)]
                 struct Line {
                     event: Option<Value>,
-                    checkpoint: Option<Box<Checkpoint>>,
+                    checkpoint: Option<Value>,
                 }
                 let bad = || {
                     format!("{}:{number}: not a JSON sink line with an \"event\" or a \"checkpoint\"", path.display())
                 };
+                if filter.hashes_only {
+                    if let Some(stored) = hashed_line(line, filter) {
+                        return match stored {
+                            Some(stored) => each(stored),
+                            None => Ok(()),
+                        };
+                    }
+                }
                 let line: Line = serde_json::from_slice(line).with_context(bad)?;
                 match line {
                     Line { event: Some(event), checkpoint: None } => {
@@ -260,10 +298,12 @@ fn read_jsonl(
                         each(Stored::Event(event))
                     }
                     Line { event: None, checkpoint: Some(c) } => {
-                        if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) {
-                            return Ok(());
+                        match Stored::checkpoint(c, || format!("{}:{number}", path.display())) {
+                            Stored::Checkpoint(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => {
+                                Ok(())
+                            }
+                            stored => each(stored),
                         }
-                        each(Stored::Checkpoint(c))
                     }
                     _ => Err(anyhow::anyhow!(bad())),
                 }
@@ -271,6 +311,74 @@ fn read_jsonl(
         }
     }
     Ok(())
+}
+
+/// The fast path of a JSONL event line written by the sink (`{"partition":p,"offset":o,"event":…}`,
+/// the event in canonical form): its fields read without building the event, its hash computed
+/// over the stored text itself. `None` when the line is not of that shape or its text does not hash
+/// to its recorded hash as it stands (the caller then reads it the general way, which tells a
+/// non-canonical but intact event from a modified one); `Some(None)` for an event the chain filter
+/// leaves out.
+fn hashed_line(line: &[u8], filter: &ReadFilter) -> Option<Option<Stored>> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(rename = "eventId", borrow)]
+        event_id: Cow<'a, str>,
+        #[serde(borrow)]
+        action: Cow<'a, str>,
+        #[serde(rename = "receivedAt", borrow)]
+        received_at: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        context: Option<Context<'a>>,
+        #[serde(borrow)]
+        integrity: Integrity<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Context<'a> {
+        #[serde(rename = "tenantId", borrow)]
+        tenant_id: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Integrity<'a> {
+        #[serde(borrow)]
+        chain: Cow<'a, str>,
+        seq: u64,
+        #[serde(rename = "prevHash", borrow)]
+        prev_hash: Cow<'a, str>,
+        #[serde(borrow)]
+        hash: Cow<'a, str>,
+        source: Option<SourceRef>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SourceRef {
+        offset: Option<i64>,
+    }
+    let rest = line.strip_prefix(b"{\"partition\":")?;
+    let rest = &rest[rest.iter().position(|b| *b == b',')?..];
+    let rest = rest.strip_prefix(b",\"offset\":")?;
+    let rest = &rest[rest.iter().position(|b| *b == b',')?..];
+    let event = rest.strip_prefix(b",\"event\":")?.strip_suffix(b"}")?;
+    let fields: Fields<'_> = serde_json::from_slice(event).ok()?;
+    let i = &fields.integrity;
+    if filter.chain.as_deref().is_some_and(|c| c != i.chain) {
+        return Some(None);
+    }
+    let link = LinkOnly {
+        chain: i.chain.to_string(),
+        seq: i.seq,
+        prev_hash: i.prev_hash.to_string(),
+        hash: i.hash.to_string(),
+        event_id: fields.event_id.to_string(),
+        source_offset: i.source.as_ref().and_then(|s| s.offset),
+        received_at: fields.received_at.as_deref().map(str::to_owned),
+    };
+    let tenant = fields.context.as_ref().and_then(|c| c.tenant_id.as_deref());
+    if filter.tenant.as_deref().is_some_and(|t| Some(t) != tenant) {
+        return Some(Some(Stored::Link(link)));
+    }
+    let computed_hash = audit_schema::chain::hash_canonical_text(event).filter(|h| *h == link.hash)?;
+    Some(Some(Stored::Hashed { link, computed_hash, quarantined: fields.action == "audit.quarantined" }))
 }
 
 /// Rows of the SQL sinks' `audit_events` table: the link columns, the source offset, and the
@@ -318,7 +426,7 @@ async fn read_postgres(
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
         while let Some(text) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
-            each(stored_checkpoint(text.as_bytes())?)?;
+            each(stored_checkpoint(&text))?;
         }
     }
     let sql = format!(
@@ -362,7 +470,7 @@ async fn read_sqlite(
         while let Some(text) =
             rows.try_next().await.with_context(|| format!("reading audit_checkpoints from {}", path.display()))?
         {
-            each(stored_checkpoint(text.as_bytes())?)?;
+            each(stored_checkpoint(&text))?;
         }
     }
     let sql = format!(
@@ -399,23 +507,23 @@ async fn read_mongo(
         Some(chain) => doc! { "checkpoint.chain": chain },
         None => doc! {},
     };
+    // Read before the events; no order needed (and none asked of the server: nothing indexes it).
     let mut cursor = checkpoints
         .find(query)
-        .sort(doc! { "checkpoint.chain": 1, "checkpoint.seq": 1 })
         .await
         .with_context(|| format!("reading {database}.{collection}_checkpoints from MongoDB"))?;
     while let Some(document) =
         cursor.try_next().await.with_context(|| format!("reading {database}.{collection}_checkpoints from MongoDB"))?
     {
-        let id = document.get("_id").map(ToString::to_string).unwrap_or_default();
-        let inner = document
-            .get_document("checkpoint")
-            .with_context(|| format!("{collection}_checkpoints {id}: no checkpoint"))?
-            .clone();
-        let value: Value = mongodb::bson::Bson::Document(inner).into_relaxed_extjson();
-        let c: Checkpoint = serde_json::from_value(value)
-            .with_context(|| format!("{collection}_checkpoints {id}: not a checkpoint"))?;
-        each(Stored::Checkpoint(Box::new(c)))?;
+        let origin =
+            || format!("{collection}_checkpoints {}", document.get("_id").map(ToString::to_string).unwrap_or_default());
+        let stored = match document.get_document("checkpoint") {
+            Ok(inner) => {
+                Stored::checkpoint(mongodb::bson::Bson::Document(inner.clone()).into_relaxed_extjson(), origin)
+            }
+            Err(_) => Stored::BadCheckpoint { origin: origin(), reason: "no checkpoint object".into() },
+        };
+        each(stored)?;
     }
     let events = db.collection::<Document>(collection);
     let query = match &filter.chain {
@@ -447,13 +555,14 @@ async fn read_kafka(
     crate::kafka::scan_topic(brokers, topic, &mut |message| {
         let Some(payload) = message.payload() else { return Ok(()) };
         if crate::kafka::is_checkpoint(message) {
-            let c = Checkpoint::from_json(payload).with_context(|| {
-                format!("{topic}/{} offset {}: a checkpoint record", message.partition(), message.offset())
-            })?;
-            if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) {
-                return Ok(());
-            }
-            return each(Stored::Checkpoint(Box::new(c)));
+            return match Checkpoint::from_json(payload) {
+                Ok(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => Ok(()),
+                Ok(c) => each(Stored::Checkpoint(Box::new(c))),
+                Err(e) => each(Stored::BadCheckpoint {
+                    origin: format!("{topic}/{} offset {}", message.partition(), message.offset()),
+                    reason: e.to_string(),
+                }),
+            };
         }
         let event = audit_schema::codec::event_value(payload).with_context(|| {
             format!("{topic}/{} offset {}: not a processed event", message.partition(), message.offset())
@@ -466,9 +575,11 @@ async fn read_kafka(
 }
 
 /// A checkpoint row of a SQL store.
-fn stored_checkpoint(json: &[u8]) -> anyhow::Result<Stored> {
-    let c = Checkpoint::from_json(json).context("audit_checkpoints holds a row that is not a checkpoint")?;
-    Ok(Stored::Checkpoint(Box::new(c)))
+fn stored_checkpoint(json: &str) -> Stored {
+    match serde_json::from_str(json) {
+        Ok(value) => Stored::checkpoint(value, || "a row of audit_checkpoints".into()),
+        Err(e) => Stored::BadCheckpoint { origin: "a row of audit_checkpoints".into(), reason: e.to_string() },
+    }
 }
 
 #[cfg(test)]

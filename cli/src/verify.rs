@@ -40,6 +40,9 @@ pub struct VerifyRequest {
     pub checkpoints: Option<PathBuf>,
     /// Public keys the checkpoints must be signed with (several after a rotation).
     pub public_keys: Vec<PathBuf>,
+    /// How many recent heads each chain keeps for checkpoints stored after their event (default
+    /// 16,384); one further back is checked in a second pass over the source.
+    pub recent_heads: Option<usize>,
 }
 
 /// The verdict, worst first: it decides the exit code.
@@ -157,8 +160,24 @@ impl Checkpoints {
             return None;
         }
         let chain = self.by_chain.entry(c.chain.clone()).or_default();
-        if chain.get(&c.seq).is_some_and(|known| known.hash == c.hash) {
-            return None; // the same head, from the witness and the store: checked once
+        match chain.get(&c.seq) {
+            Some(known) if known.hash == c.hash => return None, // the same head, witness and store: checked once
+            Some(known) => {
+                // Two valid signatures over two hashes for one seq: a leaked key, or a forked chain.
+                let detail = format!(
+                    "{origin}: signed checkpoints disagree at this seq: hash {} (signed at {}) and hash {} (signed at {})",
+                    known.hash, known.time, c.hash, c.time
+                );
+                self.findings.push(Finding {
+                    kind: "conflicting_checkpoints".into(),
+                    chain: c.chain,
+                    seq: c.seq,
+                    event_id: None,
+                    detail,
+                });
+                return None;
+            }
+            None => {}
         }
         self.verified += 1;
         let seq = c.seq;
@@ -167,8 +186,9 @@ impl Checkpoints {
     }
 }
 
-/// The key files `path` names: itself, or every file of a directory (names starting with `.`
-/// skipped, as Kubernetes keeps its bookkeeping there in a mounted ConfigMap).
+/// The key files `path` names: itself, or every `*.pub` file of a directory (never the secret
+/// `checkpoint.key` that `auditctl keys generate` writes beside it; names starting with `.`, where
+/// Kubernetes keeps a mounted ConfigMap's bookkeeping, skipped).
 fn key_files(path: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_owned()]);
@@ -176,13 +196,13 @@ fn key_files(path: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).with_context(|| format!("reading the key directory {}", path.display()))? {
         let entry = entry?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.path().is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && name.ends_with(".pub") && entry.path().is_file() {
             files.push(entry.path());
         }
     }
     if files.is_empty() {
-        anyhow::bail!("the key directory {} holds no public key file", path.display());
+        anyhow::bail!("the key directory {} holds no public key file (*.pub)", path.display());
     }
     files.sort();
     Ok(files)
@@ -273,9 +293,9 @@ struct ChainState {
     extra: Vec<Finding>,
 }
 
-/// How many recent heads a chain remembers for checkpoints that come after their event (in the
-/// processed partition a checkpoint follows its event closely; one further back is checked in a
-/// second pass).
+/// How many recent heads a chain remembers for checkpoints that come after their event, unless
+/// the request says (in the processed partition a checkpoint follows its event closely; one
+/// further back is checked in a second pass).
 const RECENT_HEADS: usize = 16_384;
 
 impl ChainState {
@@ -319,7 +339,16 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
             quarantined: false,
             source_offset,
         }),
-        Stored::Checkpoint(c) => anyhow::bail!("checkpoint of {} at seq {} is not an event", c.chain, c.seq),
+        Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => anyhow::bail!("a checkpoint is not an event"),
+        Stored::Hashed { link, computed_hash, quarantined } => {
+            let LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, .. } = link;
+            Ok(Item {
+                link: ChainLink { chain, seq, prev_hash, computed_hash, hash, event_id },
+                hashed: true,
+                quarantined,
+                source_offset,
+            })
+        }
         Stored::Event(event) => {
             let mine = tenant.is_none_or(|t| {
                 event.get("context").and_then(|c| c.get("tenantId")).and_then(Value::as_str) == Some(t)
@@ -365,7 +394,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
 pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress<'_>) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
     let mut checkpoints = Checkpoints::load(request)?;
-    let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone() };
+    let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone(), hashes_only: true };
     let windowed = request.since.is_some() || request.until.is_some();
     let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
     // A topic keeps only its retention: its chains start wherever the oldest record is.
@@ -377,10 +406,15 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
     let mut buf = Vec::with_capacity(4096);
     let mut events = 0u64;
     let tenant = request.tenant.clone();
+    let recent_heads = request.recent_heads.unwrap_or(RECENT_HEADS).max(1);
     // Checkpoints stored after their event, too far back for `recent`: `(chain, seq)`.
     let mut behind: BTreeSet<(String, u64)> = BTreeSet::new();
     source::read(source, &filter, &mut |stored| {
         let stored = match stored {
+            Stored::BadCheckpoint { origin, reason } => {
+                checkpoints.findings.push(forged(String::new(), 0, format!("{origin}: {reason}")));
+                return Ok(());
+            }
             Stored::Checkpoint(c) => {
                 let Some(c) = checkpoints.add(*c, "stored checkpoint") else { return Ok(()) };
                 // Already past its seq: check it against the hash the chain had there.
@@ -435,7 +469,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             }
         }
         state.verifier.push(&item.link);
-        if state.recent.len() == RECENT_HEADS {
+        if state.recent.len() >= recent_heads {
             state.recent.pop_front();
         }
         let ChainLink { seq, hash, event_id, .. } = item.link;
@@ -549,13 +583,15 @@ async fn recheck(
     let wanted: BTreeSet<&str> = behind.iter().map(|(c, _)| c.as_str()).collect();
     source::read(source, filter, &mut |stored| {
         let (chain, seq, hash, event_id) = match &stored {
-            Stored::Link(l) => (l.chain.as_str(), l.seq, l.hash.as_str(), l.event_id.as_str()),
+            Stored::Link(l) | Stored::Hashed { link: l, .. } => {
+                (l.chain.as_str(), l.seq, l.hash.as_str(), l.event_id.as_str())
+            }
             Stored::Event(e) => {
                 let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
                 let seq = e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default();
                 (text("/integrity/chain"), seq, text("/integrity/hash"), text("/eventId"))
             }
-            Stored::Checkpoint(_) => return Ok(()),
+            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => return Ok(()),
         };
         if !wanted.contains(chain) || !behind.contains(&(chain.to_owned(), seq)) {
             return Ok(());
@@ -578,13 +614,13 @@ async fn time_windows(source: &Source, filter: &ReadFilter, request: &VerifyRequ
     let mut windows = Windows::new();
     source::read(source, filter, &mut |stored| {
         let (chain, seq, received_at) = match &stored {
-            Stored::Link(l) => (l.chain.clone(), l.seq, l.received_at.clone()),
+            Stored::Link(l) | Stored::Hashed { link: l, .. } => (l.chain.clone(), l.seq, l.received_at.clone()),
             Stored::Event(e) => (
                 e.pointer("/integrity/chain").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
                 e.get("receivedAt").and_then(Value::as_str).map(str::to_owned),
             ),
-            Stored::Checkpoint(_) => return Ok(()),
+            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => return Ok(()),
         };
         if received_in(received_at.as_deref(), request) {
             let w = windows.entry(chain).or_insert((seq, seq));

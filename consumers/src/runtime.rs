@@ -273,6 +273,15 @@ impl<S: Sink> Shared<S> {
             .insert(Header { key: "audit.source.topic", value: Some(m.topic()) })
             .insert(Header { key: "audit.source.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "audit.source.offset", value: Some(offset.as_str()) });
+        // A dead-lettered checkpoint stays marked as one (`auditctl dlq replay` refuses it).
+        let kind = m.headers().and_then(|h| {
+            use rdkafka::message::Headers as _;
+            h.iter().find(|h| h.key == audit_schema::checkpoint::RECORD_HEADER).and_then(|h| h.value)
+        });
+        let headers = match kind {
+            Some(kind) => headers.insert(Header { key: audit_schema::checkpoint::RECORD_HEADER, value: Some(kind) }),
+            None => headers,
+        };
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
         if let Some(k) = m.key() {
             record = record.key(k);
@@ -481,7 +490,8 @@ fn to_record(m: &OwnedMessage) -> Result<Record, String> {
         None | Some(Some(b"event")) => {}
         Some(Some(k)) if k == RECORD_CHECKPOINT.as_bytes() => {
             let checkpoint = Checkpoint::from_json(payload).map_err(|e| e.to_string())?;
-            let json = String::from_utf8(payload.to_vec()).map_err(|e| e.to_string())?;
+            // Compact, whatever spacing the record had (the signature covers the canonical form).
+            let json = serde_json::to_string(&checkpoint).map_err(|e| e.to_string())?;
             return Ok(Record::Checkpoint(CheckpointRecord {
                 partition: m.partition(),
                 offset: m.offset(),
@@ -504,7 +514,12 @@ fn to_record(m: &OwnedMessage) -> Result<Record, String> {
         .and_then(Value::as_str)
         .ok_or("the event has no integrity.hash")?
         .to_owned();
-    let json = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+    // The RFC 8785 form (for JSON output that is the published text itself): the bytes that are
+    // hashed, so a verifier can hash a text store's event as it stands.
+    let json = match audit_schema::canonical::canonicalize(&event) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|e| e.to_string())?,
+        Err(_) => serde_json::to_string(&event).map_err(|e| e.to_string())?,
+    };
     Ok(Record::Event(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json }))
 }
 

@@ -18,7 +18,8 @@ pub struct SinkRecord {
     pub hash: String,
     /// The event, exactly as published (JSON form).
     pub event: Value,
-    /// The event as compact JSON text (what text stores write).
+    /// The event as text stores write it: its RFC 8785 canonical form (for JSON output, the
+    /// published text itself).
     pub json: String,
 }
 

@@ -40,6 +40,12 @@ impl LaneMark {
         LaneMark { latest: None, signed_seq: seq, signed_at: Instant::now(), pending: None }
     }
 
+    /// `c` was signed but could not be published: its head is due again, at once.
+    pub(crate) fn retry(&mut self, c: &Checkpoint) {
+        // The event at that seq was delivered already: an offset every acknowledgement covers.
+        self.pending = Some((c.seq, c.hash.clone(), -1));
+    }
+
     /// The lane published the event at `head` for raw offset `raw_offset`.
     pub(crate) fn advance(&mut self, head: &ChainHead, raw_offset: i64) {
         match &mut self.latest {

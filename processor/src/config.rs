@@ -530,17 +530,26 @@ impl ProcessorConfig {
         if c.every_ms == 0 {
             return Err(bad("checkpoint.every_ms", "must be positive"));
         }
+        // The URL itself is never echoed: it might carry credentials.
         if let Some(url) = &c.witness_url {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| bad("checkpoint.witness_url", format!("not a URL ({e}): {url:?}")))?;
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| bad("checkpoint.witness_url", format!("not a URL ({e})")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(bad("checkpoint.witness_url", format!("wants an http:// or https:// URL, got {url:?}")));
-            }
-            if !parsed.username().is_empty() || parsed.password().is_some() {
                 return Err(bad(
                     "checkpoint.witness_url",
-                    "credentials in the URL would be logged: use witness_token_env or witness_token_file",
+                    format!("wants an http:// or https:// URL with a host, got scheme {:?}", parsed.scheme()),
                 ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
+                return Err(bad(
+                    "checkpoint.witness_url",
+                    "credentials or a query in the URL would be logged: use witness_token_env or witness_token_file",
+                ));
+            }
+            let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            let token = c.witness_token_env.is_some() || c.witness_token_file.is_some();
+            if token && parsed.scheme() == "http" && !loopback {
+                return Err(bad("checkpoint.witness_url", "a witness token is only sent over https (or to loopback)"));
             }
         }
         if c.witness_token_env.is_some() && c.witness_token_file.is_some() {
@@ -669,6 +678,9 @@ mod tests {
         cases.push((c.clone(), "checkpoint.witness_url"));
         c.checkpoint.witness_url = Some("https://user:secret@witness.example/".into());
         cases.push((c.clone(), "checkpoint.witness_url"));
+        c.checkpoint.witness_url = Some("http://witness.example/".into());
+        c.checkpoint.witness_token_env = Some("AUDIT_WITNESS_TOKEN".into());
+        cases.push((c.clone(), "checkpoint.witness_url"));
         c.checkpoint.witness_url = None;
         c.checkpoint.witness_token_env = Some("AUDIT_WITNESS_TOKEN".into());
         cases.push((c.clone(), "checkpoint.witness_url"));
@@ -701,6 +713,11 @@ mod tests {
             let err = config.validate().unwrap_err();
             assert_eq!(err.key, key, "{err}");
         }
+        let mut c = ProcessorConfig::default();
+        c.checkpoint.signing_key_file = Some(key);
+        c.checkpoint.witness_url = Some("https://auditor:hunter2@witness.example/x".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "the witness URL's password is not echoed: {err}");
     }
 
     #[test]

@@ -527,19 +527,26 @@ impl Shared {
         let Some(checkpoints) = &self.checkpoints else { return };
         let chain = || chain_name(self.raw_topic(), state.partition);
         let acked = state.acked.load(Ordering::Acquire);
-        let signed = {
-            let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((head, raw_offset)) = advanced {
-                mark.advance(head, raw_offset);
+        let mut mark = state.mark.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((head, raw_offset)) = advanced {
+            mark.advance(head, raw_offset);
+        }
+        for c in checkpoints.sign_due(&mut mark, &chain, acked, force) {
+            if !self.publish_checkpoint(state, &c) {
+                // Not in the partition: signed again at the next turn (a witness never holds a
+                // checkpoint the stores cannot get).
+                self.metrics.checkpoints.with_label_values(&["publish_failed"]).inc();
+                tracing::warn!(
+                    chain = c.chain,
+                    seq = c.seq,
+                    "a checkpoint could not be handed to the producer; signing it again"
+                );
+                mark.retry(&c);
+                break;
             }
-            checkpoints.sign_due(&mut mark, &chain, acked, force)
-        };
-        for c in signed {
-            let published = self.publish_checkpoint(state, &c);
-            let result = if published { "published" } else { "publish_failed" };
-            self.metrics.checkpoints.with_label_values(&[result]).inc();
+            self.metrics.checkpoints.with_label_values(&["published"]).inc();
             checkpoints.witness(&c);
-            tracing::debug!(chain = c.chain, seq = c.seq, published, "checkpoint signed");
+            tracing::debug!(chain = c.chain, seq = c.seq, "checkpoint signed and published");
         }
     }
 

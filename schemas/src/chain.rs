@@ -63,6 +63,107 @@ pub fn hash_event_value_with(event: &Value, buf: &mut Vec<u8>) -> Result<String,
     Ok(hex::encode(Sha256::digest(&buf[..])))
 }
 
+/// SHA-256 over `text` with the member `hash` of its top-level `integrity` object cut out: the
+/// event's hash when `text` is already in canonical form (processed JSON output and the JSONL sink's
+/// lines are), with no parsing and no copy. `None` when the member is not found where the canonical
+/// form has it. A result that differs from the recorded hash proves nothing by itself (the text may
+/// simply not be canonical): then hash the parsed event with [`hash_event_value`].
+pub fn hash_canonical_text(text: &[u8]) -> Option<String> {
+    let (from, to) = integrity_hash_member(text)?;
+    let mut hasher = Sha256::new();
+    hasher.update(&text[..from]);
+    hasher.update(&text[to..]);
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// The byte range of `"hash":"…"` in the top-level `integrity` object of `text`, with the comma
+/// that separates it from a neighbour, so that cutting it leaves valid JSON.
+fn integrity_hash_member(text: &[u8]) -> Option<(usize, usize)> {
+    let mut i = expect(text, 0, b'{')?;
+    loop {
+        let (key_start, key_end) = string_at(text, i)?;
+        i = expect(text, key_end, b':')?;
+        if &text[key_start..key_end] == b"\"integrity\"" {
+            return hash_member_in(text, i);
+        }
+        i = skip_value(text, i)?;
+        match text.get(i)? {
+            b',' => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// Within the object starting at `at`: the range of member `"hash":"<string without escapes>"`.
+fn hash_member_in(text: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut i = expect(text, at, b'{')?;
+    let mut first = true;
+    loop {
+        let member = i;
+        let (key_start, key_end) = string_at(text, i)?;
+        i = expect(text, key_end, b':')?;
+        let value_end = skip_value(text, i)?;
+        if &text[key_start..key_end] == b"\"hash\"" {
+            if text[i] != b'"' || text[i..value_end].contains(&b'\\') {
+                return None;
+            }
+            return match (first, text.get(value_end)?) {
+                (false, _) => Some((member - 1, value_end)),   // the comma before it
+                (true, b',') => Some((member, value_end + 1)), // the comma after it
+                (true, _) => Some((member, value_end)),
+            };
+        }
+        i = value_end;
+        match text.get(i)? {
+            b',' => i += 1,
+            _ => return None,
+        }
+        first = false;
+    }
+}
+
+fn expect(text: &[u8], at: usize, byte: u8) -> Option<usize> {
+    (*text.get(at)? == byte).then_some(at + 1)
+}
+
+/// The string starting at `at` (its quotes included): `(at, end)`.
+fn string_at(text: &[u8], at: usize) -> Option<(usize, usize)> {
+    if *text.get(at)? != b'"' {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match text.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some((at, i + 1)),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The end of the JSON value starting at `at` (compact text: no whitespace between tokens).
+fn skip_value(text: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = at;
+    loop {
+        match *text.get(i)? {
+            b'"' => i = string_at(text, i)?.1,
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+        if depth == 0 && matches!(text.get(i), None | Some(b',' | b'}' | b']')) {
+            return Some(i);
+        }
+    }
+}
+
 /// The hash of a typed event (its `integrity.hash` is ignored).
 pub fn hash_event(event: &AuditEvent) -> Result<String, ChainError> {
     let value = serde_json::to_value(event).map_err(|e| ChainError::Serialize(e.to_string()))?;

@@ -68,10 +68,20 @@ impl Checkpoint {
     /// Reads a checkpoint record's payload (the JSON object above, nothing else).
     pub fn from_json(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         let c: Checkpoint = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        if c.kind != KIND {
-            return Err(CheckpointError::Malformed(format!("kind is {:?}, not {KIND:?}", c.kind)));
+        c.checked()
+    }
+
+    /// [`Checkpoint::from_json`] of an already parsed value.
+    pub fn from_value(value: serde_json::Value) -> Result<Checkpoint, CheckpointError> {
+        let c: Checkpoint = serde_json::from_value(value).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+        c.checked()
+    }
+
+    fn checked(self) -> Result<Checkpoint, CheckpointError> {
+        if self.kind != KIND {
+            return Err(CheckpointError::Malformed(format!("kind is {:?}, not {KIND:?}", self.kind)));
         }
-        Ok(c)
+        Ok(self)
     }
 }
 

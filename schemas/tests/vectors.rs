@@ -116,3 +116,30 @@ fn the_hash_leaves_out_only_integrity_hash() {
     value["hash"] = Value::String("x".into());
     assert_ne!(hash_event_value(&value).unwrap(), recorded, "a top-level field named hash is covered");
 }
+
+#[test]
+fn canonical_text_hashes_without_parsing_and_other_text_does_not_pass_for_it() {
+    use audit_schema::chain::hash_canonical_text;
+    for event in common::chain(5) {
+        let value = serde_json::to_value(&event).unwrap();
+        let recorded = value["integrity"]["hash"].as_str().unwrap().to_owned();
+        let canonical = audit_schema::canonical::canonicalize(&value).unwrap();
+        assert_eq!(hash_canonical_text(&canonical).as_deref(), Some(recorded.as_str()));
+        // The same event in another key order (not canonical) does not hash to it.
+        let mut other = serde_json::to_vec(&value).unwrap();
+        if other == canonical {
+            other = format!("{{\"zz\":0,{}", std::str::from_utf8(&canonical[1..]).unwrap()).into_bytes();
+        }
+        assert_ne!(hash_canonical_text(&other).as_deref(), Some(recorded.as_str()));
+    }
+    let canonical =
+        audit_schema::canonical::canonicalize(&serde_json::to_value(common::full_event()).unwrap()).unwrap();
+    let text = std::str::from_utf8(&canonical).unwrap();
+    // An edit anywhere changes it; an event without integrity.hash has none.
+    let edited = text.replacen("\"actor\":{", "\"actor\":{\"x\":1,", 1);
+    let value: Value = serde_json::from_str(text).unwrap();
+    assert_ne!(hash_canonical_text(edited.as_bytes()), hash_canonical_text(text.as_bytes()));
+    assert_eq!(hash_canonical_text(text.as_bytes()), Some(hash_event_value(&value).unwrap()));
+    let cut = text.replace(&format!("\"hash\":\"{}\",", value["integrity"]["hash"].as_str().unwrap()), "");
+    assert_eq!(hash_canonical_text(cut.as_bytes()), None);
+}

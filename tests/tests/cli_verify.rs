@@ -661,3 +661,70 @@ fn a_checkpoint_forged_into_a_store_fails_its_signature() {
     let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.seq)).collect();
     assert_eq!(found, vec![("forged_checkpoint", seq)]);
 }
+
+#[test]
+fn a_checkpoint_stored_long_after_its_event_is_checked_in_a_second_pass() {
+    // A checkpoint of seq 10 of partition 0, signed over the original chain and stored at the end
+    // of the partition, far behind its event (beyond a ring of 4 recent heads).
+    let key = audit_schema::checkpoint::SigningKey::from_seed(&[11; 32]);
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::write(keys.path().join("late.pub"), key.public().to_hex()).unwrap();
+    let store = |rewrite: bool| {
+        let dir = jsonl_copy();
+        let (_, lines) = first_file(dir.path());
+        let tenth = event_of(&lines[9]);
+        let integrity = &tenth["integrity"];
+        assert_eq!(integrity["seq"], 10, "the first file starts the chain");
+        let c = key.sign(
+            integrity["chain"].as_str().unwrap(),
+            10,
+            integrity["hash"].as_str().unwrap(),
+            "2026-11-26T12:00:00.000Z",
+        );
+        if rewrite {
+            rewrite_partition_0(dir.path());
+        }
+        let last = jsonl_files(&dir.path().join("partition-0")).unwrap().pop().unwrap();
+        let mut text = std::fs::read_to_string(&last).unwrap();
+        text.push_str(&serde_json::json!({"partition": 0, "offset": 999_999, "checkpoint": c}).to_string());
+        text.push('\n');
+        std::fs::write(&last, text).unwrap();
+        dir
+    };
+    let request = |recent_heads| VerifyRequest {
+        public_keys: vec![keys.path().to_owned()],
+        recent_heads,
+        ..VerifyRequest::default()
+    };
+    for recent_heads in [Some(4), None] {
+        let dir = store(false);
+        let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &request(recent_heads));
+        assert_eq!(report.verdict, Verdict::Intact, "{recent_heads:?}: {:?}", kinds(&report));
+        assert_eq!(report.checkpoints, 1);
+        let dir = store(true);
+        let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &request(recent_heads));
+        assert_eq!(kinds(&report), vec![("checkpoint_mismatch".to_owned(), 10)], "{recent_heads:?}");
+    }
+}
+
+#[test]
+fn two_signed_checkpoints_that_disagree_and_a_broken_stored_one_are_reported() {
+    let dir = jsonl_copy_with_checkpoints();
+    let file = jsonl_files(&dir.path().join("partition-0")).unwrap().pop().unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    let stored: Value = serde_json::from_str(lines.iter().find(|l| is_checkpoint_line(l)).unwrap()).unwrap();
+    let c: audit_schema::checkpoint::Checkpoint = serde_json::from_value(stored["checkpoint"].clone()).unwrap();
+    // The processor's key (as if leaked) signing another hash for the same seq.
+    let secret = std::fs::read_to_string(demo_dir().join("keys/checkpoint.key")).unwrap();
+    let key = audit_schema::checkpoint::SigningKey::from_hex(&secret, "demo key").unwrap();
+    let other = key.sign(&c.chain, c.seq, &"e".repeat(64), "2026-11-26T13:00:00.000Z");
+    lines.push(serde_json::json!({"partition": 0, "offset": 999_998, "checkpoint": other}).to_string());
+    lines.push(r#"{"partition":0,"offset":999999,"checkpoint":{"kind":"audit.checkpoint","seq":"x"}}"#.to_owned());
+    write_lines(&file, &lines);
+
+    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    assert_eq!(report.verdict, Verdict::Tampered);
+    let mut found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.seq)).collect();
+    found.sort();
+    assert_eq!(found, vec![("conflicting_checkpoints", c.seq), ("forged_checkpoint", 0)]);
+}

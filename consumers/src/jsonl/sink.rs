@@ -2,7 +2,7 @@
 //! stored, exactly once across restarts.
 //!
 //! Layout: `<dir>/partition-<p>/<first offset, 20 digits>.jsonl`; each line is
-//! `{"partition":p,"offset":o,"event":{…}}` with the event exactly as published (its JSON form), so
+//! `{"partition":p,"offset":o,"event":{…}}` with the event in RFC 8785 canonical form (the hashed bytes), so
 //! `auditctl verify` hashes `.event`; a signed checkpoint that travelled in the partition is the
 //! line `{"partition":p,"offset":o,"checkpoint":{…}}`, in offset order with the events. On assignment the newest file of the partition is read from
 //! its end: a torn last line (a crash mid-write) is cut, and the offset of the last complete line
