@@ -15,12 +15,14 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # The registry and target directories are BuildKit caches: a rebuild after a source change takes
-# minutes, not the full half hour. The binaries are copied out of the cache in the same step.
+# minutes, not the full half hour. The binaries are copied out of the cache in the same step, their
+# line tables kept (a panic names file and line) but compressed: auditctl is ~90 MB instead of ~230.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p audit-processor -p audit-sink -p auditctl \
- && install -D -m 0755 -t /out target/release/audit-processor target/release/audit-sink target/release/auditctl
+ && install -D -m 0755 -t /out target/release/audit-processor target/release/audit-sink target/release/auditctl \
+ && for b in /out/*; do objcopy --compress-debug-sections=zlib "$b"; done
 
 # Runtime: glibc, libgcc and CA certificates, no shell, no package manager; runs as the
 # image's `nonroot` user (65532), which the manifests also require (runAsNonRoot, read-only root
