@@ -90,8 +90,5 @@ pub fn header_texts<H: rdkafka::message::Headers>(headers: Option<&H>) -> Vec<(S
 /// event.
 pub fn is_checkpoint(message: &impl rdkafka::Message) -> bool {
     use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
-    use rdkafka::message::Headers as _;
-    message
-        .headers()
-        .is_some_and(|h| h.iter().any(|h| h.key == RECORD_HEADER && h.value == Some(RECORD_CHECKPOINT.as_bytes())))
+    audit_kafka::header(message, RECORD_HEADER) == Some(Some(RECORD_CHECKPOINT.as_bytes()))
 }

@@ -274,10 +274,7 @@ impl<S: Sink> Shared<S> {
             .insert(Header { key: "audit.source.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "audit.source.offset", value: Some(offset.as_str()) });
         // A dead-lettered checkpoint stays marked as one (`auditctl dlq replay` refuses it).
-        let kind = m.headers().and_then(|h| {
-            use rdkafka::message::Headers as _;
-            h.iter().find(|h| h.key == audit_schema::checkpoint::RECORD_HEADER).and_then(|h| h.value)
-        });
+        let kind = audit_kafka::header(m, audit_schema::checkpoint::RECORD_HEADER).flatten();
         let headers = match kind {
             Some(kind) => headers.insert(Header { key: audit_schema::checkpoint::RECORD_HEADER, value: Some(kind) }),
             None => headers,
@@ -483,9 +480,8 @@ impl<S: Sink> Shared<S> {
 /// Reads a processed record into what a sink needs.
 fn to_record(m: &OwnedMessage) -> Result<Record, String> {
     use audit_schema::checkpoint::{Checkpoint, RECORD_CHECKPOINT, RECORD_HEADER};
-    use rdkafka::message::Headers as _;
     let payload = m.payload().ok_or("the record has no payload")?;
-    let kind = m.headers().and_then(|h| h.iter().find(|h| h.key == RECORD_HEADER).map(|h| h.value));
+    let kind = audit_kafka::header(m, RECORD_HEADER);
     match kind {
         None | Some(Some(b"event")) => {}
         Some(Some(k)) if k == RECORD_CHECKPOINT.as_bytes() => {

@@ -23,6 +23,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 
 pub mod topics;
 
+/// The value of the first header of `m` named `key`: `None` when there is no such header,
+/// `Some(None)` when it has no value.
+pub fn header<'a, M: rdkafka::Message>(m: &'a M, key: &str) -> Option<Option<&'a [u8]>> {
+    use rdkafka::message::Headers as _;
+    m.headers()?.iter().find(|h| h.key == key).map(|h| h.value)
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

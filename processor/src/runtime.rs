@@ -28,7 +28,7 @@ use audit_schema::codec;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -426,7 +426,7 @@ impl Shared {
                 last_offset = batch.last().map(Message::offset),
             );
             for m in &batch {
-                let tp = m.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value));
+                let tp = audit_kafka::header(m, "traceparent").flatten();
                 if let Some(cx) = tp.and_then(crate::telemetry::span_context) {
                     tracing_opentelemetry::OpenTelemetrySpanExt::add_link(&span, cx);
                 }
@@ -472,9 +472,7 @@ impl Shared {
             if processed.limits.diff_truncated {
                 self.metrics.truncations.with_label_values(&["diff"]).inc();
             }
-            let traceparent = message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "traceparent").and_then(|h| h.value.map(<[u8]>::to_vec)));
+            let traceparent = audit_kafka::header(message, "traceparent").flatten().map(<[u8]>::to_vec);
             if let Some(dead) = &processed.dead_letter {
                 self.metrics.dead_lettered.with_label_values(&[dead.class.as_str()]).inc();
                 tracing::warn!(partition = raw.partition, offset = raw.offset, class = dead.class.as_str(), reason = %dead.reason, "dead letter");
@@ -642,8 +640,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
 /// A signed checkpoint travelling in the processed partition (not an event of the chain).
 fn is_checkpoint_record(m: &impl Message) -> bool {
     use audit_schema::checkpoint::{RECORD_CHECKPOINT, RECORD_HEADER};
-    m.headers()
-        .is_some_and(|h| h.iter().any(|h| h.key == RECORD_HEADER && h.value == Some(RECORD_CHECKPOINT.as_bytes())))
+    audit_kafka::header(m, RECORD_HEADER) == Some(Some(RECORD_CHECKPOINT.as_bytes()))
 }
 
 /// Checks that the three topics exist and raw and processed have the same partition count.

@@ -82,6 +82,33 @@ fn document(r: &SinkRecord) -> Result<Document, SinkError> {
     Ok(d)
 }
 
+/// One unordered `insert_many`: the indexes of the documents whose key was already there. Any other
+/// write error is poison, naming the document (`name`: its index to a name).
+async fn insert_unordered(
+    collection: &Collection<Document>,
+    docs: Vec<Document>,
+    name: impl Fn(usize) -> String,
+) -> Result<Vec<usize>, SinkError> {
+    match collection.insert_many(docs).ordered(false).await {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => match &*e.kind {
+            ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
+                let errors = m.write_errors.as_deref().unwrap_or_default();
+                if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+                    return Err(SinkError::poison(format!(
+                        "{}: {} (code {})",
+                        name(other.index),
+                        other.message,
+                        other.code
+                    )));
+                }
+                Ok(errors.iter().map(|w| w.index).collect())
+            }
+            _ => Err(classify(&e)),
+        },
+    }
+}
+
 impl Sink for MongoSink {
     fn name(&self) -> &'static str {
         "mongodb"
@@ -93,27 +120,11 @@ impl Sink for MongoSink {
 
     async fn write(&self, batch: &[SinkRecord]) -> Result<WriteOutcome, SinkError> {
         let docs = batch.iter().map(document).collect::<Result<Vec<_>, _>>()?;
-        let mut outcome = WriteOutcome::default();
-        let duplicates: Vec<usize> = match self.events.insert_many(docs).ordered(false).await {
-            Ok(r) => {
-                outcome.written = r.inserted_ids.len() as u64;
-                return Ok(outcome);
-            }
-            Err(e) => match &*e.kind {
-                ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
-                    let errors = m.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(SinkError::poison(format!(
-                            "event {}: {} (code {})",
-                            batch[other.index].event_id, other.message, other.code
-                        )));
-                    }
-                    errors.iter().map(|w| w.index).collect()
-                }
-                _ => return Err(classify(&e)),
-            },
-        };
-        outcome.written = (batch.len() - duplicates.len()) as u64;
+        let duplicates = insert_unordered(&self.events, docs, |i| format!("event {}", batch[i].event_id)).await?;
+        let mut outcome = WriteOutcome { written: (batch.len() - duplicates.len()) as u64, ..WriteOutcome::default() };
+        if duplicates.is_empty() {
+            return Ok(outcome);
+        }
         let ids: Vec<Bson> = duplicates.iter().map(|i| Bson::String(batch[*i].event_id.clone())).collect();
         let mut stored: HashMap<String, String> = HashMap::new();
         let mut cursor = self
@@ -157,25 +168,9 @@ impl Sink for MongoSink {
                 "_id": r.id(), "checkpoint": checkpoint, "kafkaPartition": r.partition, "kafkaOffset": r.offset,
             });
         }
-        match self.checkpoints.insert_many(docs).ordered(false).await {
-            Ok(r) => Ok(WriteOutcome { written: r.inserted_ids.len() as u64, ..WriteOutcome::default() }),
-            Err(e) => match &*e.kind {
-                ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
-                    let errors = m.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(SinkError::poison(format!(
-                            "checkpoint {}: {} (code {})",
-                            batch[other.index].id(),
-                            other.message,
-                            other.code
-                        )));
-                    }
-                    // Same id, same checkpoint: a redelivery.
-                    let duplicates = errors.len() as u64;
-                    Ok(WriteOutcome { written: batch.len() as u64 - duplicates, duplicates, ..WriteOutcome::default() })
-                }
-                _ => Err(classify(&e)),
-            },
-        }
+        // Same id, same checkpoint: a duplicate key is a redelivery.
+        let duplicates = insert_unordered(&self.checkpoints, docs, |i| format!("checkpoint {}", batch[i].id())).await?;
+        let duplicates = duplicates.len() as u64;
+        Ok(WriteOutcome { written: batch.len() as u64 - duplicates, duplicates, ..WriteOutcome::default() })
     }
 }
