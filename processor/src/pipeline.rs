@@ -10,7 +10,7 @@
 //! raw bytes, no content); the lane goes on.
 
 use audit_schema::canonical::canonical_len;
-use audit_schema::chain::{hash_event_value_with, seal, ChainHead};
+use audit_schema::chain::{seal, seal_canonical, ChainHead};
 use audit_schema::codec::{self, WireFormat};
 use audit_schema::Integrity;
 use audit_schema::{
@@ -207,32 +207,29 @@ impl Pipeline {
     ) -> Processed {
         let integrity = head.next_integrity(source(raw));
         if let Some(obj) = value.as_object_mut() {
-            let mut i = serde_json::to_value(&integrity).unwrap_or_default();
-            if let Some(m) = i.as_object_mut() {
-                m.remove("hash");
-            }
-            obj.insert("integrity".into(), i);
+            obj.insert("integrity".into(), serde_json::to_value(&integrity).unwrap_or_default());
         }
         let internal = |reason: String| DeadLetter { class: DeadLetterClass::Internal, reason };
-        // One JSON value serves the size limit, the hash and the encoding.
+        // One canonicalization serves the size limit, the hash and (for JSON output) the encoding.
         let mut buf = Vec::with_capacity(2048);
         let hash = loop {
-            let hash = match hash_event_value_with(&value, &mut buf) {
-                Ok(h) => h,
+            let (hash, bytes) = match seal_canonical(&mut value, &mut buf) {
+                Ok(sealed) => sealed,
                 Err(e) => {
                     return self.quarantine(raw, received_at, internal(format!("cannot hash the event: {e}")), head)
                 }
             };
-            match self.check_event_limit(&mut value, &mut limits, buf.len()) {
+            match self.check_event_limit(&mut value, &mut limits, bytes) {
                 Ok(false) => break hash,
                 Ok(true) => continue, // payloads were truncated: measure again
                 Err(dead_letter) => return self.quarantine(raw, received_at, dead_letter, head),
             }
         };
-        if let Some(i) = value.get_mut("integrity").and_then(Value::as_object_mut) {
-            i.insert("hash".into(), Value::String(hash.clone()));
-        }
-        match codec::encode_event_value(&value, self.format) {
+        let encoded = match self.format {
+            WireFormat::Json => Ok(buf),
+            WireFormat::Avro => codec::encode_event_value(&value, WireFormat::Avro),
+        };
+        match encoded {
             Ok(encoded) => {
                 head.advance(&Integrity { hash, ..integrity });
                 Processed { value, encoded, event_id, limits, dead_letter: None, redactions }

@@ -187,27 +187,38 @@ fn write(
                     if !items.is_empty() {
                         write_long(items.len() as i64, out);
                         for (i, item) in items.iter().enumerate() {
-                            write(&a.items, Some(item), false, &format!("{path}[{i}]"), out)?;
+                            if let Err(e) = write(&a.items, Some(item), false, "", out) {
+                                // Again with the item's path, which only an error needs.
+                                let named =
+                                    write(&a.items, Some(item), false, &format!("{path}[{i}]"), &mut Vec::new());
+                                return Err(named.err().unwrap_or(e));
+                            }
                         }
                     }
                     out.push(0);
                 }
                 Schema::Record(r) => {
                     let obj = json.as_object().ok_or_else(|| mismatch(path, "an object", json))?;
-                    if let Some(extra) = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
+                    let mut found = 0;
+                    for f in &r.fields {
+                        let member = obj.get(&f.name);
+                        found += usize::from(member.is_some());
+                        let text = !f.custom_attributes.is_empty()
+                            && f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                        // The path is built only when an error travels up through this record.
+                        write(&f.schema, member, text, &f.name, out).map_err(|e| match e {
+                            ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
+                            e => e,
+                        })?;
+                    }
+                    // Every member was a field: none is left without a counterpart.
+                    if found < obj.len() {
+                        let extra = obj.keys().find(|k| !r.lookup.contains_key(k.as_str())).map_or("", String::as_str);
                         return Err(ContractError::Avro(format!(
                             "{}: field has no counterpart in Avro record {}",
                             field_path(path, extra),
                             r.name.name()
                         )));
-                    }
-                    for f in &r.fields {
-                        let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
-                        // The path is built only when an error travels up through this record.
-                        write(&f.schema, obj.get(&f.name), text, &f.name, out).map_err(|e| match e {
-                            ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
-                            e => e,
-                        })?;
                     }
                 }
                 other => {

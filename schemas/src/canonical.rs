@@ -42,32 +42,45 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
 
 /// Appends the canonical bytes of `value` to `out`.
 pub fn canonicalize_into(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    write(value, out, None)
+    write(value, out, None).map(drop)
 }
 
 /// Writes without tracking the JSON path; only when that fails, writes again tracking it, so the
 /// error can name where the bad number is. On error `out` is left as it was.
-fn write(value: &Value, out: &mut Vec<u8>, omit: Option<(&str, &str)>) -> Result<(), CanonicalError> {
+fn write(value: &Value, out: &mut Vec<u8>, omit: Option<(&str, &str)>) -> Result<Option<Gap>, CanonicalError> {
     let start = out.len();
-    let fast = Writer::new(out, omit, false).value(value);
+    let mut writer = Writer::new(out, omit, false);
+    let fast = writer.value(value);
     if fast.is_ok() {
-        return fast;
+        return Ok(writer.gap);
     }
     out.truncate(start);
     let tracked = Writer::new(out, omit, true).value(value);
     out.truncate(start);
-    tracked.and(fast)
+    tracked.and(fast).map(|()| None)
+}
+
+/// Where a member left out by [`canonicalize_omitting`] belongs in the written bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap {
+    /// Byte offset to insert the member at.
+    pub(crate) at: usize,
+    /// The member needs a comma before it (it follows another member).
+    pub(crate) comma_before: bool,
+    /// The member needs a comma after it (it is first and others follow).
+    pub(crate) comma_after: bool,
 }
 
 /// Appends the canonical bytes of `value` as if the member `inner` of the top-level object member
 /// `outer` were absent. The hash chain uses it to hash an event without `integrity.hash` and without
-/// copying the event.
+/// copying the event. Returns where the member belongs in `out` (`None` when there is no object
+/// `outer`), so it can be put back without writing the whole value again.
 pub(crate) fn canonicalize_omitting(
     value: &Value,
     outer: &str,
     inner: &str,
     out: &mut Vec<u8>,
-) -> Result<(), CanonicalError> {
+) -> Result<Option<Gap>, CanonicalError> {
     write(value, out, Some((outer, inner)))
 }
 
@@ -100,11 +113,13 @@ struct Writer<'a, 'v> {
     /// Whether `path` is kept (for errors; costs a push per member).
     track: bool,
     path: Vec<Segment<'v>>,
+    /// Where the omitted member belongs, once the object holding it has been written.
+    gap: Option<Gap>,
 }
 
 impl<'a, 'v> Writer<'a, 'v> {
     fn new(out: &'a mut Vec<u8>, omit: Option<(&'a str, &'a str)>, track: bool) -> Self {
-        Writer { out, number: ryu_js::Buffer::new(), omit, depth: 0, top_key: None, track, path: Vec::new() }
+        Writer { out, number: ryu_js::Buffer::new(), omit, depth: 0, top_key: None, track, path: Vec::new(), gap: None }
     }
 
     fn enter(&mut self, segment: Segment<'v>) {
@@ -169,20 +184,31 @@ impl<'a, 'v> Writer<'a, 'v> {
         // characters above U+FFFF meet U+E000..U+FFFF (UTF-8 lead bytes 0xEE and up); collect and
         // sort only when the order can differ.
         if map_is_sorted() && !map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
-            return self.members(map.iter().filter(|(k, _)| Some(k.as_str()) != omit));
+            return self.members(map.iter().filter(|(k, _)| Some(k.as_str()) != omit), omit);
         }
         let mut members: Vec<(&'v String, &'v Value)> = map.iter().filter(|(k, _)| Some(k.as_str()) != omit).collect();
         members.sort_by(|a, b| utf16_cmp(a.0, b.0));
-        self.members(members.into_iter())
+        self.members(members.into_iter(), omit)
     }
 
-    fn members(&mut self, members: impl Iterator<Item = (&'v String, &'v Value)>) -> Result<(), CanonicalError> {
+    /// Writes the members in the order given; `omitted` (already filtered out) marks its gap.
+    fn members(
+        &mut self,
+        members: impl Iterator<Item = (&'v String, &'v Value)>,
+        omitted: Option<&str>,
+    ) -> Result<(), CanonicalError> {
         self.out.push(b'{');
         self.depth += 1;
-        for (i, (key, item)) in members.enumerate() {
-            if i > 0 {
+        let mut count = 0;
+        for (key, item) in members {
+            if self.gap.is_none() && omitted.is_some_and(|inner| utf16_cmp(key, inner) == Ordering::Greater) {
+                // Before this member (and before its comma): `…prev,"inner":…,"key"…`.
+                self.gap = Some(Gap { at: self.out.len(), comma_before: count > 0, comma_after: count == 0 });
+            }
+            if count > 0 {
                 self.out.push(b',');
             }
+            count += 1;
             write_string(key, self.out);
             self.out.push(b':');
             if self.depth == 1 {
@@ -191,6 +217,9 @@ impl<'a, 'v> Writer<'a, 'v> {
             self.enter(Segment::Key(key));
             self.value(item)?;
             self.leave();
+        }
+        if omitted.is_some() && self.gap.is_none() {
+            self.gap = Some(Gap { at: self.out.len(), comma_before: count > 0, comma_after: false });
         }
         self.depth -= 1;
         self.out.push(b'}');

@@ -63,6 +63,30 @@ pub fn hash_event_value_with(event: &Value, buf: &mut Vec<u8>) -> Result<String,
     Ok(hex::encode(Sha256::digest(&buf[..])))
 }
 
+/// The canonical form of a sealed event from one canonicalization: sets `integrity.hash` of
+/// `event` to its hash and leaves in `buf` the event's canonical bytes, hash included. Returns the
+/// hash and the length of the canonical form without the hash member (what the hash covers).
+///
+/// The event is written once without the member, hashed, and the member is put into its place in
+/// the bytes (RFC 8785 order), which gives the same bytes as writing the sealed event again.
+pub fn seal_canonical(event: &mut Value, buf: &mut Vec<u8>) -> Result<(String, usize), ChainError> {
+    buf.clear();
+    let gap = canonicalize_omitting(event, "integrity", "hash", buf)?;
+    let hash = hex::encode(Sha256::digest(&buf[..]));
+    let (Some(gap), Some(integrity)) = (gap, event.get_mut("integrity").and_then(Value::as_object_mut)) else {
+        return Err(ChainError::MissingField { field: "integrity" });
+    };
+    let covered = buf.len();
+    let member = format!(
+        "{}\"hash\":\"{hash}\"{}",
+        if gap.comma_before { "," } else { "" },
+        if gap.comma_after { "," } else { "" }
+    );
+    buf.splice(gap.at..gap.at, member.into_bytes());
+    integrity.insert("hash".into(), Value::String(hash.clone()));
+    Ok((hash, covered))
+}
+
 /// SHA-256 over `text` with the member `hash` of its top-level `integrity` object cut out: the
 /// event's hash when `text` is already in canonical form (processed JSON output and the JSONL sink's
 /// lines are), with no parsing and no copy. `None` when the member is not found where the canonical

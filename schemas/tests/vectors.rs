@@ -143,3 +143,33 @@ fn canonical_text_hashes_without_parsing_and_other_text_does_not_pass_for_it() {
     let cut = text.replace(&format!("\"hash\":\"{}\",", value["integrity"]["hash"].as_str().unwrap()), "");
     assert_eq!(hash_canonical_text(cut.as_bytes()), None);
 }
+
+#[test]
+fn sealing_in_one_pass_gives_the_canonical_bytes_of_the_sealed_event_wherever_hash_sorts() {
+    use audit_schema::chain::seal_canonical;
+    let mut buf = Vec::new();
+    let mut integrities: Vec<Value> = vec![
+        serde_json::json!({}),
+        serde_json::json!({"alg": "sha256"}),
+        serde_json::json!({"zz": 1}),
+        serde_json::json!({"a": 1, "z": [1, {"hash": "inner stays"}]}),
+        serde_json::json!({"hash": "stale", "\u{e000}": 1, "\u{10000}": 2}),
+    ];
+    integrities.extend(common::chain(3).iter().map(|e| serde_json::to_value(&e.integrity).unwrap()));
+    for integrity in integrities {
+        let mut event = serde_json::json!({"action": "a.b", "integrity": integrity, "metadata": {"hash": 1}});
+        let expected_hash = hash_event_value(&event).unwrap();
+        let (hash, covered) = seal_canonical(&mut event, &mut buf).unwrap();
+        assert_eq!(hash, expected_hash, "{event}");
+        assert_eq!(event["integrity"]["hash"], Value::String(hash.clone()));
+        assert_eq!(buf, canonicalize(&event).unwrap(), "{}", String::from_utf8_lossy(&buf));
+        assert_eq!(
+            covered,
+            buf.len()
+                - format!("\"hash\":\"{hash}\"").len()
+                - usize::from(event["integrity"].as_object().unwrap().len() > 1)
+        );
+    }
+    let mut no_integrity = serde_json::json!({"action": "a.b"});
+    assert!(seal_canonical(&mut no_integrity, &mut buf).is_err());
+}
