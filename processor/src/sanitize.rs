@@ -33,7 +33,7 @@ impl PathBuf {
     fn push_index(&mut self, i: usize) -> usize {
         let at = self.text.len();
         self.text.push('[');
-        self.text.push_str(&i.to_string());
+        self.text.push_str(itoa::Buffer::new().format(i));
         self.text.push(']');
         at
     }

@@ -64,7 +64,7 @@ impl Findings {
     }
 
     fn short_text(&mut self, path: &str, value: &str) {
-        self.text(path, value, 1, 256);
+        self.text(path, value, 1, SHORT_TEXT_MAX);
     }
 
     fn opt_short_text(&mut self, path: &str, value: &Option<String>) {
@@ -74,12 +74,24 @@ impl Findings {
     }
 
     fn text(&mut self, path: &str, value: &str, min: usize, max: usize) {
-        let chars = value.chars().count();
-        if chars < min {
-            self.error(path, "must not be empty");
-        } else if chars > max {
-            self.error(path, format!("is {chars} characters long, at most {max} allowed"));
+        if let Some(problem) = text_problem(value, min, max) {
+            self.error(path, problem);
         }
+    }
+}
+
+/// Longest short text (names, ids, roles), in characters.
+const SHORT_TEXT_MAX: usize = 256;
+
+/// What is wrong with the length of a text field, if anything.
+fn text_problem(value: &str, min: usize, max: usize) -> Option<String> {
+    let chars = value.chars().count();
+    if chars < min {
+        Some("must not be empty".into())
+    } else if chars > max {
+        Some(format!("is {chars} characters long, at most {max} allowed"))
+    } else {
+        None
     }
 }
 
@@ -164,7 +176,10 @@ fn check_actor(f: &mut Findings, actor: &Actor) {
             f.error("actor.roles", format!("has {} roles, at most 64 allowed", roles.len()));
         }
         for (i, role) in roles.iter().enumerate() {
-            f.short_text(&format!("actor.roles[{i}]"), role);
+            // The path is formatted only for a role that has a problem.
+            if let Some(problem) = text_problem(role, 1, SHORT_TEXT_MAX) {
+                f.error(&format!("actor.roles[{i}]"), problem);
+            }
         }
     }
 }
