@@ -5,6 +5,9 @@
 //! cargo bench -p audit-sink --bench drain        # AUDIT_BENCH_EVENTS=200000 by default
 //! AUDIT_BENCH_SINKS=postgres,jsonl cargo bench -p audit-sink --bench drain   # only these
 //! ```
+//!
+//! Knobs: `AUDIT_BENCH_BATCH` (events per batch, default 5000), `AUDIT_BENCH_PG_CONNECTIONS`
+//! (PostgreSQL pool size, default the sink's own default).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -199,8 +202,13 @@ async fn main() {
             .await
             .expect("create database");
         let url = format!("{}/{db}", database.rsplit_once('/').map_or(database.as_str(), |(b, _)| b));
-        let pg = PostgresConfig { url: Some(url.clone()), max_connections: 8, migrate: true };
-        let sink = PostgresSink::connect(&url, 8, true).await.expect("connect");
+        // The sink's default pool unless AUDIT_BENCH_PG_CONNECTIONS says otherwise.
+        let connections = std::env::var("AUDIT_BENCH_PG_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PostgresConfig::default().max_connections);
+        let pg = PostgresConfig { url: Some(url.clone()), max_connections: connections, migrate: true };
+        let sink = PostgresSink::connect(&url, connections, true).await.expect("connect");
         drain("postgres", config(&bootstrap, &topic, StoreConfig::Postgres(pg), &format!("{id}.pg")), sink, n).await;
     }
     if wanted("sqlite") {
