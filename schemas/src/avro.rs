@@ -203,8 +203,7 @@ fn write(
                     for f in &r.fields {
                         let member = obj.get(&f.name);
                         found += usize::from(member.is_some());
-                        let text = !f.custom_attributes.is_empty()
-                            && f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                        let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
                         // The path is built only when an error travels up through this record.
                         write(&f.schema, member, text, &f.name, out).map_err(|e| match e {
                             ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
