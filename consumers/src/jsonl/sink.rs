@@ -166,7 +166,17 @@ impl JsonlSink {
         }
         let mut last_offset = None;
         let mut file = None;
-        if let Some(path) = newest(&dir)? {
+        // The newest file of the series may be compressed already (rotated, gzipped, and killed
+        // before the next file was opened): then its last line gives the offset, and any older
+        // plain file is just a closed one still waiting for compression.
+        let newest_gz = files(&dir, ".jsonl.gz")?.pop();
+        let newest_plain = newest(&dir)?.filter(|p| newest_gz.as_ref().is_none_or(|gz| gz_name(p) >= *gz));
+        if newest_plain.is_none() {
+            if let Some(gz) = &newest_gz {
+                last_offset = last_offset_gz(gz)?;
+            }
+        }
+        if let Some(path) = newest_plain {
             last_offset = recover_tail(&path)?;
             let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
             if last_offset.is_none() {
@@ -474,6 +484,28 @@ mod tests {
         let s = JsonlSink::new(config(dir.path()));
         assert_eq!(s.prepare(0).await.unwrap(), Some(299));
         assert!(files(&part, ".gz.tmp").unwrap().is_empty(), "the stray .tmp is removed");
+    }
+
+    #[tokio::test]
+    async fn a_restart_after_the_newest_file_was_compressed_knows_the_last_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("partition-0");
+        let s = sink(dir.path(), 4096);
+        s.prepare(0).await.unwrap();
+        for i in 0..300 {
+            s.write(&[record(0, i, &format!("e{i}"), "h")]).await.unwrap();
+        }
+        drop(s);
+        let plain = files(&part, ".jsonl").unwrap();
+        assert!(plain.len() > 2, "rotated: {plain:?}");
+        // Killed after compressing the newest file and before opening the next one, with an older
+        // closed file still waiting for compression.
+        gzip_file(plain.last().unwrap()).unwrap();
+        gzip_file(&plain[0]).unwrap();
+        let s = sink(dir.path(), 4096);
+        assert_eq!(s.prepare(0).await.unwrap(), Some(299), "the newest file is compressed; its last line counts");
+        let out = s.write(&[record(0, 299, "e299", "h"), record(0, 300, "e300", "h")]).await.unwrap();
+        assert_eq!((out.written, out.duplicates), (1, 1));
     }
 
     #[tokio::test]
