@@ -9,7 +9,8 @@
 //!
 //! Conversion between the JSON form and Avro values is driven by the schema: a JSON field with no
 //! Avro counterpart is an error, so the two contracts cannot drift silently. Fields marked
-//! `"jsonText": true` in the `.avsc` carry arbitrary JSON as text.
+//! `"jsonText": true` in the `.avsc` carry arbitrary JSON as text, written in RFC 8785 canonical
+//! form so that the bytes depend only on the value.
 
 use std::sync::LazyLock;
 
@@ -155,7 +156,15 @@ fn write(
             };
             match schema {
                 Schema::String if json_text => {
-                    write_bytes(&serde_json::to_vec(json).map_err(avro_err)?, out);
+                    // The RFC 8785 form, so the bytes never depend on the JSON map's order (which
+                    // follows the input when any crate in the build turns on `preserve_order`).
+                    // An input with an integer no double holds has no such form: it goes as plain
+                    // JSON, and the processor turns that integer into a string.
+                    let text = match crate::canonical::canonicalize(json) {
+                        Ok(text) => text,
+                        Err(_) => serde_json::to_vec(json).map_err(avro_err)?,
+                    };
+                    write_bytes(&text, out);
                 }
                 Schema::String => {
                     write_bytes(json.as_str().ok_or_else(|| mismatch(path, "a string", json))?.as_bytes(), out)

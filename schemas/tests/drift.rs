@@ -283,3 +283,26 @@ fn json_schema_and_rust_validation_refuse_the_same_event_mutations() {
         assert!(codec::event_from_value(bad, ValidationOptions::STRICT).is_err(), "Rust accepts {pointer} = {new:?}");
     }
 }
+
+#[test]
+fn avro_bytes_depend_only_on_the_event_not_on_the_map_order_of_its_payloads() {
+    let event = serde_json::to_value(common::full_event()).unwrap();
+    let metadata = json!({"zeta": 1, "alpha": {"y": [1.50, "é"], "b": null}, "mid": true});
+    // The same members inserted in reverse order (only differs when serde_json keeps insertion
+    // order, as it does when any crate in the build turns on `preserve_order`).
+    let mut reversed = serde_json::Map::new();
+    for (k, v) in metadata.as_object().unwrap().iter().rev() {
+        reversed.insert(k.clone(), v.clone());
+    }
+    let (mut a, mut b) = (event.clone(), event);
+    a["metadata"] = metadata.clone();
+    b["metadata"] = Value::Object(reversed);
+    let (a, b) = (avro::encode_event_value(&a).unwrap(), avro::encode_event_value(&b).unwrap());
+    assert_eq!(a, b);
+    let text = r#"{"alpha":{"b":null,"y":[1.5,"é"]},"mid":true,"zeta":1}"#.as_bytes();
+    assert!(a.windows(text.len()).any(|w| w == text), "metadata travels as its RFC 8785 text");
+    assert_eq!(
+        codec::decode_event(&a, ValidationOptions::STRICT).unwrap().event.metadata.unwrap(),
+        *metadata.as_object().unwrap()
+    );
+}
