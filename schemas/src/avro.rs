@@ -382,7 +382,7 @@ fn read(schema: &Schema, buf: &mut &[u8], json_text: bool, path: &str) -> Result
             Json::Array(out)
         }
         Schema::Record(r) => {
-            let mut obj = Map::new();
+            let mut obj = Map::with_capacity(r.fields.len());
             for f in &r.fields {
                 let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
                 if let Some(v) = read(&f.schema, buf, text, &f.name)? {
