@@ -76,6 +76,17 @@ fn newest(dir: &Path) -> Result<Option<PathBuf>, SinkError> {
     Ok(files(dir, ".jsonl")?.pop())
 }
 
+/// The newest file of a partition's series, plain or compressed (names sort by first offset; a
+/// plain file wins over its own `.gz`). Older plain files are closed ones waiting for compression.
+fn newest_file(dir: &Path) -> Result<Option<PathBuf>, SinkError> {
+    let plain = newest(dir)?;
+    let gz = files(dir, ".jsonl.gz")?.pop();
+    Ok(match (plain, gz) {
+        (Some(p), Some(g)) if gz_name(&p) < g => Some(g),
+        (p, g) => p.or(g),
+    })
+}
+
 /// `<name>.jsonl` → `<name>.jsonl.gz`.
 fn gz_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -166,31 +177,26 @@ impl JsonlSink {
         }
         let mut last_offset = None;
         let mut file = None;
-        // The newest file of the series may be compressed already (rotated, gzipped, and killed
-        // before the next file was opened): then its last line gives the offset, and any older
-        // plain file is just a closed one still waiting for compression.
-        let newest_gz = files(&dir, ".jsonl.gz")?.pop();
-        let newest_plain = newest(&dir)?.filter(|p| newest_gz.as_ref().is_none_or(|gz| gz_name(p) >= *gz));
-        if newest_plain.is_none() {
-            if let Some(gz) = &newest_gz {
-                last_offset = last_offset_gz(gz)?;
+        // The newest file of the series tells the last offset written. An empty one (created by a
+        // rotation just before a crash) is removed and the one before it decides.
+        while let Some(path) = newest_file(&dir)? {
+            if path.extension().is_some_and(|e| e == "gz") {
+                last_offset = last_offset_gz(&path)?;
+                break;
             }
-        }
-        if let Some(path) = newest_plain {
-            last_offset = recover_tail(&path)?;
-            let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
-            if last_offset.is_none() {
-                // An empty newest file: the offset is in the one before, if any.
+            let Some(offset) = recover_tail(&path)? else {
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
-                if let Some(prev) = newest(&dir)? {
-                    last_offset = recover_tail(&prev)?;
-                } else if let Some(prev) = files(&dir, ".jsonl.gz")?.pop() {
-                    last_offset = last_offset_gz(&prev)?;
-                }
-            } else if len < self.config.max_file_bytes {
+                continue;
+            };
+            last_offset = Some(offset);
+            let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
+            // Never append to a file whose `.gz` is complete (a crash between the rename and the
+            // removal): its compression would keep that `.gz` and drop what was appended.
+            if len < self.config.max_file_bytes && !gz_name(&path).exists() {
                 let f = OpenOptions::new().append(true).open(&path).map_err(|e| io(&path, e))?;
                 file = Some((f, path, len, Instant::now()));
             }
+            break;
         }
         if self.config.gzip_closed {
             // Closed files a previous run did not get to compress.
@@ -504,8 +510,25 @@ mod tests {
         gzip_file(&plain[0]).unwrap();
         let s = sink(dir.path(), 4096);
         assert_eq!(s.prepare(0).await.unwrap(), Some(299), "the newest file is compressed; its last line counts");
+        drop(s);
+        // Killed right after a rotation created the next file, before anything was written to it.
+        let empty = part.join(format!("{:020}.jsonl", 300));
+        File::create(&empty).unwrap();
+        let s = sink(dir.path(), 4096);
+        assert_eq!(s.prepare(0).await.unwrap(), Some(299), "an empty newest file defers to the .gz before it");
+        assert!(!empty.exists());
+        drop(s);
+        // Killed between a compression's rename and its removal of the plain file: the plain twin
+        // gives the offset but is never appended to (its compression would keep the old .gz).
+        let twin = plain.last().unwrap();
+        let text = std::io::read_to_string(flate2::read::GzDecoder::new(File::open(gz_name(twin)).unwrap())).unwrap();
+        fs::write(twin, &text).unwrap();
+        let s = sink(dir.path(), 4096);
+        assert_eq!(s.prepare(0).await.unwrap(), Some(299));
         let out = s.write(&[record(0, 299, "e299", "h"), record(0, 300, "e300", "h")]).await.unwrap();
         assert_eq!((out.written, out.duplicates), (1, 1));
+        assert_eq!(fs::read_to_string(twin).unwrap(), text, "the twin is not appended to");
+        assert_eq!(lines_of(&empty), [300], "the next record starts a new file");
     }
 
     #[tokio::test]
