@@ -662,6 +662,20 @@ mod tests {
     }
 
     #[test]
+    fn what_a_sink_decodes_hashes_to_the_recorded_hash_even_for_numbers_near_the_double_limits() {
+        let payload = br#"{"action":"a.b","outcome":"SUCCESS","actor":{"type":"u","id":"x"},"metadata":{"two60":1152921504606846976,"f":1.2345678901234567e18,"big":1e300,"x":0.1}}"#;
+        for encoding in [OutputEncoding::Avro, OutputEncoding::Json] {
+            let p = pipeline(|c| c.processing.output_encoding = encoding);
+            let out = p.process(&raw(1, payload), &mut head());
+            assert!(out.dead_letter.is_none(), "{:?}", out.dead_letter);
+            // What every sink and verifier does: decode the published bytes, hash the event.
+            let decoded = codec::event_value(&out.encoded).unwrap();
+            let recorded = decoded["integrity"]["hash"].as_str().unwrap().to_owned();
+            assert_eq!(audit_schema::chain::hash_event_value(&decoded).unwrap(), recorded, "{encoding:?}");
+        }
+    }
+
+    #[test]
     fn avro_input_is_accepted() {
         let p = pipeline(|_| {});
         let input = AuditEventInput::new("user.logout", Outcome::Success, Actor::new("user", "u-2"));

@@ -2,8 +2,10 @@
 //!
 //! * NUL characters (`\u0000`, refused by PostgreSQL `jsonb`) in any string or key are replaced by
 //!   U+FFFD;
-//! * integers that an IEEE 754 double cannot hold exactly become strings (the canonical form, and
-//!   every JSON reader in another language, would otherwise round them);
+//! * numbers beyond ±2^53 whose canonical text would not read back as the same number become
+//!   strings: integers (a double cannot hold most of them, so the canonical form, and every JSON
+//!   reader in another language, would round them) and doubles between 2^53 and 2^64 (printed as
+//!   integer digits that read back as an integer no double holds);
 //! * inside `metadata` and `diff`: nesting deeper than the limit is cut (MongoDB refuses documents
 //!   deeper than 100), and key names that document stores refuse or misread (a leading `$`, a `.`)
 //!   are rewritten (`$` → `＄`, `.` → `_`), the same way every time.
@@ -43,10 +45,19 @@ impl PathBuf {
     }
 }
 
-fn exact_in_double(n: &Number) -> bool {
-    match (n.as_i64(), n.as_u64()) {
-        (Some(i), _) => (i as f64) as i128 == i as i128 && (i as f64).abs() < 9.3e18,
-        (None, Some(u)) => (u as f64) < 1.8e19 && (u as f64) as u64 == u,
+/// 2^53: every integer up to it, and no other, is held exactly by an IEEE 754 double and printed
+/// as its own digits in the canonical form.
+const SAFE_MAGNITUDE: f64 = 9_007_199_254_740_992.0;
+
+/// Whether the number's canonical text reads back as the same number. Integers beyond ±2^53 fail
+/// (a double cannot hold most of them, and the ones it can print as other digits: 2^60 prints as
+/// 1152921504606847000), and so do doubles between 2^53 and 2^64 in magnitude, which print as
+/// integer digits that read back as an integer no double holds exactly.
+fn survives_canonical_text(n: &Number) -> bool {
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => i.unsigned_abs() <= 1 << 53,
+        (None, Some(u), _) => u <= 1 << 53,
+        (None, None, Some(f)) => f.abs() <= SAFE_MAGNITUDE || f.abs() >= 18_446_744_073_709_551_616.0, // 2^64
         _ => true,
     }
 }
@@ -68,7 +79,7 @@ pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
     warnings
 }
 
-/// NULs and inexact integers, everywhere.
+/// NULs and numbers beyond ±2^53, everywhere.
 fn sanitize_object(map: &mut Map<String, Value>, path: &mut PathBuf, warnings: &mut Vec<String>) {
     if map.keys().any(|k| k.contains('\0')) {
         let entries = std::mem::take(map);
@@ -95,9 +106,11 @@ fn sanitize_value(v: &mut Value, path: &mut PathBuf, warnings: &mut Vec<String>)
             *s = s.replace('\0', &REPLACEMENT.to_string());
             warnings.push(format!("{}: NUL characters replaced by U+FFFD", path.text));
         }
-        Value::Number(n) if !exact_in_double(n) => {
-            warnings
-                .push(format!("{}: integer {n} is beyond what a double holds exactly; kept as a string", path.text));
+        Value::Number(n) if !survives_canonical_text(n) => {
+            warnings.push(format!(
+                "{}: number {n} is beyond ±2^53, where JSON readers round integers; kept as a string",
+                path.text
+            ));
             *v = Value::String(n.to_string());
         }
         Value::Array(items) => {
@@ -186,6 +199,32 @@ mod tests {
         assert_eq!(v["metadata"]["ok"], 9007199254740992u64);
         assert_eq!(v["metadata"]["neg"], "-9007199254740993");
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn every_number_left_reads_back_from_its_canonical_text_as_itself() {
+        let numbers = json!([
+            1152921504606846976u64, // 2^60: exact in a double, printed as 1152921504606847000
+            -1152921504606846976i64,
+            1.2345678901234567e18, // printed as integer digits no double holds
+            -4.0e15,
+            9007199254740992u64,     // 2^53 itself
+            18446744073709551615u64, // u64::MAX
+            1.8446744073709552e19,   // 2^64 as a double: read back as a double
+            1e20,
+            1e300,
+            5.0,
+            0.1,
+            -0.0,
+        ]);
+        let mut v = json!({"metadata": {"n": numbers}});
+        let w = sanitize_event(&mut v, 32);
+        let kept: Vec<&Value> = v["metadata"]["n"].as_array().unwrap().iter().filter(|n| n.is_number()).collect();
+        assert_eq!(w.len(), 4, "2^60, -2^60, 1.2345678901234567e18 and u64::MAX become strings: {w:?}");
+        assert_eq!(kept.len(), 8);
+        let text = audit_schema::canonical::canonicalize(&v).unwrap();
+        let again: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(audit_schema::canonical::canonicalize(&again).unwrap(), text, "{}", String::from_utf8_lossy(&text));
     }
 
     #[test]
