@@ -73,16 +73,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("shutdown requested: draining");
-            signal.cancel();
-        });
+        audit_service::cancel_on_signal(shutdown.clone());
         let metrics = match SinkMetrics::new(kind(&settings), &settings.config.kafka.group_id) {
             Ok(m) => m,
             Err(e) => {

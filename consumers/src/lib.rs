@@ -24,7 +24,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod http;
 pub mod http_sink;
 pub mod jsonl;
 pub mod metrics;
@@ -53,11 +52,17 @@ pub async fn run<S: sink::Sink>(
     if let Err(error) = audit_kafka::topics::create_topics(&settings.kafka, &[dlq]).await {
         tracing::warn!(%error, topic = %settings.dead_letter_topic, "could not create the dead-letter topic; it must exist");
     }
-    let health = Arc::new(runtime::Health::default());
+    let health = Arc::new(audit_service::Health::default());
     let http_stop = CancellationToken::new();
-    let server = http::serve(settings.http_listen, metrics.clone(), health.clone(), http_stop.clone())
-        .await
-        .map_err(|e| RunError::Fatal(format!("http endpoint {}: {e}", settings.http_listen)))?;
+    let render = metrics.clone();
+    let server = audit_service::serve_ops(
+        settings.http_listen,
+        Arc::new(move || render.render()),
+        health.clone(),
+        http_stop.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Fatal(format!("http endpoint {}: {e}", settings.http_listen)))?;
     let handle = tokio::runtime::Handle::current();
     let result =
         tokio::task::spawn_blocking(move || runtime::run_blocking(settings, sink, metrics, health, handle, shutdown))

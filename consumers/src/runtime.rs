@@ -4,12 +4,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use audit_kafka::{close_consumer, Required};
 use audit_schema::codec;
+use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -565,19 +566,6 @@ impl<S: Sink> ConsumerContext for RebalanceContext<S> {
     }
 }
 
-/// Liveness and readiness.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Subscribed and running.
-    pub ready: AtomicBool,
-    /// Unix ms of the last poll-loop turn.
-    pub last_poll_ms: AtomicI64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Hands records to the lanes in offset order: records that arrive while a lane is full wait here
 /// (only records from the main queue can: a partition's own queue is read only when its lane has
 /// room), and a record fetched again is skipped.
@@ -706,7 +694,7 @@ pub fn run_blocking<S: Sink>(
     // The rebalance callback splits each assigned partition into its own queue.
     let _ = shared.consumer.set(Arc::downgrade(&consumer));
     consumer.subscribe(&[topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
-    health.ready.store(true, Ordering::Release);
+    health.set_ready(true);
 
     // Backpressure without pausing: each assigned partition has its own client queue, read only
     // while its lane has room; when it does not, the client stops fetching that partition once
@@ -715,7 +703,7 @@ pub fn run_blocking<S: Sink>(
     // skipping the rest of that batch.)
     let mut lanes = Feeder::default();
     let result = loop {
-        health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+        health.polled();
         if let Some(message) = shared.fatal() {
             break Err(RunError::Fatal(message));
         }
@@ -761,7 +749,7 @@ pub fn run_blocking<S: Sink>(
             shared.store_offset(&consumer, &lane.state);
         }
     };
-    health.ready.store(false, Ordering::Release);
+    health.set_ready(false);
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
     shared.queues().clear();

@@ -25,7 +25,6 @@
 mod checkpoints;
 pub mod cli;
 pub mod config;
-pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;
@@ -52,10 +51,11 @@ pub async fn run_with_metrics(
     metrics: metrics::ProcessorMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let health = Arc::new(runtime::Health::default());
+    let health = Arc::new(audit_service::Health::default());
     let addr = settings.http_listen;
     let http_stop = CancellationToken::new();
-    let server = http::serve(addr, metrics.clone(), health.clone(), http_stop.clone())
+    let render = metrics.clone();
+    let server = audit_service::serve_ops(addr, Arc::new(move || render.render()), health.clone(), http_stop.clone())
         .await
         .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
     let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, metrics, health, shutdown))

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use audit_kafka::{close_consumer, Required};
 use audit_schema::chain::{chain_name, ChainHead, ChainLink};
 use audit_schema::codec;
+use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -172,27 +173,6 @@ struct Lane {
     state: Arc<LaneState>,
     tx: SyncSender<OwnedMessage>,
     thread: JoinHandle<()>,
-}
-
-/// Liveness and readiness, for `/healthz` and `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Startup checks passed and the consumer is subscribed.
-    pub ready: AtomicBool,
-    /// Unix milliseconds of the last poll-loop turn.
-    pub last_poll_ms: AtomicI64,
-}
-
-impl Health {
-    /// Whether the poll loop turned within `max_age`.
-    pub fn live(&self, max_age: Duration) -> bool {
-        let last = self.last_poll_ms.load(Ordering::Relaxed);
-        last > 0 && now_ms() - last < max_age.as_millis() as i64
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 struct Shared {
@@ -718,11 +698,11 @@ pub fn run_blocking(
         .create_with_context(RebalanceContext { shared: shared.clone() })
         .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
     consumer.subscribe(&[k.raw_topic.as_str()]).map_err(|e| RunError::Kafka(format!("subscribe: {e}")))?;
-    health.ready.store(true, Ordering::Release);
+    health.set_ready(true);
 
     let mut last_lag = Instant::now();
     let result = loop {
-        health.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+        health.polled();
         if let Some(message) = fatal.get() {
             break Err(RunError::Fatal(message));
         }
@@ -757,7 +737,7 @@ pub fn run_blocking(
     };
 
     // Drain: stop every lane, wait for deliveries, store and commit, leave the group.
-    health.ready.store(false, Ordering::Release);
+    health.set_ready(false);
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
     shutting_down.store(true, Ordering::Relaxed);
