@@ -20,7 +20,7 @@
 //! # Layout
 //! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
 //! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
-//! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`], [`metrics`], [`http`]. `docs/SINKS.md` describes each store.
+//! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`] and [`metrics`] (served with `/healthz` and `/readyz` by [`audit_service::serve_ops`]). `docs/SINKS.md` describes each store.
 
 pub mod cli;
 pub mod config;
@@ -55,7 +55,7 @@ pub async fn run<S: sink::Sink>(
     let health = Arc::new(audit_service::Health::default());
     let http_stop = CancellationToken::new();
     let render = metrics.clone();
-    let server = audit_service::serve_ops(
+    let (server, _) = audit_service::serve_ops(
         settings.http_listen,
         Arc::new(move || render.render()),
         health.clone(),

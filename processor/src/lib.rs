@@ -17,7 +17,7 @@
 //! * [`pipeline`]: decode → [`sanitize`] → validate → normalize → [`redact`] → limits → chain →
 //!   encode, pure and deterministic.
 //! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
-//! * [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: the metric names.
+//! * [`metrics`]: the metric names, served with `/healthz` and `/readyz` by [`audit_service::serve_ops`].
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`], which loads config, starts telemetry and
 //! calls [`run`].
@@ -55,9 +55,10 @@ pub async fn run_with_metrics(
     let addr = settings.http_listen;
     let http_stop = CancellationToken::new();
     let render = metrics.clone();
-    let server = audit_service::serve_ops(addr, Arc::new(move || render.render()), health.clone(), http_stop.clone())
-        .await
-        .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
+    let (server, _) =
+        audit_service::serve_ops(addr, Arc::new(move || render.render()), health.clone(), http_stop.clone())
+            .await
+            .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
     let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, metrics, health, shutdown))
         .await
         .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));

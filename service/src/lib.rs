@@ -94,22 +94,25 @@ async fn readyz(State(s): State<Ops>) -> (StatusCode, &'static str) {
 }
 
 /// Binds `addr` (failing at once when it is taken) and serves the operations endpoints until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. Returns the server's task and the address it listens on (the port
+/// chosen when `addr` asked for port 0).
 pub async fn serve_ops(
     addr: SocketAddr,
     metrics: RenderMetrics,
     health: Arc<Health>,
     shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Ops { metrics, health });
-    Ok(tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    }))
+    });
+    Ok((server, bound))
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT (a task on the current runtime).
@@ -133,11 +136,9 @@ mod tests {
     async fn probes_follow_the_poll_loop_and_readiness() {
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
         let metrics: RenderMetrics = Arc::new(|| "up 1\n".to_owned());
-        let server = serve_ops(addr, metrics, health.clone(), stop.clone()).await.unwrap();
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (server, addr) = serve_ops(any_port, metrics, health.clone(), stop.clone()).await.unwrap();
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

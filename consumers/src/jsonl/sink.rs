@@ -130,31 +130,38 @@ fn last_offset_gz(path: &Path) -> Result<Option<i64>, SinkError> {
     Ok(last)
 }
 
-/// Cuts a torn last line and returns the offset of the last complete line.
+/// Cuts a torn last line and returns the offset of the last complete line (`None`: the file holds
+/// no complete line). Reads back from the end until it holds the whole last line, however long.
 fn recover_tail(path: &Path) -> Result<Option<i64>, SinkError> {
     let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| io(path, e))?;
     let len = file.metadata().map_err(|e| io(path, e))?.len();
-    let window = len.min(4 << 20);
-    file.seek(SeekFrom::Start(len - window)).map_err(|e| io(path, e))?;
-    let mut tail = Vec::with_capacity(window as usize);
-    (&mut file).take(window).read_to_end(&mut tail).map_err(|e| io(path, e))?;
-    let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut window = len.min(1 << 20);
+    let (tail, complete, start) = loop {
+        file.seek(SeekFrom::Start(len - window)).map_err(|e| io(path, e))?;
+        let mut tail = Vec::with_capacity(window as usize);
+        (&mut file).take(window).read_to_end(&mut tail).map_err(|e| io(path, e))?;
+        let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let before = tail[..complete.saturating_sub(1)].iter().rposition(|b| *b == b'\n').map(|i| i + 1);
+        match before {
+            Some(start) => break (tail, complete, start),
+            None if window == len => break (tail, complete, 0),
+            None => window = window.saturating_mul(4).min(len), // the last line starts further back
+        }
+    };
     if complete < tail.len() {
         let keep = len - (tail.len() - complete) as u64;
         tracing::warn!(file = %path.display(), bytes_cut = tail.len() - complete, "cut a torn last line");
         file.set_len(keep).map_err(|e| io(path, e))?;
         file.sync_all().map_err(|e| io(path, e))?;
     }
-    let lines = &tail[..complete];
-    let last = lines.strip_suffix(b"\n").unwrap_or(lines);
-    let start = last.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if last[start..].is_empty() {
+    let last = &tail[start..complete.saturating_sub(1).max(start)];
+    if last.is_empty() {
         return Ok(None);
     }
-    let line: Value = serde_json::from_slice(&last[start..]).map_err(|e| {
-        SinkError::fatal(format!("{}: last line is not JSON ({e}); the file was edited by hand?", path.display()))
-    })?;
-    Ok(line.get("offset").and_then(Value::as_i64))
+    let edited =
+        |what: String| SinkError::fatal(format!("{}: last line {what}; the file was edited by hand?", path.display()));
+    let line: Value = serde_json::from_slice(last).map_err(|e| edited(format!("is not JSON ({e})")))?;
+    line.get("offset").and_then(Value::as_i64).map(Some).ok_or_else(|| edited("has no offset".into()))
 }
 
 impl JsonlSink {
@@ -180,19 +187,22 @@ impl JsonlSink {
         // The newest file of the series tells the last offset written. An empty one (created by a
         // rotation just before a crash) is removed and the one before it decides.
         while let Some(path) = newest_file(&dir)? {
-            if path.extension().is_some_and(|e| e == "gz") {
-                last_offset = last_offset_gz(&path)?;
-                break;
-            }
-            let Some(offset) = recover_tail(&path)? else {
+            let found =
+                if path.extension().is_some_and(|e| e == "gz") { last_offset_gz(&path)? } else { recover_tail(&path)? };
+            let Some(offset) = found else {
+                // No line at all (recover_tail refuses a file whose last line has no offset).
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
                 continue;
             };
             last_offset = Some(offset);
+            if path.extension().is_some_and(|e| e == "gz") {
+                break;
+            }
             let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
-            // Never append to a file whose `.gz` is complete (a crash between the rename and the
+            // Never append to a file being compressed (a reassignment while a rotation's
+            // compression runs) or whose `.gz` is complete (a crash between the rename and the
             // removal): its compression would keep that `.gz` and drop what was appended.
-            if len < self.config.max_file_bytes && !gz_name(&path).exists() {
+            if len < self.config.max_file_bytes && !self.is_compressing(&path) && !gz_name(&path).exists() {
                 let f = OpenOptions::new().append(true).open(&path).map_err(|e| io(&path, e))?;
                 file = Some((f, path, len, Instant::now()));
             }
@@ -228,8 +238,16 @@ impl JsonlSink {
         let (Some(first), Some(last)) = (lines.first, lines.last) else { return Ok(false) };
         self.rotate_if_due(s, first)?;
         let Some((file, path, bytes, _)) = s.file.as_mut() else { return Err(SinkError::retriable("no open file")) };
-        file.write_all(&lines.buf).map_err(|e| io(path, e))?;
-        file.sync_data().map_err(|e| io(path, e))?;
+        if let Err(e) = file.write_all(&lines.buf).and_then(|()| file.sync_data()) {
+            // Nothing of a failed write may stay: the retry writes these lines again. A file that
+            // cannot even be cut back stops the sink; the next start cuts its torn tail.
+            return Err(match file.set_len(*bytes) {
+                Ok(()) => io(path, e),
+                Err(cut) => {
+                    SinkError::fatal(format!("{}: a write failed ({e}) and cannot be undone ({cut})", path.display()))
+                }
+            });
+        }
         *bytes += lines.buf.len() as u64;
         s.last_offset = Some(last);
         Ok(true)
@@ -257,9 +275,11 @@ impl JsonlSink {
     fn rotate_if_due(&self, s: &mut Series, first_offset: i64) -> Result<(), SinkError> {
         let due = match &s.file {
             None => true,
+            // An empty file is never rotated out: every closed file ends with the offset it holds.
             Some((_, _, bytes, opened)) => {
-                *bytes >= self.config.max_file_bytes
-                    || opened.elapsed() >= Duration::from_secs(self.config.max_file_age_secs)
+                *bytes > 0
+                    && (*bytes >= self.config.max_file_bytes
+                        || opened.elapsed() >= Duration::from_secs(self.config.max_file_age_secs))
             }
         };
         if due {
@@ -562,6 +582,44 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!closed.exists() && part.join("00000000000000000000.jsonl.gz").exists(), "compressed once free");
+    }
+
+    #[tokio::test]
+    async fn the_newest_file_is_not_appended_to_while_its_compression_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = JsonlSink::new(JsonlConfig {
+            dir: dir.path().to_owned(),
+            max_file_bytes: 4096,
+            max_file_age_secs: 3600,
+            gzip_closed: true,
+        });
+        let part = dir.path().join("partition-0");
+        fs::create_dir_all(&part).unwrap();
+        // A rotation closed this file and started compressing it, then opening the next failed.
+        let closed = part.join("00000000000000000000.jsonl");
+        fs::write(&closed, "{\"partition\":0,\"offset\":0,\"event\":{}}\n").unwrap();
+        s.compressing.lock().unwrap().insert(closed.clone());
+        assert_eq!(s.prepare(0).await.unwrap(), Some(0));
+        s.write(&[record(0, 1, "e1", "h")]).await.unwrap();
+        assert_eq!(lines_of(&closed), [0], "the file being compressed is left as it is");
+        assert_eq!(lines_of(&part.join("00000000000000000001.jsonl")), [1]);
+    }
+
+    #[test]
+    fn a_last_line_longer_than_the_read_window_is_found_and_a_torn_one_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.jsonl");
+        let long = format!("{{\"partition\":0,\"offset\":7,\"event\":{{\"x\":\"{}\"}}}}\n", "a".repeat(3 << 20));
+        let torn = format!("{{\"partition\":0,\"offset\":8,\"event\":{{\"x\":\"{}", "b".repeat(5 << 20));
+        fs::write(&path, format!("{{\"partition\":0,\"offset\":6,\"event\":{{}}}}\n{long}{torn}")).unwrap();
+        assert_eq!(recover_tail(&path).unwrap(), Some(7));
+        assert_eq!(lines_of(&path), [6, 7], "only the torn line is cut");
+        // A file whose only line is torn holds nothing; a last line without an offset is refused.
+        fs::write(&path, torn.as_bytes()).unwrap();
+        assert_eq!(recover_tail(&path).unwrap(), None);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        fs::write(&path, "{\"partition\":0,\"event\":{}}\n").unwrap();
+        assert!(recover_tail(&path).unwrap_err().to_string().contains("has no offset"));
     }
 
     fn lines_of(path: &Path) -> Vec<i64> {
