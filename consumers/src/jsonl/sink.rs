@@ -429,6 +429,27 @@ mod tests {
         JsonlSink::new(JsonlConfig { dir: dir.to_owned(), max_file_bytes, max_file_age_secs: 3600, gzip_closed: false })
     }
 
+    /// A compressing sink with 4 KiB files, and its partition 0 directory (created).
+    fn gzip_sink_with_partition_dir(dir: &Path) -> (JsonlSink, PathBuf) {
+        let s = JsonlSink::new(JsonlConfig {
+            dir: dir.to_owned(),
+            max_file_bytes: 4096,
+            max_file_age_secs: 3600,
+            gzip_closed: true,
+        });
+        let part = dir.join("partition-0");
+        fs::create_dir_all(&part).unwrap();
+        (s, part)
+    }
+
+    /// A closed file holding offset 0, as if its compression were running on another thread.
+    fn closed_file_being_compressed(s: &JsonlSink, part: &Path) -> PathBuf {
+        let closed = part.join("00000000000000000000.jsonl");
+        fs::write(&closed, "{\"partition\":0,\"offset\":0,\"event\":{}}\n").unwrap();
+        s.compressing.lock().unwrap().insert(closed.clone());
+        closed
+    }
+
     fn lines(dir: &Path, p: i32) -> Vec<Value> {
         let mut files: Vec<_> =
             fs::read_dir(dir.join(format!("partition-{p}"))).unwrap().map(|e| e.unwrap().path()).collect();
@@ -554,21 +575,11 @@ mod tests {
     #[tokio::test]
     async fn a_reassigned_partition_leaves_a_running_compression_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let s = JsonlSink::new(JsonlConfig {
-            dir: dir.path().to_owned(),
-            max_file_bytes: 4096,
-            max_file_age_secs: 3600,
-            gzip_closed: true,
-        });
-        let part = dir.path().join("partition-0");
-        fs::create_dir_all(&part).unwrap();
-        let closed = part.join("00000000000000000000.jsonl");
-        fs::write(&closed, "{\"partition\":0,\"offset\":0,\"event\":{}}\n").unwrap();
+        let (s, part) = gzip_sink_with_partition_dir(dir.path());
+        let closed = closed_file_being_compressed(&s, &part);
         fs::write(part.join("00000000000000000001.jsonl"), "{\"partition\":0,\"offset\":1,\"event\":{}}\n").unwrap();
         let tmp = part.join("00000000000000000000.jsonl.gz.tmp");
         fs::write(&tmp, b"being written").unwrap();
-        // As if a compression of `closed` were running on another thread.
-        s.compressing.lock().unwrap().insert(closed.clone());
 
         assert_eq!(s.prepare(0).await.unwrap(), Some(1));
         assert!(tmp.exists(), "the running compression's .tmp is not removed as a leftover");
@@ -587,18 +598,9 @@ mod tests {
     #[tokio::test]
     async fn the_newest_file_is_not_appended_to_while_its_compression_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let s = JsonlSink::new(JsonlConfig {
-            dir: dir.path().to_owned(),
-            max_file_bytes: 4096,
-            max_file_age_secs: 3600,
-            gzip_closed: true,
-        });
-        let part = dir.path().join("partition-0");
-        fs::create_dir_all(&part).unwrap();
+        let (s, part) = gzip_sink_with_partition_dir(dir.path());
         // A rotation closed this file and started compressing it, then opening the next failed.
-        let closed = part.join("00000000000000000000.jsonl");
-        fs::write(&closed, "{\"partition\":0,\"offset\":0,\"event\":{}}\n").unwrap();
-        s.compressing.lock().unwrap().insert(closed.clone());
+        let closed = closed_file_being_compressed(&s, &part);
         assert_eq!(s.prepare(0).await.unwrap(), Some(0));
         s.write(&[record(0, 1, "e1", "h")]).await.unwrap();
         assert_eq!(lines_of(&closed), [0], "the file being compressed is left as it is");
