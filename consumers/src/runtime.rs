@@ -137,12 +137,17 @@ impl<S: Sink> Shared<S> {
         for lane in &lanes {
             lane.stop.cancel();
         }
-        let deadline = self.settings.drain_timeout;
+        // One deadline for the whole release, however many lanes it stops.
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
         for lane in lanes {
-            let Lane { state, tx, task, .. } = lane;
+            let Lane { state, tx, mut task, .. } = lane;
             drop(tx);
-            if self.runtime.block_on(tokio::time::timeout(deadline, task)).is_err() {
-                tracing::warn!(partition = state.partition, "lane did not stop within the drain deadline");
+            if self.runtime.block_on(tokio::time::timeout_at(deadline, &mut task)).is_err() {
+                // Aborted, so it never writes next to the partition's next lane; what it had not
+                // acknowledged is delivered again.
+                tracing::warn!(partition = state.partition, "lane did not stop within the drain deadline; aborted");
+                task.abort();
+                let _ = self.runtime.block_on(task);
             }
             self.store_offset(consumer, &state);
             tracing::info!(
@@ -622,8 +627,9 @@ impl Feeder {
             return Ok(());
         }
         match tx.try_send(m) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(m)) => waiting.push_back(m),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(format!("the lane of partition {p} stopped")),
         }
         Ok(())
     }
@@ -648,6 +654,10 @@ impl Feeder {
         }
     }
 }
+
+/// Most events taken from the main queue in one turn of the poll loop (it holds rebalances,
+/// errors and the few records fetched between an assignment and the split of its queue).
+const MAIN_QUEUE_TURN: usize = 10_000;
 
 /// Runs `sink` until `shutdown` (then drains, commits and returns `Ok`) or a fatal error.
 pub fn run_blocking<S: Sink>(
@@ -712,17 +722,22 @@ pub fn run_blocking<S: Sink>(
         }
         // The main queue serves rebalances and errors (and any record fetched in the instant
         // between an assignment and the split of its queue).
+        // It is emptied before any partition queue is read: a record of a partition found there
+        // precedes everything in that partition's own queue.
         let idle = if shared.queues().is_empty() { 100 } else { 5 };
-        let polled = consumer.poll(Duration::from_millis(idle));
-        lanes.sync(&shared);
-        match polled {
-            Some(Ok(m)) => {
-                if let Err(message) = lanes.accept(m.partition(), m.offset(), || m.detach(), true) {
-                    shared.set_fatal(message);
+        let mut polled = consumer.poll(Duration::from_millis(idle));
+        for _ in 0..MAIN_QUEUE_TURN {
+            lanes.sync(&shared);
+            match polled {
+                Some(Ok(m)) => {
+                    if let Err(message) = lanes.accept(m.partition(), m.offset(), || m.detach(), true) {
+                        shared.set_fatal(message);
+                    }
                 }
+                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                None => break,
             }
-            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
-            None => {}
+            polled = consumer.poll(Duration::ZERO);
         }
         lanes.flush_waiting();
         for (p, queue) in shared.queues().iter() {
@@ -746,6 +761,10 @@ pub fn run_blocking<S: Sink>(
             }
         }
         for lane in shared.lanes().values() {
+            if lane.task.is_finished() {
+                // Lanes end only when released: this one failed (a panic) and its partition stalls.
+                shared.set_fatal(format!("the lane of partition {} stopped", lane.state.partition));
+            }
             shared.store_offset(&consumer, &lane.state);
         }
     };
