@@ -87,6 +87,11 @@ fn producer_required() -> Vec<Required> {
         req("acks", "all", "an event counts only when every in-sync replica has it"),
         req("message.timeout.ms", "0", "the chain cannot skip an event, so delivery is retried until it succeeds"),
         req("max.in.flight.requests.per.connection", "5", "ordering under idempotence"),
+        req(
+            "enable.gapless.guarantee",
+            "true",
+            "an event that can never be delivered stops the producer instead of leaving a gap before later ones",
+        ),
     ]
 }
 
@@ -158,12 +163,16 @@ impl ProducerContext for DeliveryContext {
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight), _))
                 if self.shutting_down.load(Ordering::Relaxed) => {}
-            Err((error, message)) => self.fatal.set(format!(
-                "permanent delivery failure to {} partition {} (raw partition {}): {error}; the chain cannot skip an event, exiting to resume from the processed tail",
-                message.topic(),
-                message.partition(),
-                token.lane.partition
-            )),
+            Err((error, message)) => {
+                // The lane takes no further record: nothing may be chained after the lost event.
+                token.lane.stop.store(true, Ordering::Release);
+                self.fatal.set(format!(
+                    "permanent delivery failure to {} partition {} (raw partition {}): {error}; the chain cannot skip an event, exiting to resume from the processed tail",
+                    message.topic(),
+                    message.partition(),
+                    token.lane.partition
+                ))
+            }
         }
         token.lane.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -275,8 +284,16 @@ impl Shared {
         let (low, high) = reader
             .fetch_watermarks(&k.processed_topic, p, Duration::from_secs(15))
             .map_err(|e| format!("watermarks of {} partition {p}: {e}", k.processed_topic))?;
-        if high <= low {
+        if high == 0 {
             return Ok((ChainHead::genesis(chain), Offset::Beginning));
+        }
+        if high <= low {
+            // Records were written and have all expired: starting the chain again at seq 1 would
+            // fork it from what the sinks hold.
+            return Err(format!(
+                "processed partition {p} of {} is empty but has held records (offsets up to {high}): retention removed the chain's tail, so it cannot be continued; raise the processed topic's retention and restore the tail, or start a new processed topic",
+                k.processed_topic
+            ));
         }
         // Reported high watermarks can lag behind the last batch on some brokers, so read from one
         // before it to the end rather than trusting it to name the last record.
@@ -352,7 +369,13 @@ impl Shared {
             }
             let left = lane.state.in_flight.load(Ordering::Acquire);
             if left > 0 {
-                tracing::warn!(partition = p, in_flight = left, "lane released with deliveries still in flight");
+                // Those events may still land after the partition's next owner has read the tail
+                // and chained past it: drop them and stop (the next owner processes their raw
+                // records again from the tail it finds).
+                self.fatal.set(format!(
+                    "raw partition {p} was released with {left} deliveries still in flight after the drain deadline; dropping them and exiting"
+                ));
+                self.producer.purge(PurgeConfig::default().queue().inflight());
             }
             self.store_offset(consumer, &lane.state);
             tracing::info!(
@@ -715,8 +738,11 @@ pub fn run_blocking(
                 let p = m.partition();
                 let tx = shared.lanes().get(&p).map(|l| l.tx.clone());
                 if let Some(tx) = tx {
-                    // Blocks while the lane is busy: back-pressure on the consumer.
-                    let _ = tx.send(m.detach());
+                    // Blocks while the lane is busy: back-pressure on the consumer. A lane that
+                    // is gone while its partition is assigned has failed (a panic).
+                    if tx.send(m.detach()).is_err() {
+                        fatal.set(format!("the lane of raw partition {p} stopped"));
+                    }
                 }
             }
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
@@ -741,11 +767,11 @@ pub fn run_blocking(
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
     shutting_down.store(true, Ordering::Relaxed);
+    // Whatever the drain did not deliver is dropped before the group is left, so that the
+    // partitions' next owner is never raced by late deliveries (it resumes from the tail it reads).
+    shared.producer.purge(PurgeConfig::default().queue().inflight());
     let outcome = close_consumer(consumer, Duration::from_secs(10));
     tracing::info!(?outcome, "left the consumer group");
-    if result.is_err() {
-        shared.producer.purge(PurgeConfig::default().queue().inflight());
-    }
     let _ = shared.producer.flush(Duration::from_secs(5));
     if let Some(checkpoints) = &shared.checkpoints {
         checkpoints.close(Duration::from_secs(5));
