@@ -162,7 +162,47 @@ pub enum Stored {
     },
 }
 
+/// The link fields of a stored event, however it was read (borrowed; missing fields read as
+/// empty or 0, as the verifier treats them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRef<'a> {
+    /// `integrity.chain`.
+    pub chain: &'a str,
+    /// `integrity.seq`.
+    pub seq: u64,
+    /// `integrity.hash` as recorded.
+    pub hash: &'a str,
+    /// `eventId`.
+    pub event_id: &'a str,
+    /// `receivedAt`.
+    pub received_at: Option<&'a str>,
+}
+
 impl Stored {
+    /// The link fields of a stored event; `None` for a checkpoint.
+    pub fn link(&self) -> Option<LinkRef<'_>> {
+        match self {
+            Stored::Link(l) | Stored::Hashed { link: l, .. } => Some(LinkRef {
+                chain: &l.chain,
+                seq: l.seq,
+                hash: &l.hash,
+                event_id: &l.event_id,
+                received_at: l.received_at.as_deref(),
+            }),
+            Stored::Event(e) => {
+                let text = |p: &str| e.pointer(p).and_then(Value::as_str);
+                Some(LinkRef {
+                    chain: text("/integrity/chain").unwrap_or_default(),
+                    seq: e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
+                    hash: text("/integrity/hash").unwrap_or_default(),
+                    event_id: text("/eventId").unwrap_or_default(),
+                    received_at: text("/receivedAt"),
+                })
+            }
+            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => None,
+        }
+    }
+
     /// A stored checkpoint as read from `value`, or what is wrong with it.
     fn checkpoint(value: Value, origin: impl FnOnce() -> String) -> Stored {
         match Checkpoint::from_value(value) {
@@ -426,7 +466,7 @@ async fn read_postgres(
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
         while let Some(text) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
-            each(stored_checkpoint(&text))?;
+            each(stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()))?;
         }
     }
     let sql = format!(
@@ -470,7 +510,7 @@ async fn read_sqlite(
         while let Some(text) =
             rows.try_next().await.with_context(|| format!("reading audit_checkpoints from {}", path.display()))?
         {
-            each(stored_checkpoint(&text))?;
+            each(stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()))?;
         }
     }
     let sql = format!(
@@ -555,13 +595,10 @@ async fn read_kafka(
     crate::kafka::scan_topic(brokers, topic, &mut |message| {
         let Some(payload) = message.payload() else { return Ok(()) };
         if crate::kafka::is_checkpoint(message) {
-            return match Checkpoint::from_json(payload) {
-                Ok(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => Ok(()),
-                Ok(c) => each(Stored::Checkpoint(Box::new(c))),
-                Err(e) => each(Stored::BadCheckpoint {
-                    origin: format!("{topic}/{} offset {}", message.partition(), message.offset()),
-                    reason: e.to_string(),
-                }),
+            let origin = || format!("{topic}/{} offset {}", message.partition(), message.offset());
+            return match stored_checkpoint(payload, origin) {
+                Stored::Checkpoint(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => Ok(()),
+                stored => each(stored),
             };
         }
         let event = audit_schema::codec::event_value(payload).with_context(|| {
@@ -574,11 +611,11 @@ async fn read_kafka(
     })
 }
 
-/// A checkpoint row of a SQL store.
-fn stored_checkpoint(json: &str) -> Stored {
-    match serde_json::from_str(json) {
-        Ok(value) => Stored::checkpoint(value, || "a row of audit_checkpoints".into()),
-        Err(e) => Stored::BadCheckpoint { origin: "a row of audit_checkpoints".into(), reason: e.to_string() },
+/// A checkpoint stored as JSON text (a SQL row, a topic record), or what is wrong with it.
+fn stored_checkpoint(json: &[u8], origin: impl FnOnce() -> String) -> Stored {
+    match Checkpoint::from_json(json) {
+        Ok(c) => Stored::Checkpoint(Box::new(c)),
+        Err(e) => Stored::BadCheckpoint { origin: origin(), reason: e.to_string() },
     }
 }
 

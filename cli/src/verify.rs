@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::source::{self, LinkOnly, ReadFilter, Source, Stored};
+use crate::source::{self, LinkOnly, LinkRef, ReadFilter, Source, Stored};
 
 /// What to verify.
 #[derive(Debug, Clone, Default)]
@@ -582,17 +582,7 @@ async fn recheck(
 ) -> anyhow::Result<()> {
     let wanted: BTreeSet<&str> = behind.iter().map(|(c, _)| c.as_str()).collect();
     source::read(source, filter, &mut |stored| {
-        let (chain, seq, hash, event_id) = match &stored {
-            Stored::Link(l) | Stored::Hashed { link: l, .. } => {
-                (l.chain.as_str(), l.seq, l.hash.as_str(), l.event_id.as_str())
-            }
-            Stored::Event(e) => {
-                let text = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
-                let seq = e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default();
-                (text("/integrity/chain"), seq, text("/integrity/hash"), text("/eventId"))
-            }
-            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => return Ok(()),
-        };
+        let Some(LinkRef { chain, seq, hash, event_id, .. }) = stored.link() else { return Ok(()) };
         if !wanted.contains(chain) || !behind.contains(&(chain.to_owned(), seq)) {
             return Ok(());
         }
@@ -613,17 +603,9 @@ async fn recheck(
 async fn time_windows(source: &Source, filter: &ReadFilter, request: &VerifyRequest) -> anyhow::Result<Windows> {
     let mut windows = Windows::new();
     source::read(source, filter, &mut |stored| {
-        let (chain, seq, received_at) = match &stored {
-            Stored::Link(l) | Stored::Hashed { link: l, .. } => (l.chain.clone(), l.seq, l.received_at.clone()),
-            Stored::Event(e) => (
-                e.pointer("/integrity/chain").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                e.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
-                e.get("receivedAt").and_then(Value::as_str).map(str::to_owned),
-            ),
-            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => return Ok(()),
-        };
-        if received_in(received_at.as_deref(), request) {
-            let w = windows.entry(chain).or_insert((seq, seq));
+        let Some(LinkRef { chain, seq, received_at, .. }) = stored.link() else { return Ok(()) };
+        if received_in(received_at, request) {
+            let w = windows.entry(chain.to_owned()).or_insert((seq, seq));
             w.0 = w.0.min(seq);
             w.1 = w.1.max(seq);
         }

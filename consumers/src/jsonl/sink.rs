@@ -187,15 +187,15 @@ impl JsonlSink {
         // The newest file of the series tells the last offset written. An empty one (created by a
         // rotation just before a crash) is removed and the one before it decides.
         while let Some(path) = newest_file(&dir)? {
-            let found =
-                if path.extension().is_some_and(|e| e == "gz") { last_offset_gz(&path)? } else { recover_tail(&path)? };
+            let compressed = path.extension().is_some_and(|e| e == "gz");
+            let found = if compressed { last_offset_gz(&path)? } else { recover_tail(&path)? };
             let Some(offset) = found else {
                 // No line at all (recover_tail refuses a file whose last line has no offset).
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
                 continue;
             };
             last_offset = Some(offset);
-            if path.extension().is_some_and(|e| e == "gz") {
+            if compressed {
                 break;
             }
             let len = fs::metadata(&path).map_err(|e| io(&path, e))?.len();
