@@ -110,3 +110,36 @@ pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str, timeou
     }
     Ok(t.partitions().len() as i32)
 }
+
+/// The `max.message.bytes` the broker reports for each of `topics` (its own setting or the
+/// broker's default), in one request answered within `wait`.
+///
+/// Every record written to a topic must fit, key, headers and batch framing included. Per topic an
+/// error text when the broker does not report it (ACLs, or a broker that lists only the configs
+/// set on the topic): callers decide whether that matters.
+pub async fn max_message_bytes(
+    settings: &ClientSettings,
+    topics: &[&str],
+    wait: Duration,
+) -> Result<Vec<std::result::Result<usize, String>>> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config(&[])?.create().map_err(Error::kafka("create admin client"))?;
+    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(wait));
+    let results = admin.describe_configs(specs.iter(), &options).await.map_err(Error::kafka("describe configs"))?;
+    let mut out: Vec<std::result::Result<usize, String>> = results
+        .into_iter()
+        .map(|r| {
+            let resource = r.map_err(|code| format!("configs cannot be described: {code}"))?;
+            let entry = resource.get("max.message.bytes").ok_or("no max.message.bytes config reported")?;
+            entry
+                .value
+                .as_deref()
+                .and_then(|v| v.parse::<usize>().ok())
+                .ok_or_else(|| format!("max.message.bytes {:?} is not a byte count", entry.value))
+        })
+        .collect();
+    out.resize_with(topics.len(), || Err("the broker described fewer topics than asked".into()));
+    Ok(out)
+}

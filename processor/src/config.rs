@@ -47,6 +47,10 @@ pub struct KafkaConfig {
     /// Static group membership (`group.instance.id`): a stable name per instance (a StatefulSet
     /// pod name). A restarted instance then takes its partitions back without a rebalance.
     pub instance_id: Option<String>,
+    /// When a lane's resume point is gone from the raw topic (retention removed raw records
+    /// before they were processed, or the topic was recreated): `false` stops the processor with
+    /// an error; `true` continues from the earliest raw record, and verification reports the gap.
+    pub accept_raw_loss: bool,
     /// Extra librdkafka options for every client (security, SASL, TLS...).
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -61,6 +65,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "audit.dlq".into(),
             session_timeout_ms: 10_000,
             instance_id: None,
+            accept_raw_loss: false,
             librdkafka: BTreeMap::new(),
         }
     }

@@ -15,9 +15,9 @@
 //!   stores and commits its offset, then lets the partition go.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,21 +62,90 @@ pub enum RunError {
     },
 }
 
+/// Header naming the event id of each processed event (and marking it as the processor's).
+const EVENT_ID_HEADER: &str = "audit.event_id";
+
 /// Most records a lane takes from its queue at once (one span each).
 const BATCH: usize = 256;
+
+/// Room a processed record needs beyond its event's canonical size (`limits.max_event_bytes`):
+/// the integrity hash, key, headers and batch framing.
+const RECORD_OVERHEAD: usize = 64 * 1024;
+
+/// Room a dead letter needs beyond the raw record's key and payload: headers and framing.
+const DEAD_LETTER_OVERHEAD: usize = 16 * 1024;
+
+/// How long the poll loop waits for room in a lane's queue before it holds the record and
+/// pauses the partition (keeping the poll loop, and so the group membership, alive).
+const LANE_STALL: Duration = Duration::from_secs(2);
+
+/// Record sizes the processor may produce, from the config and the topics' `max.message.bytes`.
+#[derive(Debug, Clone, Copy)]
+struct RecordLimits {
+    /// librdkafka `message.max.bytes` of the producer.
+    producer_max: usize,
+    /// Largest raw key + payload a dead letter carries; a larger record's dead letter names its
+    /// source without the bytes (they stay in the raw topic, and the quarantine entry holds
+    /// their SHA-256).
+    dead_letter_bytes: usize,
+}
+
+impl RecordLimits {
+    /// Reads both topics' `max.message.bytes` (when the broker reports them) and refuses a
+    /// processed topic that cannot hold the largest event the limits allow: every such event
+    /// would fail delivery, stop its lane and fail again after each restart.
+    fn check(settings: &Settings) -> Result<RecordLimits, RunError> {
+        let k = &settings.config.kafka;
+        let wait = Duration::from_secs(10);
+        let topics = [k.processed_topic.as_str(), k.dead_letter_topic.as_str()];
+        let limits = tokio::runtime::Handle::current()
+            .block_on(audit_kafka::topics::max_message_bytes(&settings.kafka, &topics, wait))
+            .unwrap_or_else(|e| topics.iter().map(|_| Err(e.to_string())).collect());
+        let [processed, dead_letter_topic] = [0, 1].map(|i| match &limits[i] {
+            Ok(limit) => Some(*limit),
+            Err(error) => {
+                // Brokers that report only the configs set on a topic land here too.
+                tracing::info!(%error, topic = topics[i], "the topic's max.message.bytes is unknown; relying on the configured limits");
+                None
+            }
+        });
+        let needed = settings.config.limits.max_event_bytes + RECORD_OVERHEAD;
+        if let Some(limit) = processed.filter(|l| *l < needed) {
+            return Err(RunError::Topology(format!(
+                "processed topic {:?} accepts records up to {limit} bytes (max.message.bytes), but limits.max_event_bytes = {} needs {needed}; raise the topic's max.message.bytes or lower limits.max_event_bytes",
+                k.processed_topic, settings.config.limits.max_event_bytes
+            )));
+        }
+        // librdkafka's default, or more when the events or the dead-letter topic need it.
+        let producer_max = needed.max(dead_letter_topic.unwrap_or(0)).clamp(1_000_000, 1_000_000_000);
+        let dead_letter_bytes =
+            dead_letter_topic.unwrap_or(producer_max).min(producer_max).saturating_sub(DEAD_LETTER_OVERHEAD);
+        Ok(RecordLimits { producer_max, dead_letter_bytes })
+    }
+}
 
 fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
     Required { key, value: Cow::Borrowed(value), reason }
 }
 
-fn consumer_required() -> Vec<Required> {
+fn consumer_required(accept_raw_loss: bool) -> Vec<Required> {
     let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
     r.push(req(
         "partition.assignment.strategy",
         "range,roundrobin",
         "lanes are handed over whole on revoke (eager rebalancing)",
     ));
-    r.push(req("auto.offset.reset", "earliest", "a new partition is processed from its beginning"));
+    // A lane resumes at an explicit offset (from the processed tail); the reset policy only
+    // decides what happens when that offset is gone from the raw topic.
+    r.push(if accept_raw_loss {
+        req("auto.offset.reset", "earliest", "kafka.accept_raw_loss continues after raw records that are gone")
+    } else {
+        req(
+            "auto.offset.reset",
+            "error",
+            "raw records gone before they were processed stop the processor (kafka.accept_raw_loss)",
+        )
+    });
     r.push(req("enable.partition.eof", "false", "the consumer reads a never-ending stream"));
     r
 }
@@ -97,7 +166,7 @@ fn producer_required() -> Vec<Required> {
 
 /// Every librdkafka key the processor fixes (refused as pass-through options).
 pub fn protected_keys() -> Vec<Required> {
-    let mut keys = consumer_required();
+    let mut keys = consumer_required(false);
     keys.extend(producer_required());
     keys.push(req("group.id", "", "set kafka.group_id instead"));
     keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
@@ -182,6 +251,9 @@ struct Lane {
     state: Arc<LaneState>,
     tx: SyncSender<OwnedMessage>,
     thread: JoinHandle<()>,
+    /// Records taken from the consumer while the lane's queue stayed full (the partition is
+    /// paused until they are handed over).
+    held: VecDeque<OwnedMessage>,
 }
 
 struct Shared {
@@ -192,6 +264,7 @@ struct Shared {
     lanes: Mutex<BTreeMap<i32, Lane>>,
     tail: Mutex<Option<BaseConsumer>>,
     fatal: Arc<FatalSlot>,
+    limits: RecordLimits,
     checkpoints: Option<crate::checkpoints::Checkpointer>,
 }
 
@@ -258,6 +331,11 @@ impl RebalanceContext {
             shared.fatal.set(format!("assign failed: {error}"));
             return;
         }
+        // A partition paused under an earlier assignment (its lane was stuck) stays paused
+        // through a rebalance; its new lane starts taking records at once.
+        if let Err(error) = consumer.resume(&assignment) {
+            tracing::warn!(%error, "resume after assign");
+        }
         for (p, head) in resumed {
             shared.start_lane(p, head);
         }
@@ -277,6 +355,8 @@ impl Shared {
                 .set("group.id", format!("{}.tail-reader", k.group_id))
                 .set("enable.auto.commit", "false")
                 .set("enable.partition.eof", "true")
+                // The end of a partition is known from an empty fetch: do not wait for data.
+                .set("fetch.wait.max.ms", "10")
                 .set("auto.offset.reset", "earliest");
             *guard = Some(config.create().map_err(|e| format!("tail reader: {e}"))?);
         }
@@ -339,7 +419,7 @@ impl Shared {
             .name(format!("lane-{partition}"))
             .spawn(move || shared.lane_loop(&lane_state, rx, head))
             .unwrap_or_else(|e| panic!("cannot spawn a lane thread: {e}"));
-        self.lanes().insert(partition, Lane { state, tx, thread });
+        self.lanes().insert(partition, Lane { state, tx, thread, held: VecDeque::new() });
     }
 
     /// Stops the lanes of `partitions`: no new records, in-flight deliveries awaited, offsets
@@ -389,6 +469,82 @@ impl Shared {
             tracing::debug!(%error, "commit on release");
         }
         self.metrics.assigned.set(self.lanes().len() as i64);
+    }
+
+    /// Gives a record to its lane, waiting while the lane is busy (back-pressure on the consumer)
+    /// for up to [`LANE_STALL`]. A lane still full after that is stuck (its deliveries do not get
+    /// through): the record is held and the partition paused, so that the poll loop goes on
+    /// serving the group instead of being dropped from it with the lane still producing.
+    fn hand_over<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mut m: OwnedMessage) {
+        let p = m.partition();
+        let (tx, holding) = match self.lanes().get(&p) {
+            Some(lane) => (lane.tx.clone(), !lane.held.is_empty()),
+            // Not assigned any more: its next owner resumes from the processed tail.
+            None => return,
+        };
+        if !holding {
+            let started = Instant::now();
+            loop {
+                match tx.try_send(m) {
+                    Ok(()) => return,
+                    Err(TrySendError::Disconnected(_)) => {
+                        // Gone while its partition is assigned: the lane failed (a panic).
+                        self.fatal.set(format!("the lane of raw partition {p} stopped"));
+                        return;
+                    }
+                    Err(TrySendError::Full(back)) => m = back,
+                }
+                if started.elapsed() >= LANE_STALL {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tracing::warn!(
+                partition = p,
+                "the lane has taken no record for {LANE_STALL:?} (are its deliveries stuck?); pausing the partition"
+            );
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition_offset(self.raw_topic(), p, Offset::Invalid);
+            if let Err(error) = consumer.pause(&tpl) {
+                self.fatal.set(format!("cannot pause raw partition {p} while its lane is stuck: {error}"));
+            }
+        }
+        // Ordered after those already held (records fetched before the pause still arrive).
+        if let Some(lane) = self.lanes().get_mut(&p) {
+            lane.held.push_back(m);
+        }
+    }
+
+    /// Hands held records to their lanes as room appears and resumes the partitions whose
+    /// records are all handed over; true while some are still held.
+    fn hand_over_held<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) -> bool {
+        let mut holding = false;
+        for (p, lane) in self.lanes().iter_mut().filter(|(_, l)| !l.held.is_empty()) {
+            while let Some(m) = lane.held.pop_front() {
+                match lane.tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(m)) => {
+                        lane.held.push_front(m);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.fatal.set(format!("the lane of raw partition {p} stopped"));
+                        lane.held.clear();
+                    }
+                }
+            }
+            if lane.held.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                let _ = tpl.add_partition_offset(self.raw_topic(), *p, Offset::Invalid);
+                match consumer.resume(&tpl) {
+                    Ok(()) => tracing::info!(partition = p, "the lane takes records again; partition resumed"),
+                    Err(error) => self.fatal.set(format!("cannot resume raw partition {p}: {error}")),
+                }
+            } else {
+                holding = true;
+            }
+        }
+        holding
     }
 
     fn store_offset<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, lane: &LaneState) {
@@ -481,20 +637,29 @@ impl Shared {
                 tracing::warn!(partition = raw.partition, offset = raw.offset, class = dead.class.as_str(), reason = %dead.reason, "dead letter");
                 let source_partition = raw.partition.to_string();
                 let source_offset = raw.offset.to_string();
-                let headers = OwnedHeaders::new()
+                let carried = raw.key.map_or(0, <[u8]>::len) + raw.payload.map_or(0, <[u8]>::len);
+                let omitted = (carried > self.limits.dead_letter_bytes).then(|| {
+                    format!("{carried} bytes of key and payload, over the dead-letter topic's record size; they stay at the source offset in the raw topic")
+                });
+                let mut headers = OwnedHeaders::new()
                     .insert(Header { key: "audit.error.class", value: Some(dead.class.as_str()) })
                     .insert(Header { key: "audit.error.reason", value: Some(dead.reason.as_str()) })
                     .insert(Header { key: "audit.source.topic", value: Some(raw.topic) })
                     .insert(Header { key: "audit.source.partition", value: Some(source_partition.as_str()) })
                     .insert(Header { key: "audit.source.offset", value: Some(source_offset.as_str()) })
                     .insert(Header { key: "audit.quarantine.event_id", value: Some(processed.event_id.as_str()) });
+                if let Some(omitted) = &omitted {
+                    headers = headers.insert(Header { key: "audit.payload.omitted", value: Some(omitted.as_str()) });
+                }
                 let token = Box::new(Token { lane: state.clone(), raw_offset: None });
                 let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, token).headers(headers);
-                if let Some(key) = raw.key {
-                    record = record.key(key);
-                }
-                if let Some(payload) = raw.payload {
-                    record = record.payload(payload);
+                if omitted.is_none() {
+                    if let Some(key) = raw.key {
+                        record = record.key(key);
+                    }
+                    if let Some(payload) = raw.payload {
+                        record = record.payload(payload);
+                    }
                 }
                 if !self.send(state, record) {
                     return false;
@@ -502,7 +667,7 @@ impl Shared {
             }
             let token = Box::new(Token { lane: state.clone(), raw_offset: Some(raw.offset) });
             let mut headers =
-                OwnedHeaders::new().insert(Header { key: "audit.event_id", value: Some(processed.event_id.as_str()) });
+                OwnedHeaders::new().insert(Header { key: EVENT_ID_HEADER, value: Some(processed.event_id.as_str()) });
             if let Some(tp) = &traceparent {
                 headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_slice()) });
             }
@@ -592,7 +757,7 @@ impl Shared {
     }
 }
 
-/// The last decodable event in `topic`/`p` from `start` to the end.
+/// The newest event of a processed partition.
 struct TailLink {
     chain: String,
     seq: u64,
@@ -601,12 +766,16 @@ struct TailLink {
     source_offset: i64,
 }
 
+/// The last event in `topic`/`p` from `start` to the end. Records no processor wrote are passed
+/// over; one of ours that cannot be read back after the last readable event is an error.
 fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Result<Option<TailLink>, String> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
     reader.assign(&tpl).map_err(|e| format!("assign {topic}/{p}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
+    // A record of ours after the last readable event.
+    let mut unreadable = None;
     let mut buf = Vec::new();
     loop {
         if Instant::now() > deadline {
@@ -614,15 +783,35 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
         }
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let Some(payload) = m.payload() else { continue };
                 if is_checkpoint_record(&m) {
                     continue;
                 }
-                let Ok(value) = codec::event_value(payload) else { continue };
-                let Ok(link) = ChainLink::from_value(&value, &mut buf) else { continue };
-                let Some(offset) = value.pointer("/integrity/source/offset").and_then(serde_json::Value::as_i64) else {
-                    continue;
+                let link = m.payload().ok_or_else(|| "no payload".to_owned()).and_then(|payload| {
+                    let value = codec::event_value(payload).map_err(|e| e.to_string())?;
+                    let link = ChainLink::from_value(&value, &mut buf).map_err(|e| e.to_string())?;
+                    let offset = value
+                        .pointer("/integrity/source/offset")
+                        .and_then(serde_json::Value::as_i64)
+                        .ok_or("no integrity.source.offset")?;
+                    Ok((link, offset))
+                });
+                let (link, offset) = match link {
+                    Ok(found) => found,
+                    // The processor marks each event it publishes: one it cannot read back may be
+                    // the chain's newest link, and continuing from an older one would fork it.
+                    Err(why) if audit_kafka::header(&m, EVENT_ID_HEADER).is_some() => {
+                        unreadable = Some(format!(
+                            "record at offset {} of {topic} partition {p} was published by a processor but cannot be read back ({why}); a newer version's format, or a damaged record? Not continuing the chain from an older link",
+                            m.offset()
+                        ));
+                        continue;
+                    }
+                    Err(why) => {
+                        tracing::warn!(topic, partition = p, offset = m.offset(), %why, "a record in the processed topic that no processor wrote; passed over");
+                        continue;
+                    }
                 };
+                unreadable = None;
                 last = Some(TailLink {
                     chain: link.chain,
                     seq: link.seq,
@@ -637,7 +826,10 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
         }
     }
     let _ = reader.unassign();
-    Ok(last)
+    match unreadable {
+        Some(message) => Err(message),
+        None => Ok(last),
+    }
 }
 
 /// A signed checkpoint travelling in the processed partition (not an event of the chain).
@@ -672,13 +864,15 @@ fn check_topology(settings: &Settings) -> Result<i32, RunError> {
 }
 
 /// Runs the processor until `shutdown` is cancelled (then drains and commits) or a fatal error.
-pub fn run_blocking(
+/// Runs on a Tokio blocking thread (it waits for the broker's admin answers on the runtime).
+pub(crate) fn run_blocking(
     settings: Settings,
     metrics: ProcessorMetrics,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let partitions = check_topology(&settings)?;
+    let limits = RecordLimits::check(&settings)?;
     tracing::info!(pid = std::process::id(), partitions, raw = %settings.config.kafka.raw_topic, processed = %settings.config.kafka.processed_topic,
         policy = %settings.policy.version(), "topics checked");
     let fatal = Arc::new(FatalSlot::default());
@@ -689,7 +883,8 @@ pub fn run_blocking(
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000");
+        .set("queue.buffering.max.messages", "200000")
+        .set("message.max.bytes", limits.producer_max.to_string());
     let producer: ThreadedProducer<DeliveryContext> = pconf
         .create_with_context(DeliveryContext { fatal: fatal.clone(), shutting_down: shutting_down.clone() })
         .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
@@ -704,11 +899,15 @@ pub fn run_blocking(
         lanes: Mutex::new(BTreeMap::new()),
         tail: Mutex::new(None),
         fatal: fatal.clone(),
+        limits,
         settings,
     });
     let k = &shared.settings.config.kafka;
-    let mut cconf =
-        shared.settings.kafka.client_config(&consumer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
+    let mut cconf = shared
+        .settings
+        .kafka
+        .client_config(&consumer_required(k.accept_raw_loss))
+        .map_err(|e| RunError::Kafka(e.to_string()))?;
     cconf
         .set("group.id", &k.group_id)
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
@@ -732,19 +931,15 @@ pub fn run_blocking(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let holding = shared.hand_over_held(&consumer);
+        match consumer.poll(Duration::from_millis(if holding { 5 } else { 100 })) {
             Some(Ok(m)) => {
                 shared.metrics.consumed.inc();
-                let p = m.partition();
-                let tx = shared.lanes().get(&p).map(|l| l.tx.clone());
-                if let Some(tx) = tx {
-                    // Blocks while the lane is busy: back-pressure on the consumer. A lane that
-                    // is gone while its partition is assigned has failed (a panic).
-                    if tx.send(m.detach()).is_err() {
-                        fatal.set(format!("the lane of raw partition {p} stopped"));
-                    }
-                }
+                shared.hand_over(&consumer, m.detach());
             }
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => fatal.set(
+                "a raw partition's resume offset (the processed tail's source.offset + 1) is not in the raw topic: retention removed raw records before they were processed, or the raw topic was recreated. Not skipping them silently; to continue from the earliest raw record and leave the gap for verification to report, set kafka.accept_raw_loss = true".into(),
+            ),
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}
         }

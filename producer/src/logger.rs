@@ -402,18 +402,17 @@ impl AuditLoggerBuilder {
 
 /// The topic's `max.message.bytes` when the broker reports it (within a few seconds).
 async fn topic_limit(settings: &Settings) -> Option<usize> {
-    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        settings.kafka.client_config(&[]).ok()?.create().ok()?;
-    let wait = Duration::from_secs(3);
     let topic = settings.config.topic.as_str();
-    let spec = [ResourceSpecifier::Topic(topic)];
-    let options = AdminOptions::new().request_timeout(Some(wait));
-    let results = tokio::time::timeout(wait, admin.describe_configs(spec.iter(), &options)).await;
-    let limit = match results {
-        Ok(Ok(results)) => results.into_iter().flatten().find_map(|r| {
-            r.get("max.message.bytes").and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<usize>().ok())
-        }),
+    let wait = Duration::from_secs(3);
+    let topics = [topic];
+    let limits = audit_kafka::topics::max_message_bytes(&settings.kafka, &topics, wait);
+    let limit = tokio::time::timeout(wait, limits).await.map(|r| match r {
+        Ok(mut per_topic) => per_topic.remove(0),
+        Err(e) => Err(e.to_string()),
+    });
+    match limit {
+        // Each record also carries a key, headers and batch framing.
+        Ok(Ok(limit)) => Some(limit.saturating_sub(256)),
         Ok(Err(error)) => {
             tracing::warn!(%error, topic, "could not read the topic's max.message.bytes; using max_event_bytes");
             None
@@ -422,9 +421,7 @@ async fn topic_limit(settings: &Settings) -> Option<usize> {
             tracing::warn!(topic, "broker did not answer in time; using max_event_bytes as the size limit");
             None
         }
-    };
-    // Each record also carries a key, headers and batch framing.
-    limit.map(|l| l.saturating_sub(256))
+    }
 }
 
 impl Core {

@@ -35,6 +35,22 @@ impl Topology {
     /// Creates the topics on the shared broker: raw and processed with `partitions` partitions
     /// (processed with `processed_partitions` when it must differ).
     pub async fn create(partitions: i32, processed_partitions: Option<i32>) -> Topology {
+        Topology::create_configured(partitions, processed_partitions, &[], &[]).await
+    }
+
+    /// [`Topology::create`] with topic configs for the processed and the dead-letter topics.
+    pub async fn create_configured(
+        partitions: i32,
+        processed_partitions: Option<i32>,
+        processed_config: &[(&str, &str)],
+        dead_letter_config: &[(&str, &str)],
+    ) -> Topology {
+        let configured = |mut spec: TopicSpec, config: &[(&str, &str)]| {
+            for (k, v) in config {
+                spec = spec.with_config(*k, *v);
+            }
+            spec
+        };
         let id = unique_name("p");
         let t = Topology {
             bootstrap: kafka_bootstrap(),
@@ -48,8 +64,8 @@ impl Topology {
             &ClientSettings::new(&t.bootstrap, "test-admin"),
             &[
                 TopicSpec::new(&t.raw, partitions),
-                TopicSpec::new(&t.processed, processed_partitions.unwrap_or(partitions)),
-                TopicSpec::new(&t.dead_letter, 1),
+                configured(TopicSpec::new(&t.processed, processed_partitions.unwrap_or(partitions)), processed_config),
+                configured(TopicSpec::new(&t.dead_letter, 1), dead_letter_config),
             ],
         )
         .await
@@ -125,6 +141,28 @@ pub fn verify(events: &[Value]) -> ChainReport {
 /// The raw offsets each event of a partition was made from, in order.
 pub fn source_offsets(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["integrity"]["source"]["offset"].as_i64().expect("source offset")).collect()
+}
+
+/// A record to write: key, payload and headers.
+pub type RecordParts<'a> = (Option<&'a str>, &'a [u8], &'a [(&'a str, &'a str)]);
+
+/// Writes `records` to partition `partition` of `topic` and waits until the broker has them all.
+pub fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[RecordParts<'_>]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientSettings::new(bootstrap, "test-writer").client_config(&[]).expect("config").create().expect("producer");
+    for (key, payload, headers) in records {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(v.as_bytes()) }));
+        let mut record = BaseRecord::to(topic).partition(partition).payload(*payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
 /// Sends SIGTERM (graceful stop) to a child.

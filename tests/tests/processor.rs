@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome};
 use audit_tests::kafka::read_topic;
-use audit_tests::pipeline::{raw_event, resume_points, source_offsets, terminate, verify, Loader, Topology};
+use audit_tests::pipeline::{
+    produce, raw_event, resume_points, source_offsets, terminate, verify, Loader, RecordParts, Topology,
+};
 use serde_json::{json, Value};
 
 const PROCESSOR: &str = env!("CARGO_BIN_EXE_audit-test-processor");
@@ -174,6 +176,112 @@ async fn an_invalid_config_exits_2_naming_the_key() {
     assert!(text.contains("limits.max_event_bytes"), "{text}");
 }
 
+/// Waits (up to 60 s) for a processor that must stop by itself; its exit code.
+async fn exit_code(child: std::process::Child) -> Option<i32> {
+    let pid = child.id().to_string();
+    let waited =
+        tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || child.wait_with_output()));
+    match waited.await {
+        Ok(output) => output.unwrap().unwrap().status.code(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("the processor did not stop by itself within 60 s");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_when_the_processed_topic_cannot_hold_the_largest_event() {
+    let t = Topology::create_configured(1, None, &[("max.message.bytes", "100000")], &[]).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    // The default limit (64 KiB) plus room for the record around it does not fit in 100,000 bytes.
+    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("processed topic {:?} accepts records up to 100000 bytes", t.processed))
+            && text.contains("limits.max_event_bytes = 65536"),
+        "{text}"
+    );
+    // A limit the topic can hold starts and processes.
+    let (key, payload) = raw_event(0);
+    produce(&t.bootstrap, &t.raw, 0, &[(Some(&key), &payload, &[])]);
+    run_until_processed(&t, &log, &[("AUDIT_LIMITS__MAX_EVENT_BYTES", "32768")], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_record_too_large_for_the_dead_letter_topic_is_dead_lettered_without_its_bytes() {
+    let t = Topology::create_configured(1, None, &[], &[("max.message.bytes", "20000")]).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let big = vec![b'x'; 30_000];
+    let (key, good) = raw_event(1);
+    produce(&t.bootstrap, &t.raw, 0, &[(Some("tenant-00"), &big, &[]), (Some(&key), &good, &[])]);
+    run_until_processed(&t, &log, &[], 2);
+
+    let events = &t.read_processed(2)[&0];
+    assert_eq!(events[0]["action"], "audit.quarantined");
+    assert_eq!(events[0]["metadata"]["rawBytes"], 30_000);
+    assert_eq!(events[1]["action"], "document.update", "the lane went on");
+    assert!(verify(events).is_intact());
+    let dead = t.read_dead_letters(1);
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert!(d.payload.is_empty() && d.key.is_empty(), "the bytes stay in the raw topic");
+    assert!(d.header("audit.payload.omitted").is_some_and(|h| h.starts_with("30009 bytes")), "{:?}", d.headers);
+    assert_eq!(d.header("audit.error.class"), Some("decode"));
+    assert_eq!(d.header("audit.source.offset"), Some("0"));
+}
+
+/// The processor's events in processed partition 0 (records no processor wrote and the test's
+/// damaged one left out), once `records` records are there.
+fn own_events(t: &Topology, records: usize) -> Vec<Value> {
+    read_topic(&t.bootstrap, &t.processed, records, Duration::from_secs(1))
+        .into_iter()
+        .filter(|r| r.header("audit.event_id").is_some_and(|id| id != DAMAGED))
+        .map(|r| audit_schema::codec::event_value(&r.payload).expect("our events decode"))
+        .collect()
+}
+
+/// The event id on the damaged record a test puts at a processed tail.
+const DAMAGED: &str = "evt-damaged";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_ours_unreadable_at_the_processed_tail_stops_the_processor_and_a_foreign_one_is_passed_over() {
+    let t = Topology::create(1, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let raw: Vec<(String, Vec<u8>)> = (0..6).map(raw_event).collect();
+    let send_raw = |range: std::ops::Range<usize>| {
+        let records: Vec<RecordParts<'_>> =
+            raw[range].iter().map(|(k, p)| (Some(k.as_str()), p.as_slice(), &[][..])).collect();
+        produce(&t.bootstrap, &t.raw, 0, &records);
+    };
+    send_raw(0..3);
+    run_until_processed(&t, &log, &[], 3);
+
+    // Someone else's record at the tail: the chain continues from the last event before it.
+    produce(&t.bootstrap, &t.processed, 0, &[(None, b"not an audit event", &[])]);
+    send_raw(3..5);
+    let mut child = t.spawn_processor(PROCESSOR, &log, &[]);
+    let started = Instant::now();
+    while own_events(&t, 6).len() < 5 && started.elapsed() < Duration::from_secs(60) {}
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+    let events = own_events(&t, 6);
+    assert_eq!(source_offsets(&events), [0, 1, 2, 3, 4]);
+    assert!(verify(&events).is_intact());
+
+    // A record marked as ours that does not read back: it may be the newest link, so the
+    // processor stops instead of chaining after an older one.
+    produce(&t.bootstrap, &t.processed, 0, &[(Some("tenant-00"), b"\x00damaged", &[("audit.event_id", DAMAGED)])]);
+    send_raw(5..6);
+    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("was published by a processor but cannot be read back"), "{text}");
+    assert_eq!(own_events(&t, 7).len(), 5, "nothing was chained after the damaged record");
+}
+
 /// Deterministic pseudo-random delays, so a failure can be replayed.
 fn delays(seed: u64, n: usize, min_ms: u64, max_ms: u64) -> Vec<Duration> {
     let mut x = seed;
@@ -226,7 +334,8 @@ async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_ch
 fn run_until_processed(t: &Topology, log: &std::path::Path, env: &[(&str, &str)], total: usize) {
     let mut child = t.spawn_processor(PROCESSOR, log, env);
     let got = wait_processed(t, total, Duration::from_secs(90));
-    assert_eq!(got.values().map(Vec::len).sum::<usize>(), total, "processed everything");
+    let n = got.values().map(Vec::len).sum::<usize>();
+    assert_eq!(n, total, "processed everything; log: {}", std::fs::read_to_string(log).unwrap_or_default());
     terminate(&child);
     assert!(child.wait().unwrap().success(), "SIGTERM exits 0");
 }
