@@ -47,6 +47,10 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u64,
     /// Static membership (`group.instance.id`).
     pub instance_id: Option<String>,
+    /// When this sink's committed offset is gone from the processed topic (retention removed
+    /// events before the sink stored them): `false` stops the sink with an error; `true` continues
+    /// from the earliest event, and verifying the store reports the gap.
+    pub accept_loss: bool,
     /// Extra librdkafka options.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -60,6 +64,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: String::new(),
             session_timeout_ms: 10_000,
             instance_id: None,
+            accept_loss: false,
             librdkafka: BTreeMap::new(),
         }
     }

@@ -14,10 +14,11 @@ use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,16 +42,25 @@ fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required
     Required { key, value: Cow::Borrowed(value), reason }
 }
 
-fn consumer_required() -> Vec<Required> {
+fn consumer_required(accept_loss: bool) -> Vec<Required> {
     let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
     r.push(req("partition.assignment.strategy", "range,roundrobin", "lanes are handed over whole on revoke"));
-    r.push(req("auto.offset.reset", "earliest", "a new sink starts from the beginning of the processed topic"));
+    // A partition without a committed offset is assigned from its beginning explicitly; the reset
+    // policy only decides what happens when the committed offset is gone from the topic.
+    r.push(if accept_loss {
+        req("auto.offset.reset", "earliest", "kafka.accept_loss continues after events that are gone")
+    } else {
+        req("auto.offset.reset", "error", "events gone before this sink stored them stop it (kafka.accept_loss)")
+    });
     r
 }
 
+/// What the poll loop says when a committed offset is gone from the processed topic.
+const OFFSET_GONE: &str = "a committed offset of this sink's group is not in the processed topic: e.g. retention removed events before this sink stored them (the sink was down or behind for longer than the topic's retention), or the topic was recreated. Not skipping them silently; restore them from another sink or an export, or set kafka.accept_loss = true to continue from the earliest event (verifying the store then reports the gap)";
+
 /// Every librdkafka key the sink runtime fixes.
 pub fn protected_keys() -> Vec<Required> {
-    let mut keys = consumer_required();
+    let mut keys = consumer_required(false);
     keys.push(req("group.id", "", "set kafka.group_id instead"));
     keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
     keys.push(req("group.instance.id", "", "set kafka.instance_id instead"));
@@ -525,6 +535,25 @@ fn to_record(m: &OwnedMessage) -> Result<Record, String> {
     Ok(Record::Event(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json }))
 }
 
+/// Where each newly assigned partition starts: the group's committed offset, or the beginning
+/// when the group has none (a new sink). Explicit, so that `auto.offset.reset` is left to mean
+/// only "the committed offset is gone".
+fn start_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> Result<TopicPartitionList, KafkaError> {
+    let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(15))?;
+    let mut assignment = TopicPartitionList::new();
+    for e in committed.elements() {
+        let start = match e.offset() {
+            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        assignment.add_partition_offset(e.topic(), e.partition(), start)?;
+    }
+    Ok(assignment)
+}
+
 struct RebalanceContext<S: Sink> {
     shared: Arc<Shared<S>>,
 }
@@ -536,7 +565,14 @@ impl<S: Sink> ConsumerContext for RebalanceContext<S> {
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(error) = consumer.assign(tpl) {
+                let assignment = match start_offsets(consumer, tpl) {
+                    Ok(assignment) => assignment,
+                    Err(error) => {
+                        self.shared.set_fatal(format!("cannot read the group's committed offsets: {error}"));
+                        return;
+                    }
+                };
+                if let Err(error) = consumer.assign(&assignment) {
                     self.shared.set_fatal(format!("assign failed: {error}"));
                     return;
                 }
@@ -673,7 +709,8 @@ pub fn run_blocking<S: Sink>(
     pconf.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "60000");
     let dead_letters: FutureProducer =
         pconf.create().map_err(|e| RunError::Kafka(format!("dead-letter producer: {e}")))?;
-    let mut cconf = settings.kafka.client_config(&consumer_required()).map_err(|e| RunError::Kafka(e.to_string()))?;
+    let mut cconf =
+        settings.kafka.client_config(&consumer_required(k.accept_loss)).map_err(|e| RunError::Kafka(e.to_string()))?;
     cconf
         .set("group.id", &k.group_id)
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
@@ -734,6 +771,9 @@ pub fn run_blocking<S: Sink>(
                         shared.set_fatal(message);
                     }
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    shared.set_fatal(OFFSET_GONE.into())
+                }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => break,
             }
@@ -748,6 +788,10 @@ pub fn run_blocking<S: Sink>(
                         if let Err(message) = lanes.accept(*p, m.offset(), || m.detach(), false) {
                             shared.set_fatal(message);
                         }
+                    }
+                    Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                        shared.set_fatal(format!("partition {p}: {OFFSET_GONE}"));
+                        break;
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, partition = *p, "consumer error");

@@ -28,7 +28,7 @@ use audit_schema::codec;
 use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
@@ -75,6 +75,17 @@ const RECORD_OVERHEAD: usize = 64 * 1024;
 /// Room a dead letter needs beyond the raw record's key and payload: headers and framing.
 const DEAD_LETTER_OVERHEAD: usize = 16 * 1024;
 
+/// Smallest `max.message.bytes` the dead-letter topic must allow.
+const MIN_DEAD_LETTER_TOPIC_BYTES: usize = 64 * 1024;
+
+/// Longest raw key carried over to the processed record (a tenant id is far shorter; the
+/// partition is chosen explicitly, so a longer key is left off rather than let the record grow
+/// past what the topic accepts).
+const MAX_KEY_BYTES: usize = 4 * 1024;
+
+/// Longest `traceparent` header passed on (the W3C form is 55 characters).
+const MAX_TRACEPARENT_BYTES: usize = 512;
+
 /// How long the poll loop waits for room in a lane's queue before it holds the record and
 /// pauses the partition (keeping the poll loop, and so the group membership, alive).
 const LANE_STALL: Duration = Duration::from_secs(2);
@@ -86,8 +97,11 @@ struct RecordLimits {
     producer_max: usize,
     /// Largest raw key + payload a dead letter carries; a larger record's dead letter names its
     /// source without the bytes (they stay in the raw topic, and the quarantine entry holds
-    /// their SHA-256).
+    /// the payload's SHA-256).
     dead_letter_bytes: usize,
+    /// librdkafka `batch.size`: a batch of several records must fit the smaller topic limit too
+    /// (the broker checks whole batches; a single larger record still goes alone).
+    batch_bytes: usize,
 }
 
 impl RecordLimits {
@@ -116,11 +130,19 @@ impl RecordLimits {
                 k.processed_topic, settings.config.limits.max_event_bytes
             )));
         }
+        if let Some(limit) = dead_letter_topic.filter(|l| *l < MIN_DEAD_LETTER_TOPIC_BYTES) {
+            return Err(RunError::Topology(format!(
+                "dead-letter topic {:?} accepts records up to {limit} bytes (max.message.bytes); a dead letter's headers alone need room, so it must allow at least {MIN_DEAD_LETTER_TOPIC_BYTES}",
+                k.dead_letter_topic
+            )));
+        }
         // librdkafka's default, or more when the events or the dead-letter topic need it.
         let producer_max = needed.max(dead_letter_topic.unwrap_or(0)).clamp(1_000_000, 1_000_000_000);
         let dead_letter_bytes =
             dead_letter_topic.unwrap_or(producer_max).min(producer_max).saturating_sub(DEAD_LETTER_OVERHEAD);
-        Ok(RecordLimits { producer_max, dead_letter_bytes })
+        let smallest_topic = [processed, dead_letter_topic].into_iter().flatten().min().unwrap_or(usize::MAX);
+        let batch_bytes = smallest_topic.min(1_000_000).saturating_sub(DEAD_LETTER_OVERHEAD);
+        Ok(RecordLimits { producer_max, dead_letter_bytes, batch_bytes })
     }
 }
 
@@ -503,13 +525,12 @@ impl Shared {
                 partition = p,
                 "the lane has taken no record for {LANE_STALL:?} (are its deliveries stuck?); pausing the partition"
             );
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(self.raw_topic(), p, Offset::Invalid);
-            if let Err(error) = consumer.pause(&tpl) {
+            if let Err(error) = self.pause_or_resume(consumer, p, true) {
                 self.fatal.set(format!("cannot pause raw partition {p} while its lane is stuck: {error}"));
             }
         }
-        // Ordered after those already held (records fetched before the pause still arrive).
+        // After those already held. (The pause purges what the client had fetched for the
+        // partition, so in practice one record is held.)
         if let Some(lane) = self.lanes().get_mut(&p) {
             lane.held.push_back(m);
         }
@@ -534,9 +555,7 @@ impl Shared {
                 }
             }
             if lane.held.is_empty() {
-                let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition_offset(self.raw_topic(), *p, Offset::Invalid);
-                match consumer.resume(&tpl) {
+                match self.pause_or_resume(consumer, *p, false) {
                     Ok(()) => tracing::info!(partition = p, "the lane takes records again; partition resumed"),
                     Err(error) => self.fatal.set(format!("cannot resume raw partition {p}: {error}")),
                 }
@@ -545,6 +564,19 @@ impl Shared {
             }
         }
         holding
+    }
+
+    /// Pauses (or resumes) raw partition `p`; the client reports a partition's own failure in the
+    /// list, not in the call's result.
+    fn pause_or_resume<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, p: i32, pause: bool) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.raw_topic(), p, Offset::Invalid)?;
+        if pause {
+            consumer.pause(&tpl)?;
+        } else {
+            consumer.resume(&tpl)?;
+        }
+        tpl.elements().first().map_or(Ok(()), |e| e.error())
     }
 
     fn store_offset<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, lane: &LaneState) {
@@ -631,7 +663,10 @@ impl Shared {
             if processed.limits.diff_truncated {
                 self.metrics.truncations.with_label_values(&["diff"]).inc();
             }
-            let traceparent = audit_kafka::header(message, "traceparent").flatten().map(<[u8]>::to_vec);
+            let traceparent = audit_kafka::header(message, "traceparent")
+                .flatten()
+                .filter(|tp| tp.len() <= MAX_TRACEPARENT_BYTES)
+                .map(<[u8]>::to_vec);
             if let Some(dead) = &processed.dead_letter {
                 self.metrics.dead_lettered.with_label_values(&[dead.class.as_str()]).inc();
                 tracing::warn!(partition = raw.partition, offset = raw.offset, class = dead.class.as_str(), reason = %dead.reason, "dead letter");
@@ -675,7 +710,7 @@ impl Shared {
                 .partition(raw.partition)
                 .payload(&processed.encoded[..])
                 .headers(headers);
-            if let Some(key) = raw.key {
+            if let Some(key) = raw.key.filter(|key| key.len() <= MAX_KEY_BYTES) {
                 record = record.key(key);
             }
             if !self.send(state, record) {
@@ -884,7 +919,8 @@ pub(crate) fn run_blocking(
         .set("compression.type", "lz4")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
-        .set("message.max.bytes", limits.producer_max.to_string());
+        .set("message.max.bytes", limits.producer_max.to_string())
+        .set("batch.size", limits.batch_bytes.to_string());
     let producer: ThreadedProducer<DeliveryContext> = pconf
         .create_with_context(DeliveryContext { fatal: fatal.clone(), shutting_down: shutting_down.clone() })
         .map_err(|e| RunError::Kafka(format!("producer: {e}")))?;
@@ -938,7 +974,7 @@ pub(crate) fn run_blocking(
                 shared.hand_over(&consumer, m.detach());
             }
             Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => fatal.set(
-                "a raw partition's resume offset (the processed tail's source.offset + 1) is not in the raw topic: retention removed raw records before they were processed, or the raw topic was recreated. Not skipping them silently; to continue from the earliest raw record and leave the gap for verification to report, set kafka.accept_raw_loss = true".into(),
+                "a raw partition's resume offset (the processed tail's source.offset + 1, in the \"lane resumes at the processed tail\" lines) is not in the raw topic: e.g. retention removed raw records before they were processed, or the raw topic was recreated. Not skipping them silently; to continue from the earliest raw record and leave the gap for verification to report, set kafka.accept_raw_loss = true".into(),
             ),
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}

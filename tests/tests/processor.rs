@@ -191,7 +191,7 @@ async fn exit_code(child: std::process::Child) -> Option<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_to_start_when_the_processed_topic_cannot_hold_the_largest_event() {
+async fn refuses_to_start_when_the_processed_or_dead_letter_topic_cannot_hold_what_it_must() {
     let t = Topology::create_configured(1, None, &[("max.message.bytes", "100000")], &[]).await;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
@@ -207,28 +207,39 @@ async fn refuses_to_start_when_the_processed_topic_cannot_hold_the_largest_event
     let (key, payload) = raw_event(0);
     produce(&t.bootstrap, &t.raw, 0, &[(Some(&key), &payload, &[])]);
     run_until_processed(&t, &log, &[("AUDIT_LIMITS__MAX_EVENT_BYTES", "32768")], 1);
+
+    // A dead-letter topic too small for a dead letter's headers is refused too.
+    let t = Topology::create_configured(1, None, &[], &[("max.message.bytes", "20000")]).await;
+    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("dead-letter topic {:?} accepts records up to 20000 bytes", t.dead_letter))
+            && text.contains("at least 65536"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_record_too_large_for_the_dead_letter_topic_is_dead_lettered_without_its_bytes() {
-    let t = Topology::create_configured(1, None, &[], &[("max.message.bytes", "20000")]).await;
+    // Dead letters of up to 70,000 - 16 KiB bytes of key and payload carry them.
+    let t = Topology::create_configured(1, None, &[], &[("max.message.bytes", "70000")]).await;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
-    let big = vec![b'x'; 30_000];
+    let big = vec![b'x'; 60_000];
     let (key, good) = raw_event(1);
     produce(&t.bootstrap, &t.raw, 0, &[(Some("tenant-00"), &big, &[]), (Some(&key), &good, &[])]);
     run_until_processed(&t, &log, &[], 2);
 
     let events = &t.read_processed(2)[&0];
     assert_eq!(events[0]["action"], "audit.quarantined");
-    assert_eq!(events[0]["metadata"]["rawBytes"], 30_000);
+    assert_eq!(events[0]["metadata"]["rawBytes"], 60_000);
     assert_eq!(events[1]["action"], "document.update", "the lane went on");
     assert!(verify(events).is_intact());
     let dead = t.read_dead_letters(1);
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert!(d.payload.is_empty() && d.key.is_empty(), "the bytes stay in the raw topic");
-    assert!(d.header("audit.payload.omitted").is_some_and(|h| h.starts_with("30009 bytes")), "{:?}", d.headers);
+    assert!(d.header("audit.payload.omitted").is_some_and(|h| h.starts_with("60009 bytes")), "{:?}", d.headers);
     assert_eq!(d.header("audit.error.class"), Some("decode"));
     assert_eq!(d.header("audit.source.offset"), Some("0"));
 }
