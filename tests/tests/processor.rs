@@ -176,17 +176,23 @@ async fn an_invalid_config_exits_2_naming_the_key() {
     assert!(text.contains("limits.max_event_bytes"), "{text}");
 }
 
-/// Waits (up to 60 s) for a processor that must stop by itself; its exit code.
-async fn exit_code(child: std::process::Child) -> Option<i32> {
+/// Starts a processor that must stop by itself with exit code 1, logging each of `needles`.
+async fn refused(t: &Topology, log: &std::path::Path, needles: &[&str]) {
+    let child = t.spawn_processor(PROCESSOR, log, &[]);
     let pid = child.id().to_string();
     let waited =
         tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || child.wait_with_output()));
-    match waited.await {
+    let code = match waited.await {
         Ok(output) => output.unwrap().unwrap().status.code(),
         Err(_) => {
             let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
             panic!("the processor did not stop by itself within 60 s");
         }
+    };
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in the log: {text}");
     }
 }
 
@@ -196,13 +202,8 @@ async fn refuses_to_start_when_the_processed_or_dead_letter_topic_cannot_hold_wh
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
     // The default limit (64 KiB) plus room for the record around it does not fit in 100,000 bytes.
-    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains(&format!("processed topic {:?} accepts records up to 100000 bytes", t.processed))
-            && text.contains("limits.max_event_bytes = 65536"),
-        "{text}"
-    );
+    let size = format!("processed topic {:?} accepts records up to 100000 bytes", t.processed);
+    refused(&t, &log, &[&size, "limits.max_event_bytes = 65536"]).await;
     // A limit the topic can hold starts and processes.
     let (key, payload) = raw_event(0);
     produce(&t.bootstrap, &t.raw, 0, &[(Some(&key), &payload, &[])]);
@@ -210,13 +211,8 @@ async fn refuses_to_start_when_the_processed_or_dead_letter_topic_cannot_hold_wh
 
     // A dead-letter topic too small for a dead letter's headers is refused too.
     let t = Topology::create_configured(1, None, &[], &[("max.message.bytes", "20000")]).await;
-    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains(&format!("dead-letter topic {:?} accepts records up to 20000 bytes", t.dead_letter))
-            && text.contains("at least 65536"),
-        "{text}"
-    );
+    let size = format!("dead-letter topic {:?} accepts records up to 20000 bytes", t.dead_letter);
+    refused(&t, &log, &[&size, "at least 65536"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,9 +283,7 @@ async fn a_record_of_ours_unreadable_at_the_processed_tail_stops_the_processor_a
     // processor stops instead of chaining after an older one.
     produce(&t.bootstrap, &t.processed, 0, &[(Some("tenant-00"), b"\x00damaged", &[("audit.event_id", DAMAGED)])]);
     send_raw(5..6);
-    assert_eq!(exit_code(t.spawn_processor(PROCESSOR, &log, &[])).await, Some(1));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("was published by a processor but cannot be read back"), "{text}");
+    refused(&t, &log, &["was published by a processor but cannot be read back"]).await;
     assert_eq!(own_events(&t, 7).len(), 5, "nothing was chained after the damaged record");
 }
 
