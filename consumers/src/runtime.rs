@@ -56,7 +56,7 @@ fn consumer_required(accept_loss: bool) -> Vec<Required> {
 }
 
 /// What the poll loop says when a committed offset is gone from the processed topic.
-const OFFSET_GONE: &str = "a committed offset of this sink's group is not in the processed topic: e.g. retention removed events before this sink stored them (the sink was down or behind for longer than the topic's retention), or the topic was recreated. Not skipping them silently; restore them from another sink or an export, or set kafka.accept_loss = true to continue from the earliest event (verifying the store then reports the gap)";
+const OFFSET_GONE: &str = "a committed offset of this sink's group is not in the processed topic: e.g. retention removed events before this sink stored them (the sink was down or behind for longer than the topic's retention), or the topic was recreated (or, for a partition started from its beginning, its first events expired meanwhile: a restart clears that). Not skipping them silently; restore them from another sink or an export, or set kafka.accept_loss = true to continue from the earliest event (verifying the store then reports the gap)";
 
 /// Every librdkafka key the sink runtime fixes.
 pub fn protected_keys() -> Vec<Required> {
@@ -537,21 +537,39 @@ fn to_record(m: &OwnedMessage) -> Result<Record, String> {
 
 /// Where each newly assigned partition starts: the group's committed offset, or the beginning
 /// when the group has none (a new sink). Explicit, so that `auto.offset.reset` is left to mean
-/// only "the committed offset is gone".
+/// only "the committed offset is gone". A partition whose offset cannot be read is an error, never
+/// "no commit" (that would replay it, or jump past events that are gone); the read is tried three
+/// times before the process gives up (and restarts from the committed offsets).
 fn start_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
-) -> Result<TopicPartitionList, KafkaError> {
-    let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(15))?;
-    let mut assignment = TopicPartitionList::new();
-    for e in committed.elements() {
-        let start = match e.offset() {
-            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-            _ => Offset::Beginning,
-        };
-        assignment.add_partition_offset(e.topic(), e.partition(), start)?;
+) -> Result<TopicPartitionList, String> {
+    // The client wraps a failed offset read as a metadata error: name the broker's error code.
+    let describe = |e: KafkaError| e.rdkafka_error_code().map_or_else(|| e.to_string(), |code| code.to_string());
+    let mut failure = String::new();
+    for attempt in 1..=3 {
+        let read =
+            consumer.committed_offsets(tpl.clone(), Duration::from_secs(15)).map_err(describe).and_then(|committed| {
+                let mut assignment = TopicPartitionList::new();
+                for e in committed.elements() {
+                    e.error().map_err(|error| format!("partition {}: {}", e.partition(), describe(error)))?;
+                    let start = match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    assignment.add_partition_offset(e.topic(), e.partition(), start).map_err(describe)?;
+                }
+                Ok(assignment)
+            });
+        match read {
+            Ok(assignment) => return Ok(assignment),
+            Err(error) => {
+                tracing::warn!(attempt, %error, "cannot read the group's committed offsets");
+                failure = error;
+            }
+        }
     }
-    Ok(assignment)
+    Err(failure)
 }
 
 struct RebalanceContext<S: Sink> {
@@ -576,7 +594,7 @@ impl<S: Sink> ConsumerContext for RebalanceContext<S> {
                     self.shared.set_fatal(format!("assign failed: {error}"));
                     return;
                 }
-                // After `assign` (which resets queue forwarding): each partition its own queue.
+                // After `assign`: each partition its own queue (the split outlives later fetch starts).
                 if let Some(me) = self.shared.consumer.get().and_then(Weak::upgrade) {
                     let mut queues = self.shared.queues();
                     for e in tpl.elements() {
