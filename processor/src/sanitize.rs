@@ -47,7 +47,10 @@ impl PathBuf {
 
 /// 2^53: every integer up to it, and no other, is held exactly by an IEEE 754 double and printed
 /// as its own digits in the canonical form.
-const SAFE_MAGNITUDE: f64 = 9_007_199_254_740_992.0;
+const SAFE_MAGNITUDE: u64 = 1 << 53;
+
+/// 2^64: from here on a double prints in exponent form, which reads back as a double.
+const EXPONENT_FORM: f64 = 18_446_744_073_709_551_616.0;
 
 /// Whether the number's canonical text reads back as the same number. Integers beyond ±2^53 fail
 /// (a double cannot hold most of them, and the ones it can print as other digits: 2^60 prints as
@@ -55,9 +58,9 @@ const SAFE_MAGNITUDE: f64 = 9_007_199_254_740_992.0;
 /// integer digits that read back as an integer no double holds exactly.
 fn survives_canonical_text(n: &Number) -> bool {
     match (n.as_i64(), n.as_u64(), n.as_f64()) {
-        (Some(i), _, _) => i.unsigned_abs() <= 1 << 53,
-        (None, Some(u), _) => u <= 1 << 53,
-        (None, None, Some(f)) => f.abs() <= SAFE_MAGNITUDE || f.abs() >= 18_446_744_073_709_551_616.0, // 2^64
+        (Some(i), _, _) => i.unsigned_abs() <= SAFE_MAGNITUDE,
+        (None, Some(u), _) => u <= SAFE_MAGNITUDE,
+        (None, None, Some(f)) => f.abs() <= SAFE_MAGNITUDE as f64 || f.abs() >= EXPONENT_FORM,
         _ => true,
     }
 }

@@ -127,6 +127,11 @@ fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b);
 }
 
+/// Whether a record field is marked `"jsonText": true` (arbitrary JSON carried as text).
+fn is_json_text(f: &apache_avro::schema::RecordField) -> bool {
+    f.custom_attributes.get("jsonText") == Some(&Json::Bool(true))
+}
+
 /// JSON -> Avro binary, guided by `schema`, straight into `out` (no intermediate Avro values). The
 /// drift tests read everything written here back with `apache-avro`'s reader.
 fn write(
@@ -212,7 +217,7 @@ fn write(
                     for f in &r.fields {
                         let member = obj.get(&f.name);
                         found += usize::from(member.is_some());
-                        let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                        let text = is_json_text(f);
                         // The path is built only when an error travels up through this record.
                         write(&f.schema, member, text, &f.name, out).map_err(|e| match e {
                             ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
@@ -384,7 +389,7 @@ fn read(schema: &Schema, buf: &mut &[u8], json_text: bool, path: &str) -> Result
         Schema::Record(r) => {
             let mut obj = Map::with_capacity(r.fields.len());
             for f in &r.fields {
-                let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                let text = is_json_text(f);
                 if let Some(v) = read(&f.schema, buf, text, &f.name)? {
                     obj.insert(f.name.clone(), v);
                 }
@@ -447,7 +452,7 @@ fn from_avro(schema: &Schema, value: &Avro, json_text: bool, path: &str) -> Resu
         (Schema::Record(r), Avro::Record(fields)) => {
             let mut obj = Map::new();
             for ((name, v), f) in fields.iter().zip(&r.fields) {
-                let text = f.custom_attributes.get("jsonText") == Some(&Json::Bool(true));
+                let text = is_json_text(f);
                 if let Some(j) = from_avro(&f.schema, v, text, &field_path(path, name))? {
                     obj.insert(name.clone(), j);
                 }
