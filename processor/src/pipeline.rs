@@ -9,8 +9,10 @@
 //! place in the chain (action `audit.quarantined`, the dead-letter reference and the SHA-256 of the
 //! raw bytes, no content); the lane goes on.
 
-use audit_schema::canonical::canonical_len;
-use audit_schema::chain::{seal, seal_canonical, ChainHead};
+use std::ops::Range;
+
+use audit_schema::avro;
+use audit_schema::chain::{seal, seal_canonical_spans, ChainHead};
 use audit_schema::codec::{self, WireFormat};
 use audit_schema::Integrity;
 use audit_schema::{
@@ -122,18 +124,17 @@ pub struct Pipeline {
 /// Top-level input fields that lenient mode may drop when their value is invalid.
 const DROPPABLE: &[&str] = &["eventId", "target", "metadata", "diff", "retentionTag", "producer"];
 
-fn canonical_bytes(v: &Value) -> Vec<u8> {
-    audit_schema::canonical::canonicalize(v).unwrap_or_else(|_| v.to_string().into_bytes())
-}
+/// The free-form payloads, each with its own size limit (and, in Avro, carried as JSON text).
+const PAYLOADS: [&str; 2] = ["metadata", "diff"];
 
-fn truncation_marker(original: &Value) -> Map<String, Value> {
-    let canonical = canonical_bytes(original);
-    let (bytes, sha256) = (canonical.len(), hex::encode(Sha256::digest(&canonical)));
+/// The marker that replaces a payload, given the payload's canonical bytes.
+fn truncation_marker(canonical: &[u8]) -> Value {
+    let (bytes, sha256) = (canonical.len(), hex::encode(Sha256::digest(canonical)));
     let mut m = Map::new();
     m.insert("truncated".into(), Value::Bool(true));
     m.insert("originalBytes".into(), Value::from(bytes));
     m.insert("sha256".into(), Value::String(sha256));
-    m
+    Value::Object(m)
 }
 
 /// Removes the JSON field at a dotted error path (`context.ip`, `actor.roles[2]`) when lenient mode
@@ -187,21 +188,19 @@ impl Pipeline {
     pub fn process(&self, raw: &RawRecord<'_>, head: &mut ChainHead) -> Processed {
         let received_at = raw.timestamp_ms.and_then(Timestamp::from_millis);
         match self.build(raw, received_at) {
-            Ok((value, event_id, limits, redactions)) => {
-                self.seal_and_encode(raw, received_at, value, event_id, limits, redactions, head)
+            Ok((value, event_id, redactions)) => {
+                self.seal_and_encode(raw, received_at, value, event_id, redactions, head)
             }
             Err(dead_letter) => self.quarantine(raw, received_at, dead_letter, head),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn seal_and_encode(
         &self,
         raw: &RawRecord<'_>,
         received_at: Option<Timestamp>,
         mut value: Value,
         event_id: String,
-        mut limits: Limits,
         redactions: RedactionReport,
         head: &mut ChainHead,
     ) -> Processed {
@@ -210,16 +209,19 @@ impl Pipeline {
             obj.insert("integrity".into(), serde_json::to_value(&integrity).unwrap_or_default());
         }
         let internal = |reason: String| DeadLetter { class: DeadLetterClass::Internal, reason };
-        // One canonicalization serves the size limit, the hash and (for JSON output) the encoding.
+        // One canonicalization serves the size limits, the hash and the encoding (JSON output is
+        // those bytes; Avro carries the payloads' bytes as their JSON text).
         let mut buf = Vec::with_capacity(2048);
+        let mut spans = [None, None];
+        let mut limits = Limits::default();
         let hash = loop {
-            let (hash, bytes) = match seal_canonical(&mut value, &mut buf) {
+            let (hash, bytes) = match seal_canonical_spans(&mut value, &mut buf, &PAYLOADS, &mut spans) {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     return self.quarantine(raw, received_at, internal(format!("cannot hash the event: {e}")), head)
                 }
             };
-            match self.check_event_limit(&mut value, &mut limits, bytes) {
+            match self.check_limits(&mut value, &mut limits, bytes, &buf, &spans) {
                 Ok(false) => break hash,
                 Ok(true) => continue, // payloads were truncated: measure again
                 Err(dead_letter) => return self.quarantine(raw, received_at, dead_letter, head),
@@ -227,7 +229,14 @@ impl Pipeline {
         };
         let encoded = match self.format {
             WireFormat::Json => Ok(buf),
-            WireFormat::Avro => codec::encode_event_value(&value, WireFormat::Avro),
+            WireFormat::Avro => {
+                let known: Vec<(&Value, &[u8])> = PAYLOADS
+                    .iter()
+                    .zip(&spans)
+                    .filter_map(|(name, span)| Some((value.get(name)?, &buf[span.clone()?])))
+                    .collect();
+                avro::encode_event_value_known(&value, &known)
+            }
         };
         match encoded {
             Ok(encoded) => {
@@ -245,7 +254,7 @@ impl Pipeline {
         &self,
         raw: &RawRecord<'_>,
         received_at: Option<Timestamp>,
-    ) -> Result<(Value, String, Limits, RedactionReport), DeadLetter> {
+    ) -> Result<(Value, String, RedactionReport), DeadLetter> {
         let payload = match raw.payload {
             Some(p) if !p.is_empty() => p,
             _ => return Err(DeadLetter { class: DeadLetterClass::Empty, reason: "record has no payload".into() }),
@@ -281,24 +290,15 @@ impl Pipeline {
         }
 
         let mut redactions = RedactionReport::default();
-        let mut limits = Limits::default();
-        for (root, max) in [("metadata", self.limits.max_metadata_bytes), ("diff", self.limits.max_diff_bytes)] {
+        for root in PAYLOADS {
             if let Some(v) = obj.get_mut(root) {
                 self.policy.redact(root, v, &mut redactions);
-                if canonical_len(v) > max {
-                    *v = Value::Object(truncation_marker(v));
-                    if root == "metadata" {
-                        limits.metadata_truncated = true;
-                    } else {
-                        limits.diff_truncated = true;
-                    }
-                }
             }
         }
         obj.insert("redaction".into(), json!({"policy": self.policy.version(), "paths": redactions.paths}));
-        obj.insert("limits".into(), serde_json::to_value(limits).unwrap_or_default());
+        obj.insert("limits".into(), serde_json::to_value(Limits::default()).unwrap_or_default());
         obj.insert("warnings".into(), Value::from(warnings));
-        Ok((value, event_id, limits, redactions))
+        Ok((value, event_id, redactions))
     }
 
     /// Validates `value` against the input contract; in lenient mode drops unknown fields and bad
@@ -335,30 +335,46 @@ impl Pipeline {
         Err(DeadLetter { class: DeadLetterClass::Invalid, reason: "too many invalid fields".into() })
     }
 
-    /// Checks the event's canonical size against `limits.max_event_bytes`. `Ok(true)`: payloads
-    /// were replaced by truncation markers and the event must be measured again.
-    fn check_event_limit(&self, value: &mut Value, limits: &mut Limits, bytes: usize) -> Result<bool, DeadLetter> {
+    /// Applies the size limits to the sealed event, `bytes` long without its hash, whose canonical
+    /// form is `canonical` (`spans` locate the payloads in it). First each payload over its own
+    /// limit becomes a truncation marker; then, for an event still over `limits.max_event_bytes`,
+    /// the remaining payloads too (TRUNCATE) or the event is refused (REJECT). `Ok(true)`: payloads
+    /// were truncated and the event must be sealed and measured again.
+    fn check_limits(
+        &self,
+        value: &mut Value,
+        limits: &mut Limits,
+        bytes: usize,
+        canonical: &[u8],
+        spans: &[Option<Range<usize>>; 2],
+    ) -> Result<bool, DeadLetter> {
         let max = self.limits.max_event_bytes;
-        if bytes <= max {
-            return Ok(false);
-        }
-        let Some(obj) = value.as_object_mut() else { return Ok(false) };
-        let mut changed = false;
-        if self.limits.oversize == OversizeBehavior::Truncate {
-            for (root, done) in [("metadata", &mut limits.metadata_truncated), ("diff", &mut limits.diff_truncated)] {
-                if let Some(v) = obj.get_mut(root).filter(|_| !*done) {
-                    *v = Value::Object(truncation_marker(v));
-                    *done = true;
-                    changed = true;
-                }
+        let own_max = [self.limits.max_metadata_bytes, self.limits.max_diff_bytes];
+        let done = [limits.metadata_truncated, limits.diff_truncated];
+        // The canonical length of each payload still there and not yet a marker.
+        let len = |i: usize| spans[i].as_ref().filter(|_| !done[i]).map(Range::len);
+        let mut cut = [0, 1].map(|i| len(i).is_some_and(|n| n > own_max[i]));
+        if cut == [false, false] {
+            if bytes <= max {
+                return Ok(false);
+            }
+            if self.limits.oversize == OversizeBehavior::Truncate {
+                cut = [0, 1].map(|i| len(i).is_some());
+            }
+            if cut == [false, false] {
+                return Err(DeadLetter {
+                    class: DeadLetterClass::Oversize,
+                    reason: format!("event is {bytes} bytes (canonical JSON), over limits.max_event_bytes = {max}"),
+                });
             }
         }
-        if !changed {
-            return Err(DeadLetter {
-                class: DeadLetterClass::Oversize,
-                reason: format!("event is {bytes} bytes (canonical JSON), over limits.max_event_bytes = {max}"),
-            });
+        let Some(obj) = value.as_object_mut() else { unreachable!("an event is an object") };
+        for (i, span) in spans.iter().enumerate().filter(|(i, _)| cut[*i]) {
+            let text = span.clone().map_or(&[][..], |span| &canonical[span]);
+            obj.insert(PAYLOADS[i].into(), truncation_marker(text));
         }
+        limits.metadata_truncated |= cut[0];
+        limits.diff_truncated |= cut[1];
         obj.insert("limits".into(), serde_json::to_value(*limits).unwrap_or_default());
         Ok(true)
     }
@@ -623,18 +639,37 @@ mod tests {
         assert_eq!(e.diff.as_ref().unwrap()["truncated"], true);
     }
 
-    #[test]
-    fn oversize_events_are_truncated_when_configured() {
-        let p = pipeline(|c| {
+    /// Events of at most 2 KiB, oversized ones truncated; metadata up to `max_metadata_bytes`.
+    fn truncating(max_metadata_bytes: usize) -> Pipeline {
+        pipeline(|c| {
             c.limits.max_event_bytes = 2048;
-            c.limits.max_metadata_bytes = 2048;
+            c.limits.max_metadata_bytes = max_metadata_bytes;
             c.limits.max_diff_bytes = 1024;
             c.limits.oversize = OversizeBehavior::Truncate;
-        });
+        })
+    }
+
+    #[test]
+    fn oversize_events_are_truncated_when_configured() {
+        let p = truncating(2048);
         let meta = (0..40).map(|i| (format!("k{i}"), json!("v".repeat(40)))).collect::<Map<_, _>>();
         let out = p.process(&raw(1, &input(json!({"metadata": meta}))), &mut head());
         assert!(out.dead_letter.is_none());
         assert!(out.event().limits.metadata_truncated);
+    }
+
+    #[test]
+    fn the_event_limit_is_measured_after_payloads_over_their_own_limits_are_truncated() {
+        // metadata breaks its own limit; once it is a marker the event fits, so diff stays whole.
+        let p = truncating(1024);
+        let payloads = json!({"metadata": {"blob": "m".repeat(1500)}, "diff": {"after": {"a": "d".repeat(600)}}});
+        let out = p.process(&raw(1, &input(payloads)), &mut head());
+        assert!(out.dead_letter.is_none());
+        let e = out.event();
+        assert!(e.limits.metadata_truncated && !e.limits.diff_truncated, "{:?}", e.limits);
+        assert_eq!(e.diff.as_ref().unwrap()["after"]["a"], "d".repeat(600));
+        // The Avro record carries exactly what was hashed, markers included.
+        assert_eq!(codec::event_value(&out.encoded).unwrap(), out.value);
     }
 
     #[test]

@@ -105,13 +105,18 @@ fn avro_err(e: impl std::fmt::Display) -> ContractError {
     ContractError::Avro(e.to_string())
 }
 
-fn encode(record: Record, json: &Json) -> Result<Vec<u8>, ContractError> {
+fn encode(record: Record, json: &Json, known: Known<'_>) -> Result<Vec<u8>, ContractError> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&fingerprint_of(record));
-    write(schema(record), Some(json), false, "", &mut out)?;
+    write(schema(record), Some(json), false, "", known, &mut out)?;
     Ok(out)
 }
+
+/// Canonical (RFC 8785) bytes already written for values inside the value being encoded, each
+/// paired with its value (found by identity, not equality): a `jsonText` field holding one of
+/// them carries the bytes instead of writing the value again.
+pub type Known<'a> = &'a [(&'a Json, &'a [u8])];
 
 fn write_long(n: i64, out: &mut Vec<u8>) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
@@ -139,6 +144,7 @@ fn write(
     json: Option<&Json>,
     json_text: bool,
     path: &str,
+    known: Known<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), ContractError> {
     let present = json.filter(|j| !j.is_null());
@@ -152,7 +158,7 @@ fn write(
                 .find(|(_, s)| wanted(s))
                 .ok_or_else(|| ContractError::Avro(format!("{path}: required field is missing")))?;
             write_long(idx as i64, out);
-            write(inner, present, json_text, path, out)
+            write(inner, present, json_text, path, known, out)
         }
         Schema::Null => Ok(()),
         _ => {
@@ -165,11 +171,15 @@ fn write(
                     // follows the input when any crate in the build turns on `preserve_order`).
                     // An input with an integer no double holds has no such form: it goes as plain
                     // JSON, and the processor turns that integer into a string.
-                    let text = match crate::canonical::canonicalize(json) {
-                        Ok(text) => text,
-                        Err(_) => serde_json::to_vec(json).map_err(avro_err)?,
-                    };
-                    write_bytes(&text, out);
+                    if let Some((_, text)) = known.iter().find(|(value, _)| std::ptr::eq(*value, json)) {
+                        write_bytes(text, out);
+                    } else {
+                        let text = match crate::canonical::canonicalize(json) {
+                            Ok(text) => text,
+                            Err(_) => serde_json::to_vec(json).map_err(avro_err)?,
+                        };
+                        write_bytes(&text, out);
+                    }
                 }
                 Schema::String => {
                     write_bytes(json.as_str().ok_or_else(|| mismatch(path, "a string", json))?.as_bytes(), out)
@@ -201,10 +211,10 @@ fn write(
                     if !items.is_empty() {
                         write_long(items.len() as i64, out);
                         for (i, item) in items.iter().enumerate() {
-                            if let Err(e) = write(&a.items, Some(item), false, "", out) {
+                            if let Err(e) = write(&a.items, Some(item), false, "", known, out) {
                                 // Again with the item's path, which only an error needs.
                                 let named =
-                                    write(&a.items, Some(item), false, &format!("{path}[{i}]"), &mut Vec::new());
+                                    write(&a.items, Some(item), false, &format!("{path}[{i}]"), &[], &mut Vec::new());
                                 return Err(named.err().unwrap_or(e));
                             }
                         }
@@ -219,7 +229,7 @@ fn write(
                         found += usize::from(member.is_some());
                         let text = is_json_text(f);
                         // The path is built only when an error travels up through this record.
-                        write(&f.schema, member, text, &f.name, out).map_err(|e| match e {
+                        write(&f.schema, member, text, &f.name, known, out).map_err(|e| match e {
                             ContractError::Avro(m) if !path.is_empty() => ContractError::Avro(format!("{path}.{m}")),
                             e => e,
                         })?;
@@ -245,7 +255,12 @@ fn write(
 
 /// Encodes a processed event given as its JSON value.
 pub fn encode_event_value(value: &Json) -> Result<Vec<u8>, ContractError> {
-    encode(Record::Event, value)
+    encode(Record::Event, value, &[])
+}
+
+/// [`encode_event_value`] with the canonical bytes of some `jsonText` values already at hand.
+pub fn encode_event_value_known(value: &Json, known: Known<'_>) -> Result<Vec<u8>, ContractError> {
+    encode(Record::Event, value, known)
 }
 
 fn fingerprint_of(record: Record) -> [u8; 8] {
@@ -254,12 +269,12 @@ fn fingerprint_of(record: Record) -> [u8; 8] {
 
 /// Encodes a processed event.
 pub fn encode_event(event: &AuditEvent) -> Result<Vec<u8>, ContractError> {
-    encode(Record::Event, &serde_json::to_value(event).map_err(avro_err)?)
+    encode(Record::Event, &serde_json::to_value(event).map_err(avro_err)?, &[])
 }
 
 /// Encodes an input event.
 pub fn encode_input(input: &AuditEventInput) -> Result<Vec<u8>, ContractError> {
-    encode(Record::Input, &serde_json::to_value(input).map_err(avro_err)?)
+    encode(Record::Input, &serde_json::to_value(input).map_err(avro_err)?, &[])
 }
 
 /// Decodes a single-object record of `expected` into its JSON form.

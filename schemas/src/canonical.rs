@@ -11,6 +11,7 @@
 //! into strings before it hashes.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use serde_json::{Map, Number, Value};
 
@@ -42,22 +43,37 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
 
 /// Appends the canonical bytes of `value` to `out`.
 pub fn canonicalize_into(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    write(value, out, None).map(drop)
+    write(value, out, None, &mut []).map(drop)
 }
 
 /// Writes without tracking the JSON path; only when that fails, writes again tracking it, so the
 /// error can name where the bad number is. On error `out` is left as it was.
-fn write(value: &Value, out: &mut Vec<u8>, omit: Option<(&str, &str)>) -> Result<Option<Gap>, CanonicalError> {
+fn write<'v>(
+    value: &'v Value,
+    out: &mut Vec<u8>,
+    omit: Option<(&str, &str)>,
+    marks: &mut [Mark<'v>],
+) -> Result<Option<Gap>, CanonicalError> {
     let start = out.len();
-    let mut writer = Writer::new(out, omit, false);
+    let mut writer = Writer::new(out, omit, false, marks);
     let fast = writer.value(value);
     if fast.is_ok() {
         return Ok(writer.gap);
     }
     out.truncate(start);
-    let tracked = Writer::new(out, omit, true).value(value);
+    let tracked = Writer::new(out, omit, true, &mut []).value(value);
     out.truncate(start);
     tracked.and(fast).map(|()| None)
+}
+
+/// A top-level member's value whose canonical bytes are wanted on their own: the writer sets
+/// `range` to where it wrote `value` (found by identity, not by equality) in the output.
+#[derive(Debug)]
+pub(crate) struct Mark<'v> {
+    /// The value (a reference into the value being written); `None` marks nothing.
+    pub(crate) value: Option<&'v Value>,
+    /// Its bytes in the output, once written.
+    pub(crate) range: Option<Range<usize>>,
 }
 
 /// Where a member left out by [`canonicalize_omitting`] belongs in the written bytes.
@@ -75,13 +91,15 @@ pub(crate) struct Gap {
 /// `outer` were absent. The hash chain uses it to hash an event without `integrity.hash` and without
 /// copying the event. Returns where the member belongs in `out` (`None` when there is no object
 /// `outer`), so it can be put back without writing the whole value again.
-pub(crate) fn canonicalize_omitting(
-    value: &Value,
+/// `marks` get the ranges of the values they name.
+pub(crate) fn canonicalize_omitting<'v>(
+    value: &'v Value,
     outer: &str,
     inner: &str,
     out: &mut Vec<u8>,
+    marks: &mut [Mark<'v>],
 ) -> Result<Option<Gap>, CanonicalError> {
-    write(value, out, Some((outer, inner)))
+    write(value, out, Some((outer, inner)), marks)
 }
 
 /// True when an integer survives a round trip through an IEEE 754 double.
@@ -103,6 +121,8 @@ enum Segment<'a> {
 
 struct Writer<'a, 'v> {
     out: &'a mut Vec<u8>,
+    /// Values whose ranges are wanted.
+    marks: &'a mut [Mark<'v>],
     number: ryu_js::Buffer,
     /// `(outer, inner)`: leave out member `inner` of the object at top-level member `outer`.
     omit: Option<(&'a str, &'a str)>,
@@ -118,8 +138,18 @@ struct Writer<'a, 'v> {
 }
 
 impl<'a, 'v> Writer<'a, 'v> {
-    fn new(out: &'a mut Vec<u8>, omit: Option<(&'a str, &'a str)>, track: bool) -> Self {
-        Writer { out, number: ryu_js::Buffer::new(), omit, depth: 0, top_key: None, track, path: Vec::new(), gap: None }
+    fn new(out: &'a mut Vec<u8>, omit: Option<(&'a str, &'a str)>, track: bool, marks: &'a mut [Mark<'v>]) -> Self {
+        Writer {
+            out,
+            marks,
+            number: ryu_js::Buffer::new(),
+            omit,
+            depth: 0,
+            top_key: None,
+            track,
+            path: Vec::new(),
+            gap: None,
+        }
     }
 
     fn enter(&mut self, segment: Segment<'v>) {
@@ -149,6 +179,17 @@ impl<'a, 'v> Writer<'a, 'v> {
     }
 
     fn value(&mut self, value: &'v Value) -> Result<(), CanonicalError> {
+        let start = self.out.len();
+        self.bare_value(value)?;
+        if self.depth == 1 {
+            for mark in self.marks.iter_mut().filter(|m| m.value.is_some_and(|v| std::ptr::eq(v, value))) {
+                mark.range = Some(start..self.out.len());
+            }
+        }
+        Ok(())
+    }
+
+    fn bare_value(&mut self, value: &'v Value) -> Result<(), CanonicalError> {
         match value {
             Value::Null => self.out.extend_from_slice(b"null"),
             Value::Bool(true) => self.out.extend_from_slice(b"true"),
@@ -265,48 +306,6 @@ fn map_is_sorted() -> bool {
     })
 }
 
-/// The length of the canonical bytes of `value`, without writing them (key order does not change
-/// the length, so nothing is sorted). For a value [`canonicalize`] refuses, the length of its
-/// plain JSON numbers stands in.
-pub fn canonical_len(value: &Value) -> usize {
-    match value {
-        Value::Null => 4,
-        Value::Bool(true) => 4,
-        Value::Bool(false) => 5,
-        Value::Number(n) => number_len(n),
-        Value::String(s) => string_len(s),
-        Value::Array(items) => 2 + items.len().saturating_sub(1) + items.iter().map(canonical_len).sum::<usize>(),
-        Value::Object(map) => {
-            2 + map.len().saturating_sub(1)
-                + map.iter().map(|(k, v)| string_len(k) + 1 + canonical_len(v)).sum::<usize>()
-        }
-    }
-}
-
-fn number_len(n: &Number) -> usize {
-    const SAFE: u64 = 1 << 53;
-    match (n.as_i64(), n.as_u64()) {
-        (Some(i), _) if i.unsigned_abs() <= SAFE => itoa::Buffer::new().format(i).len(),
-        (None, Some(u)) if u <= SAFE => itoa::Buffer::new().format(u).len(),
-        _ => match n.as_f64().filter(|f| f.is_finite() && exact_in_double(n)) {
-            Some(f) => ryu_js::Buffer::new().format_finite(f).len(),
-            None => n.to_string().len(),
-        },
-    }
-}
-
-/// The length of `s` as [`write_string`] writes it.
-fn string_len(s: &str) -> usize {
-    2 + s.len()
-        + s.bytes()
-            .map(|b| match b {
-                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-                0x00..=0x1f => 5,
-                _ => 0,
-            })
-            .sum::<usize>()
-}
-
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
@@ -387,19 +386,6 @@ mod tests {
         assert_eq!(canon(&json!(i64::MIN)), "-9223372036854776000");
         assert!(canonicalize(&json!(i64::MAX)).is_err());
         assert!(canonicalize(&json!(u64::MAX)).is_err());
-    }
-
-    #[test]
-    fn canonical_len_is_the_length_of_the_canonical_bytes() {
-        let v = json!({
-            "z": [1, -2, 1.5, 1e21, 9007199254740992u64, 1152921504606846976u64, null, true, false],
-            "\u{fb33}": {"\u{1f600}": "\u{0}\u{8}\t\n\"\\é", "b": {}, "a": []},
-            "": ""
-        });
-        assert_eq!(canonical_len(&v), canonicalize(&v).unwrap().len());
-        for v in [json!({}), json!([]), json!(0), json!("x"), json!(-0.0), json!(5e-324)] {
-            assert_eq!(canonical_len(&v), canonicalize(&v).unwrap().len(), "{v}");
-        }
     }
 
     #[test]

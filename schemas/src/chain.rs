@@ -11,12 +11,13 @@
 //! finds; [`verify_chain`] is the convenience wrapper over a slice of events.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{canonicalize_omitting, CanonicalError};
+use crate::canonical::{canonicalize_omitting, CanonicalError, Mark};
 use crate::{AuditEvent, Integrity, SourceRef};
 
 /// The only hash algorithm of schema version 1.
@@ -59,7 +60,7 @@ pub fn hash_event_value(event: &Value) -> Result<String, ChainError> {
 /// [`hash_event_value`] reusing `buf` for the canonical bytes.
 pub fn hash_event_value_with(event: &Value, buf: &mut Vec<u8>) -> Result<String, ChainError> {
     buf.clear();
-    canonicalize_omitting(event, "integrity", "hash", buf)?;
+    canonicalize_omitting(event, "integrity", "hash", buf, &mut [])?;
     Ok(hex::encode(Sha256::digest(&buf[..])))
 }
 
@@ -70,8 +71,29 @@ pub fn hash_event_value_with(event: &Value, buf: &mut Vec<u8>) -> Result<String,
 /// The event is written once without the member, hashed, and the member is put into its place in
 /// the bytes (RFC 8785 order), which gives the same bytes as writing the sealed event again.
 pub fn seal_canonical(event: &mut Value, buf: &mut Vec<u8>) -> Result<(String, usize), ChainError> {
+    seal_canonical_spans(event, buf, &[], &mut [])
+}
+
+/// [`seal_canonical`], also telling where the values of top-level `members` are in `buf`:
+/// `spans[i]` is the range of the canonical bytes of member `members[i]` (`None` when the event has
+/// none), which are also its canonical form on its own, so the processor sizes and encodes payloads
+/// without writing them again.
+pub fn seal_canonical_spans(
+    event: &mut Value,
+    buf: &mut Vec<u8>,
+    members: &[&str],
+    spans: &mut [Option<Range<usize>>],
+) -> Result<(String, usize), ChainError> {
     buf.clear();
-    let gap = canonicalize_omitting(event, "integrity", "hash", buf)?;
+    let gap = {
+        let mut marks: Vec<Mark<'_>> =
+            members.iter().map(|name| Mark { value: event.get(name), range: None }).collect();
+        let gap = canonicalize_omitting(event, "integrity", "hash", buf, &mut marks)?;
+        for (span, mark) in spans.iter_mut().zip(marks) {
+            *span = mark.range;
+        }
+        gap
+    };
     let hash = hex::encode(Sha256::digest(&buf[..]));
     let (Some(gap), Some(integrity)) = (gap, event.get_mut("integrity").and_then(Value::as_object_mut)) else {
         return Err(ChainError::MissingField { field: "integrity" });
@@ -82,6 +104,15 @@ pub fn seal_canonical(event: &mut Value, buf: &mut Vec<u8>) -> Result<(String, u
         if gap.comma_before { "," } else { "" },
         if gap.comma_after { "," } else { "" }
     );
+    // Bytes from the gap on move right by the member's length.
+    for span in spans.iter_mut().flatten() {
+        if span.start >= gap.at {
+            span.start += member.len();
+        }
+        if span.end > gap.at {
+            span.end += member.len();
+        }
+    }
     buf.splice(gap.at..gap.at, member.into_bytes());
     integrity.insert("hash".into(), Value::String(hash.clone()));
     Ok((hash, covered))

@@ -173,3 +173,27 @@ fn sealing_in_one_pass_gives_the_canonical_bytes_of_the_sealed_event_wherever_ha
     let mut no_integrity = serde_json::json!({"action": "a.b"});
     assert!(seal_canonical(&mut no_integrity, &mut buf).is_err());
 }
+
+#[test]
+fn sealing_tells_where_each_requested_member_is_in_the_sealed_bytes() {
+    use audit_schema::chain::seal_canonical_spans;
+    use serde_json::json;
+    // Members before and after `integrity` (whose hash is put in after writing), `integrity`
+    // itself (it grows by the hash), and one the event lacks.
+    let members = ["action", "diff", "integrity", "metadata", "zz", "absent"];
+    for integrity in [json!({}), json!({"alg": "sha256"}), json!({"a": 1, "z": 2}), json!({"zz": [1]})] {
+        let mut event = json!({
+            "action": "a.b", "diff": {"before": {"x": [1, "é\n"]}, "after": null}, "integrity": integrity,
+            "metadata": {"hash": 1, "b": {"\u{fb33}": 1, "\u{1f600}": 2}}, "zz": "\u{1f600}"
+        });
+        let (mut buf, mut spans) = (Vec::new(), vec![None; members.len()]);
+        seal_canonical_spans(&mut event, &mut buf, &members, &mut spans).unwrap();
+        assert_eq!(buf, canonicalize(&event).unwrap());
+        for (name, span) in members.iter().zip(spans) {
+            match event.get(name) {
+                Some(v) => assert_eq!(buf[span.unwrap()], canonicalize(v).unwrap(), "{name} in {event}"),
+                None => assert_eq!(span, None),
+            }
+        }
+    }
+}
