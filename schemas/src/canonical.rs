@@ -224,7 +224,7 @@ impl<'a, 'v> Writer<'a, 'v> {
         // `preserve_order` is on somewhere in the build), which equals UTF-16 order except when
         // characters above U+FFFF meet U+E000..U+FFFF (UTF-8 lead bytes 0xEE and up); collect and
         // sort only when the order can differ.
-        if map_is_sorted() && !map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+        if map_is_sorted() && !map.keys().any(|k| !k.is_ascii() && k.bytes().any(|b| b >= 0xEE)) {
             return self.members(map.iter().filter(|(k, _)| Some(k.as_str()) != omit), omit);
         }
         let mut members: Vec<(&'v String, &'v Value)> = map.iter().filter(|(k, _)| Some(k.as_str()) != omit).collect();
