@@ -68,6 +68,9 @@ fn survives_canonical_text(n: &Number) -> bool {
 /// Sanitizes a whole decoded event in place; returns the warnings.
 pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
     let mut warnings = Vec::new();
+    if is_clean(event, max_depth) {
+        return warnings;
+    }
     let mut path = PathBuf { text: String::with_capacity(64) };
     if let Value::Object(map) = event {
         sanitize_object(map, &mut path, &mut warnings);
@@ -80,6 +83,35 @@ pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Whether sanitizing would change nothing: the same tests as the walks below, without building
+/// paths, so that a clean event (nearly all of them) costs one read-only walk.
+fn is_clean(event: &Value, max_depth: usize) -> bool {
+    let Value::Object(map) = event else { return true };
+    map.iter().all(|(k, v)| {
+        let free = (k == "metadata" || k == "diff").then_some(1);
+        !k.contains('\0') && clean(v, free, max_depth)
+    })
+}
+
+/// `free`: the depth inside `metadata` or `diff`, where keys and nesting are checked too.
+fn clean(v: &Value, free: Option<usize>, max_depth: usize) -> bool {
+    let too_deep = free.is_some_and(|depth| depth >= max_depth);
+    let deeper = free.map(|depth| depth + 1);
+    match v {
+        Value::String(s) => !s.contains('\0'),
+        Value::Number(n) => survives_canonical_text(n),
+        Value::Array(items) if too_deep => items.is_empty(),
+        Value::Object(map) if too_deep => map.is_empty(),
+        Value::Array(items) => items.iter().all(|item| clean(item, deeper, max_depth)),
+        Value::Object(map) => map.iter().all(|(k, child)| {
+            !k.contains('\0')
+                && (free.is_none() || !(k.starts_with('$') || k.contains('.')))
+                && clean(child, deeper, max_depth)
+        }),
+        _ => true,
+    }
 }
 
 /// NULs and numbers beyond ±2^53, everywhere.
@@ -182,6 +214,38 @@ fn free_form(v: &mut Value, path: &mut PathBuf, depth: usize, max_depth: usize, 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_event_is_clean_exactly_when_sanitizing_changes_nothing() {
+        let mut deep = json!([]);
+        for _ in 0..4 {
+            deep = json!({ "d": deep });
+        }
+        let cases = [
+            json!({"action": "a", "metadata": {"a": [1, "x", {"b": null}], "c": 1.5}, "diff": {"before": {}}}),
+            json!({"actor": {"id": "a\u{0}b"}}),
+            json!({"actor\u{0}": {"id": "ab"}}),
+            json!({"metadata": {"k\u{0}": 1}}),
+            json!({"metadata": {"k": ["x\u{0}"]}}),
+            json!({"context": {"n": 9007199254740993u64}}),
+            json!({"metadata": {"n": 1.2345678901234567e18}}),
+            json!({"metadata": {"n": 9007199254740992u64, "m": -1e300}}),
+            json!({"metadata": {"$where": 1}}),
+            json!({"diff": {"before": {"a.b": 1}}}),
+            json!({"context": {"a.b": "keys outside the payloads are the contract's", "$x": 1}}),
+            json!({"metadata": deep.clone()}),
+            json!({"metadata": {"d": {"d": {"d": {}}}}}),
+            json!({"metadata": {"d": {"d": {"d": [[]]}}}}),
+            json!({"diff": deep}),
+            json!("not an object"),
+        ];
+        for case in cases {
+            let mut sanitized = case.clone();
+            let warnings = sanitize_event(&mut sanitized, 4);
+            assert_eq!(is_clean(&case, 4), warnings.is_empty(), "{case} {warnings:?}");
+            assert_eq!(warnings.is_empty(), sanitized == case, "{case}");
+        }
+    }
 
     #[test]
     fn nul_characters_are_replaced_everywhere_and_recorded() {
