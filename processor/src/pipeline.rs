@@ -369,9 +369,10 @@ impl Pipeline {
             }
         }
         let Some(obj) = value.as_object_mut() else { unreachable!("an event is an object") };
-        for (i, span) in spans.iter().enumerate().filter(|(i, _)| cut[*i]) {
-            let text = span.clone().map_or(&[][..], |span| &canonical[span]);
-            obj.insert(PAYLOADS[i].into(), truncation_marker(text));
+        for (i, span) in spans.iter().enumerate() {
+            if let (true, Some(span)) = (cut[i], span) {
+                obj.insert(PAYLOADS[i].into(), truncation_marker(&canonical[span.clone()]));
+            }
         }
         limits.metadata_truncated |= cut[0];
         limits.diff_truncated |= cut[1];

@@ -591,7 +591,9 @@ impl RedactionPolicy {
                 if (d.luhn && !luhn_valid(secret)) || secret == self.mask {
                     continue;
                 }
-                out.reserve(text.len());
+                if found == 0 {
+                    out.reserve(text.len());
+                }
                 out.push_str(&text[last..start]);
                 out.push_str(&self.mask);
                 last = end;

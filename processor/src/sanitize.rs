@@ -85,8 +85,10 @@ pub fn sanitize_event(event: &mut Value, max_depth: usize) -> Vec<String> {
     warnings
 }
 
-/// Whether sanitizing would change nothing: the same tests as the walks below, without building
-/// paths, so that a clean event (nearly all of them) costs one read-only walk.
+/// Whether sanitizing would change nothing: the same tests as the walks below (`sanitize_object`,
+/// `sanitize_value`, `free_form`: a rule added there belongs here too, and in the equivalence
+/// test), without building paths, so that a clean event (nearly all of them) costs one read-only
+/// walk.
 fn is_clean(event: &Value, max_depth: usize) -> bool {
     let Value::Object(map) = event else { return true };
     map.iter().all(|(k, v)| {
@@ -114,7 +116,7 @@ fn clean(v: &Value, free: Option<usize>, max_depth: usize) -> bool {
     }
 }
 
-/// NULs and numbers beyond ±2^53, everywhere.
+/// NULs and numbers beyond ±2^53, everywhere. (Keep [`is_clean`] in step with the rules here.)
 fn sanitize_object(map: &mut Map<String, Value>, path: &mut PathBuf, warnings: &mut Vec<String>) {
     if map.keys().any(|k| k.contains('\0')) {
         let entries = std::mem::take(map);

@@ -84,6 +84,7 @@ pub fn seal_canonical_spans(
     members: &[&str],
     spans: &mut [Option<Range<usize>>],
 ) -> Result<(String, usize), ChainError> {
+    debug_assert_eq!(members.len(), spans.len(), "one span per member");
     buf.clear();
     let gap = {
         let mut marks: Vec<Mark<'_>> =
