@@ -36,8 +36,8 @@ pub fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> anyhow
 /// stored order.
 ///
 /// The high watermarks are where the topic ended when the read began; records arriving later are
-/// read too while they keep coming (the read ends after a second without any), which also covers
-/// brokers whose watermarks lag (tansu 0.6 answers ListOffsets with the last batch's base offset).
+/// read too while they keep coming (the read ends after a second without any), so a topic still
+/// being written is read to where it stands when its writers pause.
 pub fn scan_topic(
     brokers: &str,
     topic: &str,

@@ -88,7 +88,7 @@ async fn drain<S: Sink>(name: &str, config: SinkConfig, sink: S, n: usize) {
     let started = Instant::now();
     let task = tokio::spawn(audit_sink::run(settings, Arc::new(sink), metrics.clone(), shutdown.clone()));
     // Steady state: from the first stored batch to the last event (start-up is the consumer
-    // group join, a few seconds on the test broker, and is printed separately).
+    // group join, about a second on the test broker, and is printed separately).
     let mut first: Option<(Instant, u64)> = None;
     while (metrics.written_total() as usize) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -6,13 +6,15 @@
 //!   keys first, then the user's pass-through librdkafka options, refusing overrides of the keys our
 //!   delivery guarantees depend on.
 //! * [`close_consumer`]: the one close sequence for a consumer that is in a group. Dropping a
-//!   `BaseConsumer` runs librdkafka's close with no time limit, which was seen to hang both against
-//!   tansu and against rdkafka's mock cluster; this closes with a deadline instead.
+//!   `BaseConsumer` runs librdkafka's close with no time limit, which hangs while the broker is
+//!   unreachable (and was seen to hang against rdkafka's mock cluster); this closes with a
+//!   deadline instead.
 //! * [`topics`]: creating topics and reading partition counts, used by `auditctl topics create`, the
 //!   processor's start-up check and the tests.
 //!
-//! Nothing here depends on broker-specific behaviour: it targets Apache Kafka and Redpanda; tansu is
-//! only the test broker. Transactions are never used (tansu cannot commit them).
+//! Nothing here depends on broker-specific behaviour: it targets Apache Kafka (the test suite runs
+//! against Apache Kafka 4.1 itself, `scripts/services`) and Redpanda. Transactions are not used
+//! yet (`docs/INTEGRITY.md` says what they would close).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

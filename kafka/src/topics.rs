@@ -115,8 +115,8 @@ pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str, timeou
 /// broker's default), in one request answered within `wait`.
 ///
 /// Every record written to a topic must fit, key, headers and batch framing included. Per topic an
-/// error text when the broker does not report it (ACLs, or a broker that lists only the configs
-/// set on the topic): callers decide whether that matters.
+/// error text when the broker does not report it (ACLs, or a Kafka-compatible broker that lists
+/// only the configs set on the topic): callers decide whether that matters.
 pub async fn max_message_bytes(
     settings: &ClientSettings,
     topics: &[&str],

@@ -38,6 +38,10 @@ pub use config::{ConfigError, ProcessorConfig, Settings};
 pub use runtime::RunError;
 use tokio_util::sync::CancellationToken;
 
+/// How long a processor whose clients were interrupted keeps trying to start them again while
+/// the broker cannot be reached.
+const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs the processor until `shutdown` is cancelled (then drains within
 /// `shutdown.drain_timeout_ms`, commits and returns `Ok`) or a fatal error.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -59,9 +63,35 @@ pub async fn run_with_metrics(
         audit_service::serve_ops(addr, Arc::new(move || render.render()), health.clone(), http_stop.clone())
             .await
             .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
-    let result = tokio::task::spawn_blocking(move || runtime::run_blocking(settings, metrics, health, shutdown))
-        .await
-        .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));
+    // Partitions released with deliveries in flight (the broker unreachable past the drain
+    // deadline) stop the clients; they start again here, in the same process, and while the broker
+    // is still coming back a start that cannot reach it is tried again, for up to `RESTART_PATIENCE`.
+    let mut interrupted: Option<std::time::Instant> = None;
+    let result = loop {
+        let (settings, run_metrics, health, run_shutdown) =
+            (settings.clone(), metrics.clone(), health.clone(), shutdown.clone());
+        let result =
+            tokio::task::spawn_blocking(move || runtime::run_blocking(settings, run_metrics, health, run_shutdown))
+                .await
+                .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));
+        match result {
+            Err(RunError::Interrupted(reason)) => {
+                tracing::warn!(%reason, "starting the Kafka clients again");
+                interrupted = Some(std::time::Instant::now());
+            }
+            Err(RunError::Kafka(reason) | RunError::Topology(reason))
+                if interrupted.is_some_and(|at| at.elapsed() < RESTART_PATIENCE) =>
+            {
+                tracing::warn!(%reason, "the broker is not back yet; trying again");
+            }
+            other => break other,
+        }
+        metrics.client_restarts.inc();
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => break Ok(()),
+        }
+    };
     http_stop.cancel();
     let _ = server.await;
     result

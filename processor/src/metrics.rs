@@ -21,6 +21,9 @@ pub const ASSIGNED: &str = "audit_processor_assigned_partitions";
 /// Counter: signed checkpoints, by `result` (`published`: handed to the processed partition,
 /// `publish_failed`, `witness_failed`: a witness file or endpoint did not take one).
 pub const CHECKPOINTS: &str = "audit_processor_checkpoints_total";
+/// Counter: times the Kafka clients were started again in the same process (deliveries were
+/// still in flight when partitions had to be released, e.g. while the broker was unreachable).
+pub const CLIENT_RESTARTS: &str = "audit_processor_client_restarts_total";
 
 /// Metric handles.
 #[derive(Debug, Clone)]
@@ -36,6 +39,7 @@ pub struct ProcessorMetrics {
     pub(crate) latency: Histogram,
     pub(crate) assigned: prometheus::IntGauge,
     pub(crate) checkpoints: IntCounterVec,
+    pub(crate) client_restarts: IntCounter,
 }
 
 impl ProcessorMetrics {
@@ -67,6 +71,7 @@ impl ProcessorMetrics {
                 Opts::new(CHECKPOINTS, "Signed checkpoints of chain heads, by result."),
                 &["result"],
             )?,
+            client_restarts: IntCounter::new(CLIENT_RESTARTS, "Kafka clients started again in this process.")?,
             registry,
         };
         m.registry.register(Box::new(m.consumed.clone()))?;
@@ -78,6 +83,7 @@ impl ProcessorMetrics {
         m.registry.register(Box::new(m.latency.clone()))?;
         m.registry.register(Box::new(m.assigned.clone()))?;
         m.registry.register(Box::new(m.checkpoints.clone()))?;
+        m.registry.register(Box::new(m.client_restarts.clone()))?;
         Ok(m)
     }
 

@@ -51,6 +51,12 @@ pub enum RunError {
     /// A lane cannot continue (permanent delivery failure, unreadable processed tail...).
     #[error("{0}")]
     Fatal(String),
+    /// Partitions were released with deliveries still in flight (the broker was unreachable past
+    /// the drain deadline): they were dropped, and the Kafka clients must start afresh so that
+    /// none of them can land after the partitions' next owner has read the tail.
+    /// [`crate::run`] starts the clients again in the same process.
+    #[error("{0}")]
+    Interrupted(String),
     /// The HTTP endpoint could not start.
     #[error("http endpoint {addr}: {source}")]
     Http {
@@ -118,7 +124,7 @@ impl RecordLimits {
         let [processed, dead_letter_topic] = [0, 1].map(|i| match &limits[i] {
             Ok(limit) => Some(*limit),
             Err(error) => {
-                // Brokers that report only the configs set on a topic land here too.
+                // E.g. the client may describe topics but not their configs (ACLs).
                 tracing::info!(%error, topic = topics[i], "the topic's max.message.bytes is unknown; relying on the configured limits");
                 None
             }
@@ -217,20 +223,33 @@ struct LaneState {
     mark: Mutex<crate::checkpoints::LaneMark>,
 }
 
+/// The first reason the poll loop must stop: fatal, or a restart of the clients.
 #[derive(Debug, Default)]
-struct FatalSlot(Mutex<Option<String>>);
+struct FatalSlot(Mutex<Option<RunError>>);
 
 impl FatalSlot {
     fn set(&self, message: String) {
+        self.put(RunError::Fatal(message));
+    }
+
+    fn interrupt(&self, message: String) {
+        self.put(RunError::Interrupted(message));
+    }
+
+    fn put(&self, error: RunError) {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            tracing::error!(error = %message, "fatal");
-            *slot = Some(message);
+            tracing::error!(%error, "stopping the Kafka clients");
+            *slot = Some(error);
         }
     }
 
-    fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn take(&self) -> Option<RunError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 }
 
@@ -397,8 +416,8 @@ impl Shared {
                 k.processed_topic
             ));
         }
-        // Reported high watermarks can lag behind the last batch on some brokers, so read from one
-        // before it to the end rather than trusting it to name the last record.
+        // Read from the last record to the end (records may arrive meanwhile); when the newest
+        // records are not events of ours (checkpoints, foreign records), step back 1,000 at a time.
         let mut start = (high - 1).max(low);
         loop {
             if let Some(link) = read_last_event(reader, &k.processed_topic, p, start)? {
@@ -472,10 +491,10 @@ impl Shared {
             let left = lane.state.in_flight.load(Ordering::Acquire);
             if left > 0 {
                 // Those events may still land after the partition's next owner has read the tail
-                // and chained past it: drop them and stop (the next owner processes their raw
-                // records again from the tail it finds).
-                self.fatal.set(format!(
-                    "raw partition {p} was released with {left} deliveries still in flight after the drain deadline; dropping them and exiting"
+                // and chained past it: drop them and start the clients afresh (the next owner,
+                // maybe this process again, processes their raw records again from the tail).
+                self.fatal.interrupt(format!(
+                    "raw partition {p} was released with {left} deliveries still in flight after the drain deadline (is the broker reachable?); dropping them and starting the Kafka clients again"
                 ));
                 self.producer.purge(PurgeConfig::default().queue().inflight());
             }
@@ -961,8 +980,8 @@ pub(crate) fn run_blocking(
     let mut last_lag = Instant::now();
     let result = loop {
         health.polled();
-        if let Some(message) = fatal.get() {
-            break Err(RunError::Fatal(message));
+        if fatal.is_set() {
+            break Err(fatal.take().unwrap_or_else(|| RunError::Fatal("stopped".into())));
         }
         if shutdown.is_cancelled() {
             break Ok(());

@@ -120,27 +120,74 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// A tansu broker owned by one test, with in-memory storage: restarting it starts empty.
+/// An Apache Kafka broker owned by one test (one KRaft node, the same `scripts/kafka/server.properties`
+/// as the shared broker), with its log directory in a temporary directory: a test may kill it with
+/// SIGKILL, pause it or restart it, and a restart recovers its data as a real broker does.
 #[derive(Debug)]
 pub struct PrivateBroker {
     port: u16,
+    controller_port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
-fn tansu_bin() -> PathBuf {
-    std::env::var_os("AUDIT_TANSU_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/auditstream/tansu-0.6.0/bin/tansu")
-    })
+fn kafka_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka").join(name)
+}
+
+/// Kafka's jars, resolved by `scripts/services up` (which exports `AUDIT_KAFKA_LIBS`).
+fn kafka_libs() -> PathBuf {
+    let libs = std::env::var_os("AUDIT_KAFKA_LIBS").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("AUDIT_KAFKA_LIBS is not set: run `scripts/services up` and `eval \"$(scripts/services env)\"`")
+    });
+    assert!(
+        libs.join(".complete").exists(),
+        "{} holds no resolved Kafka jars: run `scripts/services up`",
+        libs.display()
+    );
+    libs
+}
+
+/// Two distinct loopback ports nothing listens on right now.
+fn two_free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
 
 impl PrivateBroker {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Formats a new log directory, starts the broker on free ports and waits until it is ready.
     pub fn start() -> PrivateBroker {
-        let mut broker = PrivateBroker { port: free_port(), child: None, dir: tempfile::tempdir().unwrap() };
+        let (port, controller_port) = two_free_ports();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let template = std::fs::read_to_string(kafka_file("server.properties")).unwrap();
+        let config = template
+            .replace("@PORT@", &port.to_string())
+            .replace("@CONTROLLER_PORT@", &controller_port.to_string())
+            .replace("@LOG_DIR@", &data.to_string_lossy());
+        std::fs::write(dir.path().join("server.properties"), config).unwrap();
+        let mut broker = PrivateBroker { port, controller_port, child: None, dir };
+        let status = broker
+            .java()
+            .args(["kafka.tools.StorageTool", "format", "-t", "auditstream-private-01", "-c"])
+            .arg(broker.dir.path().join("server.properties"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("java runs");
+        assert!(status.success(), "formatting the private broker's storage failed");
         broker.restart();
         broker
+    }
+
+    fn java(&self) -> Command {
+        let mut java = Command::new("java");
+        java.args(["-Xms128m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .arg(format!("-Dlog4j2.configurationFile={}", kafka_file("log4j2.xml").display()))
+            .arg(format!("-Dkafka.logs.dir={}", self.dir.path().display()))
+            .arg("-cp")
+            .arg(format!("{}/*", kafka_libs().display()));
+        java
     }
 
     /// `127.0.0.1:<port>`.
@@ -148,36 +195,45 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker process again (after [`PrivateBroker::kill`]); its storage starts empty.
+    /// The broker's own log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Starts the broker process again (after [`PrivateBroker::kill`]) on its log directory, which it
+    /// recovers, and waits until a metadata request names it with an active controller.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let bin = tansu_bin();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--storage-engine",
-                "memory://tansu/",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--cluster-id", "private"])
-            .current_dir(self.dir.path())
+        let child = self
+            .java()
+            .arg("kafka.Kafka")
+            .arg(self.dir.path().join("server.properties"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e}); run `scripts/services up` to build it", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start java ({e}); run `scripts/services up` to install it"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private broker did not open port {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = Command::new("python3")
+                .arg(kafka_file("ready.py"))
+                .args(["127.0.0.1", &self.port.to_string(), "1"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("private broker exited during start-up ({status}); log: {}", self.log_file().display());
+            }
+            assert!(Instant::now() < deadline, "private broker on port {} not ready within 90 s", self.port);
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// Kills the broker process (its data is gone).
+    /// Kills the broker process with SIGKILL, as a crash would: its log directory stays, and
+    /// [`PrivateBroker::restart`] recovers it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -200,6 +256,26 @@ impl PrivateBroker {
     /// Thaws a paused broker (SIGCONT).
     pub fn resume(&self) {
         self.signal("-CONT");
+    }
+
+    /// The controller's port (the broker's second listener).
+    pub fn controller_port(&self) -> u16 {
+        self.controller_port
+    }
+
+    /// Sets (`Some`) or removes (`None`) a produce quota, in bytes per second, for the clients
+    /// named `client_id` (Kafka's own `ConfigCommand`, as `kafka-configs.sh` runs it): the broker
+    /// then delays its answers to their produce requests while everything else is served.
+    pub fn set_producer_quota(&self, client_id: &str, bytes_per_second: Option<u64>) {
+        let mut command = self.java();
+        command.args(["kafka.admin.ConfigCommand", "--bootstrap-server", &self.bootstrap(), "--alter"]);
+        command.args(["--entity-type", "clients", "--entity-name", client_id]);
+        match bytes_per_second {
+            Some(rate) => command.args(["--add-config", &format!("producer_byte_rate={rate}")]),
+            None => command.args(["--delete-config", "producer_byte_rate"]),
+        };
+        let out = command.output().expect("java runs");
+        assert!(out.status.success(), "ConfigCommand failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -224,4 +300,41 @@ impl PrivateBroker {
 /// A topic name that will not collide, for tests that create topics on private brokers.
 pub fn topic_name() -> String {
     unique_name("t")
+}
+
+fn admin(bootstrap: &str) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    ClientSettings::new(bootstrap, "test-admin").client_config(&[]).expect("config").create().expect("admin client")
+}
+
+/// Deletes the records of `topic`'s partition `partition` before `offset` (Kafka's DeleteRecords,
+/// what retention does to old segments); returns the partition's new low watermark.
+pub async fn delete_records(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
+    let result = admin(bootstrap)
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("DeleteRecords on {topic}/{partition}: {e}"));
+    let element = result.find_partition(topic, partition).expect("the partition in the result");
+    element.error().unwrap_or_else(|e| panic!("DeleteRecords on {topic}/{partition}: {e}"));
+    match element.offset() {
+        Offset::Offset(low) => low,
+        other => panic!("DeleteRecords on {topic}/{partition} answered {other:?}"),
+    }
+}
+
+/// Sets `topic`'s configs to exactly `configs` (AlterConfigs replaces the topic's own settings).
+pub async fn set_topic_configs(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let results = admin(bootstrap)
+        .alter_configs([&alter], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("AlterConfigs on {topic}: {e}"));
+    for r in results {
+        r.unwrap_or_else(|(resource, e)| panic!("AlterConfigs on {resource:?}: {e}"));
+    }
 }

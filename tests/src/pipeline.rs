@@ -45,6 +45,18 @@ impl Topology {
         processed_config: &[(&str, &str)],
         dead_letter_config: &[(&str, &str)],
     ) -> Topology {
+        Topology::create_on(&kafka_bootstrap(), partitions, processed_partitions, processed_config, dead_letter_config)
+            .await
+    }
+
+    /// [`Topology::create_configured`] on the broker at `bootstrap` (a test's private broker).
+    pub async fn create_on(
+        bootstrap: &str,
+        partitions: i32,
+        processed_partitions: Option<i32>,
+        processed_config: &[(&str, &str)],
+        dead_letter_config: &[(&str, &str)],
+    ) -> Topology {
         let configured = |mut spec: TopicSpec, config: &[(&str, &str)]| {
             for (k, v) in config {
                 spec = spec.with_config(*k, *v);
@@ -53,7 +65,7 @@ impl Topology {
         };
         let id = unique_name("p");
         let t = Topology {
-            bootstrap: kafka_bootstrap(),
+            bootstrap: bootstrap.to_owned(),
             raw: format!("{id}.raw"),
             processed: format!("{id}.processed"),
             dead_letter: format!("{id}.dlq"),
@@ -120,6 +132,17 @@ impl Topology {
                 (p, v.into_iter().map(|(_, e)| e).collect())
             })
             .collect()
+    }
+
+    /// A producer library logger for the raw topic, spooling in `spool`.
+    pub async fn logger(&self, service: &str, spool: &std::path::Path) -> audit_producer::AuditLogger {
+        audit_producer::AuditLogger::builder(service)
+            .brokers(&self.bootstrap)
+            .topic(&self.raw)
+            .spool_dir(spool)
+            .build()
+            .await
+            .expect("the producer library starts")
     }
 
     /// Reads the dead-letter topic back.
@@ -206,7 +229,7 @@ impl Loader {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "20")
             .set("partitioner", "murmur2_random");
         let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("loader producer");
         let topic = topic.to_owned();
@@ -255,4 +278,52 @@ pub fn resume_points(log: &std::path::Path) -> Vec<(i32, u64)> {
         .filter(|l| l.contains("lane resumes at the processed tail"))
         .filter_map(|l| Some((field(l, "partition")? as i32, field(l, "seq")?)))
         .collect()
+}
+
+/// One partition's processed events, split into the chain that reaches the newest event (walked
+/// back from it by `prevHash` to genesis) and the events off that chain: what an instance that had
+/// lost the partition still published (a fork).
+#[derive(Debug, Default)]
+pub struct ChainSplit {
+    /// The chain from seq 1 to the newest event, in seq order.
+    pub main: Vec<Value>,
+    /// Events not on it, in the order they were published.
+    pub off: Vec<Value>,
+}
+
+impl ChainSplit {
+    /// Splits `events` (one partition, in offset order). Panics when the newest event does not lead
+    /// back to genesis (a chain broken by something other than a fork).
+    pub fn of(events: &[Value]) -> ChainSplit {
+        let link = |e: &Value, field: &str| e["integrity"][field].as_str().expect("integrity hashes").to_owned();
+        let mut by_hash: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            by_hash.entry(link(e, "hash")).or_insert(i);
+        }
+        let mut on_main = vec![false; events.len()];
+        let mut main = Vec::new();
+        if let Some(newest) = events.len().checked_sub(1) {
+            let mut at = newest;
+            loop {
+                on_main[at] = true;
+                main.push(events[at].clone());
+                let prev = link(&events[at], "prevHash");
+                if prev == audit_schema::chain::GENESIS_PREV_HASH {
+                    break;
+                }
+                let seq = events[at]["integrity"]["seq"].as_u64().unwrap_or_default();
+                at = *by_hash.get(&prev).unwrap_or_else(|| panic!("seq {seq} links to {prev}, which no event has"));
+                assert!(!on_main[at], "the chain loops at seq {seq}");
+            }
+        }
+        main.reverse();
+        let off = events.iter().zip(&on_main).filter(|(_, on)| !**on).map(|(e, _)| e.clone()).collect();
+        ChainSplit { main, off }
+    }
+
+    /// Runs of consecutive off-chain events: how many times a stale writer forked the chain.
+    pub fn forks(&self) -> usize {
+        let seqs: Vec<u64> = self.off.iter().map(|e| e["integrity"]["seq"].as_u64().unwrap_or_default()).collect();
+        seqs.iter().enumerate().filter(|(i, s)| *i == 0 || seqs[i - 1] + 1 != **s).count()
+    }
 }

@@ -1,16 +1,12 @@
 //! The processor as a real process against a real broker: the whole path from the producer
-//! library, dead letters, refusing a bad topology, a graceful SIGTERM, and exactly-once chains
-//! under repeated `kill -9`.
-//!
-//! Two instances sharing the group through kills are not tested here: the test broker's group
-//! coordinator (tansu 0.6.0) does not start a new generation when a member's session expires, so
-//! after a `kill -9` two live members can both keep a partition, or the group stalls (see
-//! docs/INTEGRITY.md). The processor relies on a standard coordinator for that case.
+//! library, dead letters, refusing a bad topology, a graceful SIGTERM, exactly-once chains under
+//! repeated `kill -9`, and a lane whose deliveries are stuck. Several instances sharing the group
+//! are in `processor_group.rs`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome};
+use audit_producer::{Actor, AuditEventInput, Context, Outcome};
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::{
     produce, raw_event, resume_points, source_offsets, terminate, verify, Loader, RecordParts, Topology,
@@ -62,13 +58,7 @@ async fn events_flow_from_the_producer_library_redacted_chained_and_traced() {
     let processor = t.spawn_processor(PROCESSOR, &logs.path().join("processor.log"), &[]);
 
     let spool = tempfile::tempdir().unwrap();
-    let logger = AuditLogger::builder("billing")
-        .brokers(&t.bootstrap)
-        .topic(&t.raw)
-        .spool_dir(spool.path())
-        .build()
-        .await
-        .unwrap();
+    let logger = t.logger("billing", spool.path()).await;
     for i in 0..120 {
         let tenant = Context { tenant_id: Some(format!("tenant-{}", i % 6)), ..Context::default() };
         let mut e =
@@ -305,7 +295,8 @@ async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_ch
     let t = Topology::create(3, None).await;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
-    let loader = Loader::start(&t.bootstrap, &t.raw, 150, u64::MAX);
+    // Enough load that raw batches hold many records: a restarted lane resumes from inside one.
+    let loader = Loader::start(&t.bootstrap, &t.raw, 600, u64::MAX);
     let kills = 22;
     for (i, pause) in delays(0x5eed_c0ffee, kills, 6_500, 9_500).into_iter().enumerate() {
         let mut child = t.spawn_processor(PROCESSOR, &log, &[]);
@@ -431,4 +422,42 @@ async fn signed_checkpoints_follow_their_events_reach_both_witnesses_and_a_resta
     let mut got: Vec<_> = posted.iter().map(key_of).collect();
     got.sort();
     assert_eq!(got, want, "the HTTP witness received every published checkpoint, with its token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_whose_deliveries_are_stuck_pauses_its_partition_stays_in_the_group_and_loses_nothing() {
+    // A broker of its own: the stall is a produce quota on the processor's client id.
+    let broker = audit_tests::kafka::PrivateBroker::start();
+    let t = Topology::create_on(&broker.bootstrap(), 2, None, &[], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("processor.log");
+    // A small producer queue, so that stuck deliveries fill it (and then the lane) within seconds.
+    let config = dir.path().join("processor.toml");
+    std::fs::write(&config, "[kafka.librdkafka]\n\"queue.buffering.max.kbytes\" = \"128\"\n").unwrap();
+    let config = config.display().to_string();
+    let mut processor = t.spawn_processor(PROCESSOR, &log, &[("AUDIT_CONFIG", config.as_str())]);
+    let loader = Loader::start(&t.bootstrap, &t.raw, 1_000, 25_000);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // 1 KiB/s for the processor's produce requests: the broker holds their answers back for
+    // seconds at a time (deliveries stuck), while it, and so the group coordinator, answers the
+    // processor's consumer as usual.
+    broker.set_producer_quota("audit-processor", Some(1024));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    broker.set_producer_quota("audit-processor", None);
+    let sent = tokio::task::spawn_blocking(move || loader.wait()).await.unwrap();
+    let processed = wait_processed(&t, sent as usize, Duration::from_secs(120));
+    assert!(processor.try_wait().unwrap().is_none(), "the processor kept running");
+    terminate(&processor);
+    assert!(processor.wait().unwrap().success(), "SIGTERM exits 0");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let paused = text.matches("pausing the partition").count();
+    assert!(paused >= 1, "a stuck lane paused its partition: {text}");
+    // Each lane started once: the instance never lost its partitions (no rebalance).
+    assert_eq!(resume_points(&log).len(), t.partitions as usize, "{text}");
+    assert_exactly_once(&t, &processed, &raw_counts(&t, sent as usize));
+    eprintln!(
+        "COUNTS: {sent} raw records; {paused} partition pauses while produce answers were held back for 15 s; \
+         each raw offset chained once"
+    );
 }

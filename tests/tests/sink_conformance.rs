@@ -173,6 +173,39 @@ async fn survives_kill_9_at_random_moments_under_load(target: &dyn Target) {
     assert!(sink.child.wait().unwrap().success());
 }
 
+/// Two instances share the group under load: every few seconds one of them is killed with SIGKILL
+/// and started again, so partitions move between them through session expiries and joins.
+async fn two_instances_in_one_group_survive_kill_9_and_rebalances(target: &dyn Target) {
+    let mut processed = Processed::create(4).await;
+    let group = unique_name("g");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("sink.log");
+    let (bootstrap, topic) = (processed.bootstrap.clone(), processed.topic.clone());
+    let spawn = || spawn_sink(SINK, target, &bootstrap, &topic, &group, &log, &[]);
+    let mut instances = [spawn(), spawn()];
+    let mut x: u64 = 0x2545_f491;
+    let kills = 8;
+    for kill in 0..kills {
+        processed.publish(150);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        tokio::time::sleep(Duration::from_millis(2_500 + x % 3_000)).await;
+        let victim = (x % 2) as usize;
+        instances[victim].child.kill().unwrap();
+        instances[victim].child.wait().unwrap();
+        eprintln!("{}: kill {} of {kills} (instance {victim})", target.name(), kill + 1);
+        instances[victim] = spawn();
+    }
+    processed.publish(150);
+    assert_stored_exactly(target, &processed, &log);
+    eprintln!("{}: {} events stored once by two instances through {kills} kills", target.name(), processed.total());
+    for instance in &mut instances {
+        terminate(&instance.child);
+        assert!(instance.child.wait().unwrap().success(), "{}: SIGTERM exits 0", target.name());
+    }
+}
+
 async fn stores_each_checkpoint_once_beside_the_events(target: &dyn Target) {
     let key = audit_schema::checkpoint::SigningKey::from_seed(&[7; 32]);
     let mut processed = Processed::create(2).await;
@@ -252,6 +285,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn stores_each_signed_checkpoint_once_beside_the_events() {
                 stores_each_checkpoint_once_beside_the_events(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_instances_in_one_group_store_everything_once_through_kill_9_and_rebalances() {
+                two_instances_in_one_group_survive_kill_9_and_rebalances(&$target).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
