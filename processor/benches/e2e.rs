@@ -150,17 +150,30 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(audit_processor::run_with_metrics(settings, metrics.clone(), shutdown.clone()));
+    let mut first = None;
     while (metrics.processed_total() as usize) < n {
+        if first.is_none() && metrics.processed_total() > 0 {
+            first = Some(started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let all_in = started.elapsed();
     shutdown.cancel();
     task.await.expect("join").expect("processor run");
     let proc_time = started.elapsed();
     let proc_rate = n as f64 / proc_time.as_secs_f64();
+    let first = first.unwrap_or(all_in);
     println!(
         "processor (decode, validate, redact, limit, chain, Avro, produce): {proc_rate:.0} events/s ({:.1}s, includes start-up and drain), {} dead letters",
         proc_time.as_secs_f64(),
         metrics.dead_lettered_total()
+    );
+    println!(
+        "  of which start-up (group join, tail reads) {:.1}s, processing {:.1}s ({:.0} events/s), drain and close {:.1}s",
+        first.as_secs_f64(),
+        (all_in - first).as_secs_f64(),
+        n as f64 / (all_in - first).as_secs_f64(),
+        (proc_time - all_in).as_secs_f64()
     );
     println!("ratio processor / pass-through: {:.0}%", proc_rate / pt_rate * 100.0);
 }
