@@ -42,6 +42,10 @@ use tokio_util::sync::CancellationToken;
 /// the broker cannot be reached.
 const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Interruptions tolerated within [`RESTART_PATIENCE`]: more, and the processor exits (deliveries
+/// that keep getting stuck while the broker answers are for an operator to see, not to loop on).
+const MAX_INTERRUPTIONS: usize = 5;
+
 /// Runs the processor until `shutdown` is cancelled (then drains within
 /// `shutdown.drain_timeout_ms`, commits and returns `Ok`) or a fatal error.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -65,27 +69,29 @@ pub async fn run_with_metrics(
             .map_err(|source| RunError::Http { addr: addr.to_string(), source })?;
     // Partitions released with deliveries in flight (the broker unreachable past the drain
     // deadline) stop the clients; they start again here, in the same process, and while the broker
-    // is still coming back a start that cannot reach it is tried again, for up to `RESTART_PATIENCE`.
-    let mut interrupted: Option<std::time::Instant> = None;
+    // is still coming back a start that cannot reach it is tried again; more than
+    // `MAX_INTERRUPTIONS` within `RESTART_PATIENCE` end the process with the error.
+    let mut interruptions: std::collections::VecDeque<std::time::Instant> = std::collections::VecDeque::new();
     let result = loop {
-        let (settings, run_metrics, health, run_shutdown) =
+        let (settings, run_metrics, run_health, run_shutdown) =
             (settings.clone(), metrics.clone(), health.clone(), shutdown.clone());
         let result =
-            tokio::task::spawn_blocking(move || runtime::run_blocking(settings, run_metrics, health, run_shutdown))
+            tokio::task::spawn_blocking(move || runtime::run_blocking(settings, run_metrics, run_health, run_shutdown))
                 .await
                 .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));
+        interruptions.retain(|at| at.elapsed() < RESTART_PATIENCE);
         match result {
-            Err(RunError::Interrupted(reason)) => {
+            Err(RunError::Interrupted(reason)) if interruptions.len() < MAX_INTERRUPTIONS => {
                 tracing::warn!(%reason, "starting the Kafka clients again");
-                interrupted = Some(std::time::Instant::now());
+                interruptions.push_back(std::time::Instant::now());
             }
-            Err(RunError::Kafka(reason) | RunError::Topology(reason))
-                if interrupted.is_some_and(|at| at.elapsed() < RESTART_PATIENCE) =>
-            {
+            Err(RunError::Kafka(reason) | RunError::Topology(reason)) if !interruptions.is_empty() => {
                 tracing::warn!(%reason, "the broker is not back yet; trying again");
             }
             other => break other,
         }
+        // The process is alive and at work: the liveness probe must not take a restart for a hang.
+        health.polled();
         metrics.client_restarts.inc();
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}

@@ -223,33 +223,38 @@ struct LaneState {
     mark: Mutex<crate::checkpoints::LaneMark>,
 }
 
-/// The first reason the poll loop must stop: fatal, or a restart of the clients.
+/// The first reason the poll loop must stop (`interrupted`: the clients are to start again, else
+/// fatal). It stays set: what happens during the teardown after it (purged deliveries failing)
+/// is a consequence, not a new reason.
 #[derive(Debug, Default)]
-struct FatalSlot(Mutex<Option<RunError>>);
+struct FatalSlot(Mutex<Option<(bool, String)>>);
 
 impl FatalSlot {
     fn set(&self, message: String) {
-        self.put(RunError::Fatal(message));
+        self.put(false, message);
     }
 
     fn interrupt(&self, message: String) {
-        self.put(RunError::Interrupted(message));
+        self.put(true, message);
     }
 
-    fn put(&self, error: RunError) {
+    fn put(&self, interrupted: bool, message: String) {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            tracing::error!(%error, "stopping the Kafka clients");
-            *slot = Some(error);
+            tracing::error!(error = %message, interrupted, "stopping the Kafka clients");
+            *slot = Some((interrupted, message));
         }
     }
 
-    fn take(&self) -> Option<RunError> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    fn is_set(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    fn get(&self) -> Option<RunError> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map(|(interrupted, message)| {
+            if *interrupted {
+                RunError::Interrupted(message.clone())
+            } else {
+                RunError::Fatal(message.clone())
+            }
+        })
     }
 }
 
@@ -980,8 +985,8 @@ pub(crate) fn run_blocking(
     let mut last_lag = Instant::now();
     let result = loop {
         health.polled();
-        if fatal.is_set() {
-            break Err(fatal.take().unwrap_or_else(|| RunError::Fatal("stopped".into())));
+        if let Some(error) = fatal.get() {
+            break Err(error);
         }
         if shutdown.is_cancelled() {
             break Ok(());

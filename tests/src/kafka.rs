@@ -126,7 +126,6 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct PrivateBroker {
     port: u16,
-    controller_port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -135,10 +134,19 @@ fn kafka_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka").join(name)
 }
 
-/// Kafka's jars, resolved by `scripts/services up` (which exports `AUDIT_KAFKA_LIBS`).
+/// Kafka's jars, resolved by `scripts/services up`: `AUDIT_KAFKA_LIBS` (which `scripts/services env`
+/// prints), else the newest complete `kafka-*/libs` in the services' cache.
 fn kafka_libs() -> PathBuf {
-    let libs = std::env::var_os("AUDIT_KAFKA_LIBS").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("AUDIT_KAFKA_LIBS is not set: run `scripts/services up` and `eval \"$(scripts/services env)\"`")
+    let cached = || {
+        let cache = std::env::var_os("AUDITSTREAM_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/auditstream"));
+        let dirs = std::fs::read_dir(&cache).ok()?.flatten().map(|e| e.path().join("libs"));
+        let complete = dirs.filter(|libs| libs.join(".complete").exists());
+        complete.max_by_key(|libs| libs.join(".complete").metadata().and_then(|m| m.modified()).ok())
+    };
+    let libs = std::env::var_os("AUDIT_KAFKA_LIBS").map(PathBuf::from).or_else(cached).unwrap_or_else(|| {
+        panic!("no resolved Kafka jars (AUDIT_KAFKA_LIBS unset, none in the cache): run `scripts/services up`")
     });
     assert!(
         libs.join(".complete").exists(),
@@ -167,7 +175,7 @@ impl PrivateBroker {
             .replace("@CONTROLLER_PORT@", &controller_port.to_string())
             .replace("@LOG_DIR@", &data.to_string_lossy());
         std::fs::write(dir.path().join("server.properties"), config).unwrap();
-        let mut broker = PrivateBroker { port, controller_port, child: None, dir };
+        let mut broker = PrivateBroker { port, child: None, dir };
         let status = broker
             .java()
             .args(["kafka.tools.StorageTool", "format", "-t", "auditstream-private-01", "-c"])
@@ -258,11 +266,6 @@ impl PrivateBroker {
         self.signal("-CONT");
     }
 
-    /// The controller's port (the broker's second listener).
-    pub fn controller_port(&self) -> u16 {
-        self.controller_port
-    }
-
     /// Sets (`Some`) or removes (`None`) a produce quota, in bytes per second, for the clients
     /// named `client_id` (Kafka's own `ConfigCommand`, as `kafka-configs.sh` runs it): the broker
     /// then delays its answers to their produce requests while everything else is served.
@@ -320,21 +323,5 @@ pub async fn delete_records(bootstrap: &str, topic: &str, partition: i32, offset
     match element.offset() {
         Offset::Offset(low) => low,
         other => panic!("DeleteRecords on {topic}/{partition} answered {other:?}"),
-    }
-}
-
-/// Sets `topic`'s configs to exactly `configs` (AlterConfigs replaces the topic's own settings).
-pub async fn set_topic_configs(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) {
-    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
-    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
-    for (k, v) in configs {
-        alter = alter.set(k, v);
-    }
-    let results = admin(bootstrap)
-        .alter_configs([&alter], &AdminOptions::new())
-        .await
-        .unwrap_or_else(|e| panic!("AlterConfigs on {topic}: {e}"));
-    for r in results {
-        r.unwrap_or_else(|(resource, e)| panic!("AlterConfigs on {resource:?}: {e}"));
     }
 }

@@ -91,8 +91,9 @@ async fn three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_a
     let (mut kills, mut pauses, mut exited) = (0, 0, 0);
     // A pause after every sixth kill.
     while kills < KILLS || pauses < PAUSES {
-        // An instance that stopped by itself (it may, when a pause cost it its partitions mid-write)
-        // is started again, as its orchestrator would; the count is printed.
+        // An instance that stopped by itself (a fatal error; a pause that cost it its partitions
+        // mid-write makes it start its clients again in-process, not exit) is started again, as its
+        // orchestrator would; the count is printed.
         for (i, child) in instances.iter_mut().enumerate() {
             if let Some(status) = child.try_wait().unwrap() {
                 eprintln!("instance {i} exited by itself ({status}); started again");
