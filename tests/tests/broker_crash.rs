@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome};
 use audit_tests::kafka::{read_topic, PrivateBroker};
 use audit_tests::pipeline::{source_offsets, terminate, verify, Topology};
-use audit_tests::sinks::{spawn_sink, JsonlTarget, PostgresTarget, Target};
+use audit_tests::sinks::{spawn_sink, wait_stored, JsonlTarget, PostgresTarget, Target};
 use audit_tests::unique_name;
 use serde_json::Value;
 
@@ -110,15 +110,7 @@ async fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_every_chain_sta
 
     // Each sink stored each accepted event exactly once; its chains verify from genesis.
     for target in &targets {
-        let started = Instant::now();
-        let stored = loop {
-            let stored = target.read_back();
-            if stored.values().map(Vec::len).sum::<usize>() >= ids.len() || started.elapsed() > Duration::from_secs(120)
-            {
-                break stored;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let stored = wait_stored(target.as_ref(), ids.len(), Duration::from_secs(120));
         let seen = stored_ids(&stored);
         let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
         let log = logs.path().join(format!("{}.log", target.name()));
