@@ -47,7 +47,8 @@ pub async fn run<S: sink::Sink>(
     metrics: metrics::SinkMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    // The dead-letter topic is this sink's own; create it when missing (an existing one is kept).
+    // The dead-letter topic is this sink's own; create it when missing (an existing one is kept),
+    // replicated as the cluster's default.replication.factor says.
     let dlq = audit_kafka::topics::TopicSpec::new(&settings.dead_letter_topic, 1);
     if let Err(error) = audit_kafka::topics::create_topics(&settings.kafka, &[dlq]).await {
         tracing::warn!(%error, topic = %settings.dead_letter_topic, "could not create the dead-letter topic; it must exist");

@@ -15,16 +15,18 @@ pub struct TopicSpec {
     pub name: String,
     /// Partition count.
     pub partitions: i32,
-    /// Replication factor.
+    /// Replication factor; -1 = the cluster's `default.replication.factor`.
     pub replication: i32,
     /// Topic configs such as `retention.ms`, `max.message.bytes`.
     pub config: Vec<(String, String)>,
 }
 
 impl TopicSpec {
-    /// A topic with `partitions` partitions, replication 1 and no configs.
+    /// A topic with `partitions` partitions, the cluster's default replication factor and no
+    /// configs. (A fixed replication of 1 would put each partition on one broker: unavailable
+    /// whenever that broker is down, whatever the rest of the cluster does.)
     pub fn new(name: impl Into<String>, partitions: i32) -> Self {
-        TopicSpec { name: name.into(), partitions, replication: 1, config: Vec::new() }
+        TopicSpec { name: name.into(), partitions, replication: -1, config: Vec::new() }
     }
 
     /// Adds a topic config.

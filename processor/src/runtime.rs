@@ -359,16 +359,25 @@ impl RebalanceContext {
         let mut resumed = Vec::new();
         for element in tpl.elements() {
             let p = element.partition();
-            match shared.recover(p) {
+            match shared.recover_retrying(p) {
                 Ok((head, offset)) => {
                     tracing::info!(pid = std::process::id(), partition = p, seq = head.seq, next_raw_offset = ?offset, "lane resumes at the processed tail");
                     let _ = assignment.add_partition_offset(&raw, p, offset);
                     resumed.push((p, head));
                 }
-                Err(message) => {
+                Err(TailError::Broken(message)) => {
                     shared
                         .fatal
                         .set(format!("raw partition {p}: cannot recover the chain from the processed tail: {message}"));
+                    let _ = assignment.add_partition_offset(&raw, p, Offset::Stored);
+                }
+                Err(TailError::Unavailable(message)) => {
+                    // The cluster did not answer for the tail (a leader moving, a broker down): the
+                    // clients start again and the partition comes back in a later assignment.
+                    shared.fatal.interrupt(format!(
+                        "raw partition {p}: the processed tail could not be read for {}s: {message}",
+                        TAIL_RETRY.as_secs()
+                    ));
                     let _ = assignment.add_partition_offset(&raw, p, Offset::Stored);
                 }
             }
@@ -389,9 +398,42 @@ impl RebalanceContext {
     }
 }
 
+/// Why the processed tail could not give a lane its chain head.
+#[derive(Debug)]
+enum TailError {
+    /// The cluster did not answer (no leader, a broker down, a timeout): worth asking again.
+    Unavailable(String),
+    /// The tail was read and the chain cannot be continued from it.
+    Broken(String),
+}
+
+impl From<String> for TailError {
+    fn from(message: String) -> Self {
+        TailError::Broken(message)
+    }
+}
+
+/// How long an assignment keeps asking an unavailable cluster for a processed tail (a leader
+/// election after a broker failure takes seconds) before the clients start again.
+const TAIL_RETRY: Duration = Duration::from_secs(30);
+
 impl Shared {
+    /// [`Shared::recover`], asked again while the cluster is unavailable, for [`TAIL_RETRY`].
+    fn recover_retrying(&self, p: i32) -> Result<(ChainHead, Offset), TailError> {
+        let started = Instant::now();
+        loop {
+            match self.recover(p) {
+                Err(TailError::Unavailable(message)) if started.elapsed() < TAIL_RETRY => {
+                    tracing::warn!(partition = p, error = %message, "processed tail unavailable; asking again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Reads the tail of processed partition `p`: the chain head and the raw offset to resume at.
-    fn recover(&self, p: i32) -> Result<(ChainHead, Offset), String> {
+    fn recover(&self, p: i32) -> Result<(ChainHead, Offset), TailError> {
         let k = &self.settings.config.kafka;
         let chain = chain_name(&k.raw_topic, p);
         let mut guard = self.tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -406,20 +448,20 @@ impl Shared {
                 .set("auto.offset.reset", "earliest");
             *guard = Some(config.create().map_err(|e| format!("tail reader: {e}"))?);
         }
-        let reader = guard.as_ref().ok_or("no tail reader")?;
+        let reader = guard.as_ref().ok_or_else(|| TailError::Broken("no tail reader".into()))?;
         let (low, high) = reader
             .fetch_watermarks(&k.processed_topic, p, Duration::from_secs(15))
-            .map_err(|e| format!("watermarks of {} partition {p}: {e}", k.processed_topic))?;
+            .map_err(|e| TailError::Unavailable(format!("watermarks of {} partition {p}: {e}", k.processed_topic)))?;
         if high == 0 {
             return Ok((ChainHead::genesis(chain), Offset::Beginning));
         }
         if high <= low {
             // Records were written and have all expired: starting the chain again at seq 1 would
             // fork it from what the sinks hold.
-            return Err(format!(
+            return Err(TailError::Broken(format!(
                 "processed partition {p} of {} is empty but has held records (offsets up to {high}): retention removed the chain's tail, so it cannot be continued; raise the processed topic's retention and restore the tail, or start a new processed topic",
                 k.processed_topic
-            ));
+            )));
         }
         // Read from the last record to the end (records may arrive meanwhile); when the newest
         // records are not events of ours (checkpoints, foreign records), step back 1,000 at a time.
@@ -427,10 +469,10 @@ impl Shared {
         loop {
             if let Some(link) = read_last_event(reader, &k.processed_topic, p, start)? {
                 if link.chain != chain {
-                    return Err(format!(
+                    return Err(TailError::Broken(format!(
                         "processed partition {p} holds chain {:?}, expected {chain:?}: do raw and processed topics belong together?",
                         link.chain
-                    ));
+                    )));
                 }
                 if link.computed_hash != link.hash {
                     tracing::warn!(
@@ -443,7 +485,7 @@ impl Shared {
                 return Ok((head, Offset::Offset(link.source_offset + 1)));
             }
             if start == low {
-                return Err(format!("processed partition {p} has records but no auditstream event"));
+                return Err(TailError::Broken(format!("processed partition {p} has records but no auditstream event")));
             }
             start = (start - 1000).max(low);
         }
@@ -827,10 +869,10 @@ struct TailLink {
 
 /// The last event in `topic`/`p` from `start` to the end. Records no processor wrote are passed
 /// over; one of ours that cannot be read back after the last readable event is an error.
-fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Result<Option<TailLink>, String> {
+fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Result<Option<TailLink>, TailError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
-    reader.assign(&tpl).map_err(|e| format!("assign {topic}/{p}: {e}"))?;
+    reader.assign(&tpl).map_err(|e| TailError::Unavailable(format!("assign {topic}/{p}: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
     // A record of ours after the last readable event.
@@ -838,7 +880,10 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     let mut buf = Vec::new();
     loop {
         if Instant::now() > deadline {
-            return Err(format!("reading the tail of {topic} partition {p} did not reach its end in 30 s"));
+            let _ = reader.unassign();
+            return Err(TailError::Unavailable(format!(
+                "reading the tail of {topic} partition {p} did not reach its end in 30 s"
+            )));
         }
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -880,13 +925,16 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
                 });
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(format!("reading {topic} partition {p}: {e}")),
+            Some(Err(e)) => {
+                let _ = reader.unassign();
+                return Err(TailError::Unavailable(format!("reading {topic} partition {p}: {e}")));
+            }
             None => {}
         }
     }
     let _ = reader.unassign();
     match unreadable {
-        Some(message) => Err(message),
+        Some(message) => Err(TailError::Broken(message)),
         None => Ok(last),
     }
 }

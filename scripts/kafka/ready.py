@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Readiness of a Kafka broker by a real request: exit 0 when a Metadata request (v4) on
-HOST:PORT names at least one broker and an active controller, 1 otherwise.
+HOST:PORT names at least MIN_BROKERS brokers (default 1) and an active controller, 1 otherwise.
 
-    ready.py 127.0.0.1 19092 [timeout_seconds]
+    ready.py 127.0.0.1 19092 [timeout_seconds [min_brokers]]
 """
 import socket
 import struct
@@ -47,12 +47,13 @@ def metadata(host, port, timeout):
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    min_brokers = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     try:
         brokers, controller = metadata(host, port, timeout)
     except (OSError, struct.error) as e:
         print(f"not ready: {e}", file=sys.stderr)
         return 1
-    if brokers < 1 or controller < 0:
+    if brokers < min_brokers or controller < 0:
         print(f"not ready: {brokers} brokers, controller {controller}", file=sys.stderr)
         return 1
     return 0

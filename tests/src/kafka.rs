@@ -167,6 +167,14 @@ impl PrivateBroker {
     /// Formats a new log directory, starts the broker on free ports and waits until it is ready.
     pub fn start() -> PrivateBroker {
         let (port, controller_port) = two_free_ports();
+        let mut broker = PrivateBroker::format(port, controller_port, "");
+        broker.restart();
+        broker
+    }
+
+    /// Writes a node's config (the shared template, then `overrides`, which win) into a new
+    /// temporary directory and formats its log directory; the node is not started.
+    fn format(port: u16, controller_port: u16, overrides: &str) -> PrivateBroker {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let template = std::fs::read_to_string(kafka_file("server.properties")).unwrap();
@@ -174,8 +182,16 @@ impl PrivateBroker {
             .replace("@PORT@", &port.to_string())
             .replace("@CONTROLLER_PORT@", &controller_port.to_string())
             .replace("@LOG_DIR@", &data.to_string_lossy());
-        std::fs::write(dir.path().join("server.properties"), config).unwrap();
-        let mut broker = PrivateBroker { port, child: None, dir };
+        // A later line of a Java properties file replaces an earlier one with the same key.
+        std::fs::write(
+            dir.path().join("server.properties"),
+            format!(
+                "{config}
+{overrides}"
+            ),
+        )
+        .unwrap();
+        let broker = PrivateBroker { port, child: None, dir };
         let status = broker
             .java()
             .args(["kafka.tools.StorageTool", "format", "-t", "auditstream-private-01", "-c"])
@@ -184,7 +200,6 @@ impl PrivateBroker {
             .status()
             .expect("java runs");
         assert!(status.success(), "formatting the private broker's storage failed");
-        broker.restart();
         broker
     }
 
@@ -211,6 +226,11 @@ impl PrivateBroker {
     /// Starts the broker process again (after [`PrivateBroker::kill`]) on its log directory, which it
     /// recovers, and waits until a metadata request names it with an active controller.
     pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready(1);
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         let child = self
             .java()
@@ -221,11 +241,17 @@ impl PrivateBroker {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start java ({e}); run `scripts/services up` to install it"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
+    }
+
+    /// Waits (180 s at most: a restarted cluster node first catches up on the metadata log, and a
+    /// loaded 2-core machine runs several JVMs) until a metadata request to this node names at least
+    /// `brokers` brokers and an active controller.
+    fn wait_ready(&mut self, brokers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let ready = Command::new("python3")
                 .arg(kafka_file("ready.py"))
-                .args(["127.0.0.1", &self.port.to_string(), "1"])
+                .args(["127.0.0.1", &self.port.to_string(), "1", &brokers.to_string()])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -235,7 +261,15 @@ impl PrivateBroker {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("private broker exited during start-up ({status}); log: {}", self.log_file().display());
             }
-            assert!(Instant::now() < deadline, "private broker on port {} not ready within 90 s", self.port);
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "private broker on port {} not ready (naming {brokers} brokers) within 180 s; its log ends:\n{}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -297,6 +331,90 @@ impl PrivateBroker {
             Command::new("kill").args([signal, &child.id().to_string()]).stderr(Stdio::null()).status()?;
         }
         Ok(())
+    }
+}
+
+/// A private cluster of three Apache Kafka nodes, each a combined broker and controller (so the
+/// KRaft quorum has three voters), from the same template as [`PrivateBroker`] with what a cluster
+/// changes: internal topics and new topics replicated three times, `min.insync.replicas=2`. One
+/// node may be killed at a time: the others elect new leaders and keep serving.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    nodes: Vec<PrivateBroker>,
+}
+
+impl PrivateCluster {
+    /// Formats three nodes, starts them and waits until each names all three brokers.
+    pub fn start() -> PrivateCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| two_free_ports()).collect();
+        let voters: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1)).collect();
+        let mut nodes: Vec<PrivateBroker> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, controller))| {
+                let overrides = format!(
+                    "node.id={}\ncontroller.quorum.voters={}\n\
+                     offsets.topic.replication.factor=3\ntransaction.state.log.replication.factor=3\n\
+                     transaction.state.log.min.isr=2\nshare.coordinator.state.topic.replication.factor=3\n\
+                     share.coordinator.state.topic.min.isr=2\ndefault.replication.factor=3\nmin.insync.replicas=2\n",
+                    i + 1,
+                    voters.join(",")
+                );
+                PrivateBroker::format(*port, *controller, &overrides)
+            })
+            .collect();
+        // A quorum needs a majority of its voters: start them all before waiting for any.
+        nodes.iter_mut().for_each(PrivateBroker::spawn);
+        nodes.iter_mut().for_each(|n| n.wait_ready(3));
+        PrivateCluster { nodes }
+    }
+
+    /// Every node's address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(PrivateBroker::bootstrap).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills node `i` (0-based) with SIGKILL; its log directory stays.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its log directory and waits until it names all three brokers.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn();
+        self.nodes[i].wait_ready(3);
+    }
+
+    /// Node `i`'s own log file.
+    pub fn log_file(&self, i: usize) -> PathBuf {
+        self.nodes[i].log_file()
+    }
+
+    /// Waits (`limit` at most) until every partition of every topic, internal ones included, has
+    /// all its replicas in sync again; returns how long that took, or panics naming a partition.
+    pub fn wait_fully_replicated(&self, limit: Duration) -> Duration {
+        let consumer: BaseConsumer =
+            ClientSettings::new(self.bootstrap(), "test-isr").client_config(&[]).unwrap().create().unwrap();
+        let started = Instant::now();
+        loop {
+            let lagging = match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                Ok(metadata) => metadata
+                    .topics()
+                    .iter()
+                    .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p)))
+                    .find(|(_, p)| p.isr().len() < p.replicas().len() || p.replicas().len() < 3)
+                    .map(|(t, p)| format!("{t}/{}: isr {:?} of replicas {:?}", p.id(), p.isr(), p.replicas())),
+                Err(e) => Some(e.to_string()),
+            };
+            match lagging {
+                None => return started.elapsed(),
+                Some(what) => {
+                    assert!(started.elapsed() < limit, "not fully replicated within {limit:?}: {what}");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 

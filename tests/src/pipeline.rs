@@ -45,19 +45,29 @@ impl Topology {
         processed_config: &[(&str, &str)],
         dead_letter_config: &[(&str, &str)],
     ) -> Topology {
-        Topology::create_on(&kafka_bootstrap(), partitions, processed_partitions, processed_config, dead_letter_config)
-            .await
+        Topology::create_on(
+            &kafka_bootstrap(),
+            1,
+            partitions,
+            processed_partitions,
+            processed_config,
+            dead_letter_config,
+        )
+        .await
     }
 
-    /// [`Topology::create_configured`] on the broker at `bootstrap` (a test's private broker).
+    /// [`Topology::create_configured`] on the broker (or cluster) at `bootstrap` (a test's private
+    /// one), each partition with `replication` replicas.
     pub async fn create_on(
         bootstrap: &str,
+        replication: i32,
         partitions: i32,
         processed_partitions: Option<i32>,
         processed_config: &[(&str, &str)],
         dead_letter_config: &[(&str, &str)],
     ) -> Topology {
         let configured = |mut spec: TopicSpec, config: &[(&str, &str)]| {
+            spec.replication = replication;
             for (k, v) in config {
                 spec = spec.with_config(*k, *v);
             }
@@ -75,7 +85,7 @@ impl Topology {
         create_topics(
             &ClientSettings::new(&t.bootstrap, "test-admin"),
             &[
-                TopicSpec::new(&t.raw, partitions),
+                configured(TopicSpec::new(&t.raw, partitions), &[]),
                 configured(TopicSpec::new(&t.processed, processed_partitions.unwrap_or(partitions)), processed_config),
                 configured(TopicSpec::new(&t.dead_letter, 1), dead_letter_config),
             ],

@@ -428,7 +428,7 @@ async fn signed_checkpoints_follow_their_events_reach_both_witnesses_and_a_resta
 async fn a_lane_whose_deliveries_are_stuck_pauses_its_partition_stays_in_the_group_and_loses_nothing() {
     // A broker of its own: the stall is a produce quota on the processor's client id.
     let broker = audit_tests::kafka::PrivateBroker::start();
-    let t = Topology::create_on(&broker.bootstrap(), 2, None, &[], &[]).await;
+    let t = Topology::create_on(&broker.bootstrap(), 1, 2, None, &[], &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("processor.log");
     // A small producer queue, so that stuck deliveries fill it (and then the lane) within seconds.
