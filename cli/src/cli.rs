@@ -1,7 +1,8 @@
 //! The `auditctl` command line, shared by the binary and the test harness: parses the arguments,
 //! calls the library and prints.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::{Source, VerifyRequest, EXIT_UNREADABLE, EXIT_USAGE};
@@ -110,6 +111,26 @@ enum Command {
     Hash {
         /// JSON file, or - for standard input.
         file: PathBuf,
+    },
+    /// Run sample events (one JSON object per line) through the processor's pipeline and policy,
+    /// without a broker: what the processor would publish goes to standard output, a JSON line
+    /// per input line (a quarantine entry for a line it would dead-letter), a summary to standard
+    /// error.
+    ///
+    /// The config is loaded as the processor loads it: defaults ← AUDIT_PRESET ← --config ←
+    /// AUDIT_<SECTION>__<KEY> variables. Exit codes: 0 every line processed (dead letters
+    /// included), 1 the output could not be written, 2 bad config or arguments, 3 the input could
+    /// not be read.
+    Redact {
+        /// The processor's TOML config file.
+        #[arg(long, short, env = "AUDIT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Broker time given to every record (RFC 3339), so that two runs can be compared byte
+        /// for byte; the current time when absent.
+        #[arg(long, value_parser = parse_time)]
+        received_at: Option<DateTime<Utc>>,
+        /// Events, one JSON object per line; - or nothing for standard input.
+        file: Option<PathBuf>,
     },
     /// Run the whole pipeline on an embedded default: in-process broker (librdkafka's mock
     /// cluster, for this demo only), processor, SQLite and JSONL sinks, then verify every chain.
@@ -355,6 +376,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_UNREADABLE)
             }
         },
+        Command::Redact { config, received_at, file } => redact(config.as_deref(), received_at, file.as_deref()),
         Command::Demo { dir, events } => {
             let outcome = runtime().block_on(crate::demo::run(&dir, events, &mut |line| println!("demo: {line}")));
             match outcome {
@@ -367,6 +389,45 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `auditctl redact`.
+fn redact(config: Option<&Path>, received_at: Option<DateTime<Utc>>, file: Option<&Path>) -> ExitCode {
+    use crate::redact::{load_settings, render_summary, RedactError, RedactSummary, EXIT_BAD_CONFIG};
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("auditctl redact: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let mut input: Box<dyn BufRead> = match file.filter(|f| *f != Path::new("-")) {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Err(e) => {
+                eprintln!("auditctl redact: cannot read {}: {e}", path.display());
+                return ExitCode::from(EXIT_UNREADABLE);
+            }
+        },
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut output = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let received_at_ms = received_at.unwrap_or_else(Utc::now).timestamp_millis();
+    let mut summary = RedactSummary::default();
+    // Flushed whatever happened: what was read before an input error is written too.
+    let result = crate::redact::redact(&settings, received_at_ms, &mut input, &mut output, &mut summary)
+        .and(output.flush().map_err(RedactError::Write));
+    eprint!("{}", render_summary(&summary));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("auditctl redact: {e}");
+            ExitCode::from(match e {
+                RedactError::Read { .. } => EXIT_UNREADABLE,
+                RedactError::Write(_) => 1,
+            })
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod dlq;
 pub mod export;
 pub mod kafka;
 pub mod keys;
+pub mod redact;
 pub mod source;
 pub mod tail;
 pub mod topics;

@@ -1,5 +1,5 @@
 //! The per-record pipeline, a pure function of (raw record, chain head, policy):
-//! decode → sanitize → validate → normalize → redact → limit → chain → encode.
+//! decode → identifier rule → sanitize → validate → normalize → redact → limit → chain → encode.
 //!
 //! No clock, no randomness: `eventId` (when the producer sent none) is derived from the raw
 //! record's (topic, partition, offset), `receivedAt` is its broker timestamp, so processing the same
@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{LimitsConfig, OutputEncoding, OversizeBehavior, Settings};
 use crate::redact::{RedactionPolicy, RedactionReport};
-use crate::sanitize::sanitize_event;
+use crate::sanitize::{first_hidden_character, identifier_hygiene, sanitize_event};
 
 /// Action of a quarantine entry.
 pub const QUARANTINE_ACTION: &str = "audit.quarantined";
@@ -259,6 +259,13 @@ impl Pipeline {
             Some(p) if !p.is_empty() => p,
             _ => return Err(DeadLetter { class: DeadLetterClass::Empty, reason: "record has no payload".into() }),
         };
+        // RFC 8259 allows a reader to ignore a byte-order mark, and some writers (.NET's
+        // `Encoding.UTF8`, PowerShell, Windows editors) put one before JSON. Only before JSON: an
+        // Avro record starts with C3 01, and one behind a text marker is not a record.
+        let payload = match payload.strip_prefix(UTF8_BOM) {
+            Some(json) if WireFormat::detect(json) == WireFormat::Json => json,
+            _ => payload,
+        };
         let mut value = codec::input_value(payload)
             .map_err(|e| DeadLetter { class: DeadLetterClass::Decode, reason: e.to_string() })?;
         if !value.is_object() {
@@ -267,7 +274,11 @@ impl Pipeline {
                 reason: "an audit event must be a JSON object".into(),
             });
         }
-        let mut warnings = sanitize_event(&mut value, self.max_depth);
+        // First, so that a refused identifier is refused as sent (not after NULs became U+FFFD)
+        // and in lenient mode too (a tenantId is never dropped for it).
+        let mut warnings = identifier_hygiene(&mut value)
+            .map_err(|e| DeadLetter { class: DeadLetterClass::Invalid, reason: e.to_string() })?;
+        warnings.extend(sanitize_event(&mut value, self.max_depth));
         let input = self.validate(&mut value, &mut warnings)?;
         strip_contract_nulls(&mut value);
 
@@ -393,7 +404,7 @@ impl Pipeline {
         let tenant_id = raw
             .key
             .and_then(|k| std::str::from_utf8(k).ok())
-            .filter(|k| !k.is_empty() && k.chars().count() <= 256 && !k.contains('\0'))
+            .filter(|k| !k.is_empty() && k.chars().count() <= 256 && first_hidden_character(k).is_none())
             .map(str::to_owned);
         let metadata = json!({
             "deadLetter": {"topic": self.dead_letter_topic, "class": dead_letter.class.as_str()},
@@ -436,6 +447,9 @@ impl Pipeline {
 
 /// For records without any time at all.
 const EPOCH: Timestamp = Timestamp::EPOCH;
+
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Removes `null` from the contract's optional fields (serde reads `null` as absent; the processed
 /// schema has no nullable fields). Nulls inside metadata and diff are data and stay.
@@ -695,6 +709,83 @@ mod tests {
         let m = event.metadata.as_ref().unwrap();
         assert_eq!(m["n"], "12345678901234567890");
         assert!(m.contains_key("＄k"));
+    }
+
+    #[test]
+    fn hidden_characters_refuse_a_tenant_or_action_and_are_replaced_in_ids_in_every_mode() {
+        for strict in [false, true] {
+            let p = pipeline(|c| c.processing.strict = strict);
+            // Refused even in lenient mode, where a bad context field is otherwise dropped: an event
+            // without its tenant would be filed under none.
+            for (tenant, reason) in [
+                ("acme\u{202E}", "context.tenantId contains U+202E RIGHT-TO-LEFT OVERRIDE at character 5"),
+                ("ac\u{0}me", "context.tenantId contains U+0000 NULL at character 3"),
+            ] {
+                let out = p.process(&raw(1, &input(json!({"context": {"tenantId": tenant}}))), &mut head());
+                let dl = out.dead_letter.clone().expect("refused");
+                assert_eq!(dl.class, DeadLetterClass::Invalid);
+                assert!(dl.reason.starts_with(reason), "{}", dl.reason);
+                assert_eq!(out.event().action, QUARANTINE_ACTION);
+            }
+            let bad_action =
+                br#"{"action":"user.login\u2028admin.grant","outcome":"SUCCESS","actor":{"type":"user","id":"u"}}"#;
+            let dl = p.process(&raw(1, bad_action), &mut head()).dead_letter.expect("refused");
+            assert!(dl.reason.starts_with("action contains U+2028 LINE SEPARATOR at character 11"), "{}", dl.reason);
+
+            let out = p.process(
+                &raw(1, &input(json!({"actor": {"type": "user", "id": "\u{202E}nimda"}, "target": {"type": "doc", "id": "東京"}}))),
+                &mut head(),
+            );
+            assert!(out.dead_letter.is_none(), "{:?}", out.dead_letter);
+            let e = out.event();
+            assert_eq!(e.actor.id, "\u{FFFD}nimda");
+            assert_eq!(e.target.unwrap().id, "東京", "ordinary non-ASCII ids stay");
+            assert!(e.warnings.iter().any(|w| w.starts_with("actor.id: U+202E RIGHT-TO-LEFT OVERRIDE at character 1")));
+            assert!(!e.warnings.iter().any(|w| w.starts_with("target.id")), "{:?}", e.warnings);
+        }
+        // Avro input meets the same rule.
+        let mut avro = AuditEventInput::new("user.logout", Outcome::Success, Actor::new("user", "u\u{200D}2"));
+        avro.context.tenant_id = Some("Zürich".into());
+        let out =
+            pipeline(|_| {}).process(&raw(1, &codec::encode_input(&avro, WireFormat::Avro).unwrap()), &mut head());
+        assert_eq!(
+            (out.event().actor.id.as_str(), out.event().context.tenant_id.as_deref()),
+            ("u\u{FFFD}2", Some("Zürich"))
+        );
+    }
+
+    #[test]
+    fn a_quarantine_entry_takes_its_tenant_from_a_record_key_only_when_the_key_is_clean() {
+        let p = pipeline(|_| {});
+        for (key, tenant) in [(&b"Z\xC3\xBCrich"[..], Some("Zürich")), (b"acme\xE2\x80\xAE", None), (b"a\x00b", None)]
+        {
+            let mut r = raw(1, b"not json");
+            r.key = Some(key);
+            assert_eq!(p.process(&r, &mut head()).event().context.tenant_id.as_deref(), tenant);
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_json_is_ignored_and_nowhere_else() {
+        let p = pipeline(|_| {});
+        let plain = input(json!({"metadata": {"note": "\u{FEFF}kept inside a value"}}));
+        let with_bom = [&b"\xEF\xBB\xBF"[..], &plain].concat();
+        let expected = p.process(&raw(1, &plain), &mut head());
+        let out = p.process(&raw(1, &with_bom), &mut head());
+        assert!(out.dead_letter.is_none(), "{:?}", out.dead_letter);
+        assert_eq!(out.encoded, expected.encoded, "the same event as without the mark");
+        assert_eq!(out.event().metadata.unwrap()["note"], "\u{FEFF}kept inside a value");
+        // One mark only, only in front, only before JSON.
+        let twice = [&b"\xEF\xBB\xBF\xEF\xBB\xBF"[..], &plain].concat();
+        let mut inside = plain.clone();
+        inside.splice(1..1, b"\xEF\xBB\xBF".iter().copied());
+        let avro =
+            codec::encode_input(&AuditEventInput::new("a.b", Outcome::Success, Actor::new("u", "1")), WireFormat::Avro);
+        let avro_behind_a_mark = [&b"\xEF\xBB\xBF"[..], &avro.unwrap()].concat();
+        for bad in [&twice, &inside, &avro_behind_a_mark, &b"\xEF\xBB\xBF".to_vec()] {
+            let dl = p.process(&raw(1, bad), &mut head()).dead_letter.expect("dead letter");
+            assert_eq!(dl.class, DeadLetterClass::Decode, "{}", dl.reason);
+        }
     }
 
     #[test]

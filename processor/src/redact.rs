@@ -1,23 +1,33 @@
-//! Redaction of secrets in the free-form parts of an event (`metadata` and `diff`).
+//! Redaction of secrets and personal data in the free-form parts of an event (`metadata` and
+//! `diff`).
 //!
 //! Four kinds of rule, applied in one walk over the JSON tree:
-//! * **keys**: the built-in list (password, otp, token, accessToken, refreshToken, authorization,
-//!   cookie, set-cookie, secret, apiKey, privateKey) plus configured names, matched across case and
-//!   spelling: a key is split into words (`x-api-key` → x/api/key, `accessToken` → access/token) and
-//!   matches when the rule's words appear in it in a row (plural allowed on the last word) or its
-//!   letters end with the rule's letters (`xapikey`). The whole value under a matching key is
-//!   replaced, whatever its type, at any depth, inside arrays too;
+//! * **keys** ([`DEFAULT_KEYS`] and the others in `keys.rs`, plus configured names), matched across
+//!   case and spelling: a key is split into words (`x-api-key` → x/api/key, `accessToken` →
+//!   access/token) and matches when the rule's words appear in it in a row (plural allowed on the
+//!   last word) or its letters end with the rule's letters (`xapikey`); short built-in names
+//!   (`pin`, `pwd`, `cvv`, `ssn`, `pass`) match whole words only. The whole value under a matching
+//!   key is replaced, whatever its type, at any depth, inside arrays too, except that a number or
+//!   boolean under a key that measures a secret (`token_count`, `password_length`, `max_tokens`)
+//!   is kept: the measure rule. `{"name": "Authorization", "value": …}` objects and lists of
+//!   `["Authorization", …]` pairs (header lists) count as the named key;
 //! * **paths**: dot paths with `*` (one segment) and `**` (any depth), e.g. `metadata.users.*.ssn`;
 //! * **key patterns**: regular expressions over key names;
-//! * **value detectors** for secrets inside strings that no key gives away: `Bearer`/`Basic`
-//!   credentials, JWTs, `user:password@` in URLs, `password=`/`token=`/`api_key=`... in query
-//!   strings, PEM private-key blocks, and card numbers that pass the Luhn check. Only the secret part
-//!   of the string is replaced.
+//! * **value detectors** (`detectors.rs`) for secrets inside strings that no key gives away:
+//!   credential formats (cloud, source-host, chat, payment, AI, registry and messaging keys, JWTs,
+//!   private keys, credentials in URLs, `Authorization:` lines, `curl -u`, `KEY=value` lines whose
+//!   key names a secret) and personal data (card numbers, US SSNs, IBANs). Only the secret part of
+//!   the string is replaced. A string holding a JSON object or array is parsed, redacted with the
+//!   same policy and put back as compact JSON; card numbers stored as JSON numbers are replaced.
 //!
 //! A replacement is the mask (`***`) or, per rule, `hmac:<32 hex>` = HMAC-SHA256 under a configured
 //! key over the value's canonical JSON: equal values give equal tokens (joinable) without being
-//! readable. The policy's version ([`RedactionPolicy::version`]) is a hash of every rule, the mask and
-//! the HMAC key's fingerprint, recorded on each event with the redacted paths.
+//! readable. The policy's version ([`RedactionPolicy::version`]) is a hash of every rule, the key
+//! lists, the measure words, every detector (name, gate, regex, check), the mask and the HMAC key's
+//! fingerprint, recorded on each event with the redacted paths.
+
+mod detectors;
+mod keys;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -28,98 +38,28 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::DetectorsConfig;
+pub use detectors::luhn_valid;
+use detectors::{card_number, is_url_signature, Detectors};
+use keys::measurable_text;
+pub use keys::{
+    KeyName, KeyWords, WordMatch, DEFAULT_KEYS, DEFAULT_LAST_WORD_KEYS, DEFAULT_WORD_KEYS, MEASURE_PREFIXES,
+    MEASURE_WORDS,
+};
 
-/// The built-in sensitive keys.
-pub const DEFAULT_KEYS: &[&str] = &[
-    "password",
-    "otp",
-    "token",
-    "accessToken",
-    "refreshToken",
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "secret",
-    "apiKey",
-    "privateKey",
-];
+/// How deep JSON held in strings is parsed (a JSON string inside a JSON string inside the event).
+const MAX_JSON_NESTING: u8 = 2;
 
-/// Splits a key into lowercase words at separators and lower→upper case changes.
-fn words(key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut prev_lower = false;
-    for c in key.chars() {
-        if !c.is_alphanumeric() {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
-            prev_lower = false;
-            continue;
-        }
-        if c.is_uppercase() && prev_lower && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        current.extend(c.to_lowercase());
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
+/// Keys of `{"name": …, "value": …}` objects that name their `value` (HAR headers, form fields).
+const PAIR_NAMES: &[&str] = &["name", "key", "header", "field"];
 
-/// A key split into words once, so every rule can test it without allocating.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyWords {
-    words: Vec<String>,
-    joined: String,
-}
-
-impl KeyWords {
-    /// Splits `key`.
-    pub fn new(key: &str) -> Self {
-        let words = words(key);
-        KeyWords { joined: words.concat(), words }
-    }
-}
-
-/// `word` is `base` or `base` + "s".
-fn same_or_plural(word: &str, base: &str) -> bool {
-    word == base || (word.len() == base.len() + 1 && word.starts_with(base) && word.ends_with('s'))
-}
-
-/// A key name as a rule sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyName {
-    original: String,
-    words: Vec<String>,
-    joined: String,
-}
-
-impl KeyName {
-    /// Parses a rule's key name.
-    pub fn new(name: &str) -> Self {
-        let words = words(name);
-        KeyName { original: name.to_owned(), joined: words.concat(), words }
-    }
-
-    /// Whether a document key matches this name.
-    pub fn matches(&self, key: &str) -> bool {
-        self.matches_words(&KeyWords::new(key))
-    }
-
-    /// [`KeyName::matches`] on a key already split.
-    pub fn matches_words(&self, key: &KeyWords) -> bool {
-        if self.words.is_empty() {
-            return false;
-        }
-        if key.joined.ends_with(&self.joined) || same_or_plural(&key.joined, &self.joined) {
-            return true;
-        }
-        let n = self.words.len();
-        key.words.windows(n).any(|w| w[..n - 1] == self.words[..n - 1] && same_or_plural(&w[n - 1], &self.words[n - 1]))
-    }
+/// The built-in keys as rules.
+fn builtin_keys() -> Vec<RuleMatch> {
+    DEFAULT_KEYS
+        .iter()
+        .map(|k| RuleMatch::key(k))
+        .chain(DEFAULT_WORD_KEYS.iter().map(|k| RuleMatch::Key(KeyName::with(k, WordMatch::Words))))
+        .chain(DEFAULT_LAST_WORD_KEYS.iter().map(|k| RuleMatch::Key(KeyName::with(k, WordMatch::LastWord))))
+        .collect()
 }
 
 /// One segment of a concrete path.
@@ -244,7 +184,11 @@ impl RuleMatch {
 
     fn describe(&self) -> Value {
         match self {
-            RuleMatch::Key(k) => json!({"key": k.original}),
+            RuleMatch::Key(k) => match k.how() {
+                WordMatch::WordsOrLetters => json!({"key": k.original}),
+                WordMatch::Words => json!({"key": k.original, "match": "words"}),
+                WordMatch::LastWord => json!({"key": k.original, "match": "last_word"}),
+            },
             RuleMatch::Path(p) => json!({"path": p.text}),
             RuleMatch::KeyPattern(r) => json!({"keyPattern": r.as_str()}),
         }
@@ -269,48 +213,15 @@ pub struct Rule {
     pub replacement: Replacement,
 }
 
-#[derive(Debug, Clone)]
-struct Detector {
-    name: &'static str,
-    /// Cheap test a string must pass before the regex runs.
-    gate: fn(&str) -> bool,
-    regex: Regex,
-    /// Where the secret is in a match: the whole match, or where the regex's capture group 1 is,
-    /// found without the capture engine (which costs twice the search; a test keeps them equal).
-    secret: fn(&str) -> Range<usize>,
-    luhn: bool,
-}
-
-/// The whole match is the secret.
-fn whole(m: &str) -> Range<usize> {
-    0..m.len()
-}
-
-/// `<scheme><whitespace><credential>`: the credential.
-fn after_scheme(m: &str) -> Range<usize> {
-    let scheme_end = m.find(char::is_whitespace).unwrap_or(m.len());
-    let start = m[scheme_end..].find(|c: char| !c.is_whitespace()).map_or(m.len(), |i| scheme_end + i);
-    start..m.len()
-}
-
-/// `<scheme>://<user>:<password>@`: the password (the user holds no `:`, the password no `@`).
-fn url_password(m: &str) -> Range<usize> {
-    let user = m.find("://").map_or(0, |i| i + 3);
-    let start = m[user..].find(':').map_or(m.len(), |i| user + i + 1);
-    start..m.len().saturating_sub(1).max(start)
-}
-
-/// `<name>=<value>`: the value (names hold no `=`).
-fn after_equals(m: &str) -> Range<usize> {
-    m.find('=').map_or(m.len(), |i| i + 1)..m.len()
-}
-
 /// What redaction did to one event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedactionReport {
-    /// Paths of redacted values, in document order.
+    /// Paths of redacted values, in document order (a string redacted inside, JSON text included,
+    /// is listed once at its own path).
     pub paths: Vec<String>,
-    /// Redactions by rule kind (`key`, `path`, `key_pattern`, `bearer`, `jwt`, ...).
+    /// Redactions by rule: the rule kinds `key`, `path`, `key_pattern`, and each value detector's
+    /// name (`jwt`, `aws_access_key_id`, `card_number`, ...). Secrets found inside a string holding
+    /// JSON count under the rule that found them.
     pub by_rule: BTreeMap<&'static str, u64>,
 }
 
@@ -320,111 +231,18 @@ pub struct RedactionPolicy {
     enabled: bool,
     mask: String,
     rules: Vec<Rule>,
-    detectors: Vec<Detector>,
+    /// What decides whether a key named in text (`DB_PASSWORD=`, `?token=`, `password:`) names a
+    /// secret: the configured key names and key patterns, and the built-in keys even when
+    /// `default_keys` is off (as the detectors always had their own list).
+    name_rules: Vec<RuleMatch>,
+    detectors: Detectors,
+    /// Some rule (a key pattern, a path) may match inside JSON text with no anchor in it.
+    always_parse_json: bool,
+    has_path_rules: bool,
     hmac_key: Option<Vec<u8>>,
     version: String,
     /// Identifies this compiled policy (and its clones) in the per-thread key-rule cache.
     cache_id: u64,
-}
-
-#[allow(clippy::expect_used)] // constant patterns, covered by tests
-fn detectors(config: &DetectorsConfig) -> Vec<Detector> {
-    let mut out = Vec::new();
-    let d = |name, gate: fn(&str) -> bool, re: &str, secret, luhn| Detector {
-        name,
-        gate,
-        regex: Regex::new(re).expect("detector regex"),
-        secret,
-        luhn,
-    };
-    if config.private_keys {
-        out.push(d(
-            "private_key",
-            |s| s.contains("-----BEGIN"),
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
-            whole,
-            false,
-        ));
-    }
-    if config.bearer_tokens {
-        out.push(d(
-            "jwt",
-            |s| s.contains("eyJ"),
-            r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-            whole,
-            false,
-        ));
-        out.push(d(
-            "bearer",
-            has_auth_scheme,
-            r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{8,}=*)",
-            after_scheme,
-            false,
-        ));
-    }
-    if config.url_credentials {
-        out.push(d(
-            "url_credentials",
-            |s| s.contains("://") && s.contains('@'),
-            r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@",
-            url_password,
-            false,
-        ));
-        out.push(d(
-            "url_credentials",
-            |s| s.contains('='),
-            r"(?i)(?:^|[?&;\s])(?:password|passwd|pwd|pass|token|access_token|refresh_token|id_token|api_key|apikey|api-key|secret|client_secret)=([^&\s#;]+)",
-            after_equals,
-            false,
-        ));
-    }
-    if config.card_numbers {
-        out.push(d(
-            "card_number",
-            |s| s.bytes().filter(u8::is_ascii_digit).count() >= 13,
-            r"\b[2-6](?:[ -]?\d){12,18}\b",
-            whole,
-            true,
-        ));
-    }
-    out
-}
-
-/// Whether `s` may hold an authorization scheme followed by a credential.
-fn has_auth_scheme(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.windows(5).any(|w| {
-        let l = |i: usize| w[i].to_ascii_lowercase();
-        (l(0) == b'b'
-            && ((l(1) == b'e' && l(2) == b'a' && l(3) == b'r' && l(4) == b'e')
-                || (l(1) == b'a' && l(2) == b's' && l(3) == b'i' && l(4) == b'c')))
-            || (l(0) == b't' && l(1) == b'o' && l(2) == b'k' && l(3) == b'e' && l(4) == b'n')
-    })
-}
-
-/// Luhn checksum over the digits of `s` (13–19 of them).
-pub fn luhn_valid(s: &str) -> bool {
-    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
-    if !(13..=19).contains(&digits.len()) {
-        return false;
-    }
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 1 {
-                if d * 2 > 9 {
-                    d * 2 - 9
-                } else {
-                    d * 2
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }
 
 impl RedactionPolicy {
@@ -437,27 +255,61 @@ impl RedactionPolicy {
         detector_config: DetectorsConfig,
         hmac_key: Option<Vec<u8>>,
     ) -> RedactionPolicy {
+        let builtin = builtin_keys();
+        let mut name_rules: Vec<RuleMatch> =
+            rules.iter().filter(|r| !matches!(r.matcher, RuleMatch::Path(_))).map(|r| r.matcher.clone()).collect();
+        name_rules.extend(builtin.iter().cloned());
         if default_keys {
-            rules.extend(
-                DEFAULT_KEYS.iter().map(|k| Rule { matcher: RuleMatch::key(k), replacement: Replacement::Mask }),
-            );
+            rules.extend(builtin.into_iter().map(|matcher| Rule { matcher, replacement: Replacement::Mask }));
         }
-        let detectors = detectors(&detector_config);
+        let mut key_anchors: Vec<String> = name_rules
+            .iter()
+            .filter_map(|r| match r {
+                RuleMatch::Key(k) => k.anchor().map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        key_anchors.sort();
+        key_anchors.dedup();
+        // Keys no ASCII word announces: a regular expression, or a name the automaton cannot fold.
+        let unanchored_keys = name_rules.iter().any(|r| matches!(r, RuleMatch::KeyPattern(_)))
+            || key_anchors.iter().any(|a| !a.is_ascii());
+        let has_path_rules = rules.iter().any(|r| matches!(r.matcher, RuleMatch::Path(_)));
+        let always_parse_json = unanchored_keys || has_path_rules;
+        let detectors = Detectors::new(&detector_config, &key_anchors, unanchored_keys);
+        let describe_rule = |r: &Rule| json!({"match": r.matcher.describe(), "replace": if r.replacement == Replacement::Mask { "mask" } else { "hmac" }});
         let description = json!({
-            "v": 1,
+            "v": 2,
             "enabled": enabled,
             "mask": mask,
-            "rules": rules.iter().map(|r| json!({"match": r.matcher.describe(), "replace": if r.replacement == Replacement::Mask { "mask" } else { "hmac" }})).collect::<Vec<_>>(),
-            "detectors": detectors.iter().map(|d| json!({"name": d.name, "regex": d.regex.as_str()})).collect::<Vec<_>>(),
+            "rules": rules.iter().map(describe_rule).collect::<Vec<_>>(),
+            "nameRules": name_rules.iter().map(RuleMatch::describe).collect::<Vec<_>>(),
+            "measureWords": MEASURE_WORDS,
+            "measurePrefixes": MEASURE_PREFIXES,
+            "pairNames": PAIR_NAMES,
+            "detectors": detectors.describe(),
+            "cardNumbersInNumbers": detector_config.card_numbers,
+            "jsonStrings": detector_config.json_strings,
             "hmacKey": hmac_key.as_ref().map(|k| hex::encode(&Sha256::digest(k)[..8])),
         });
         let canonical = audit_schema::canonical::canonicalize(&description).unwrap_or_default();
         let version = hex::encode(&Sha256::digest(&canonical)[..8]);
         let cache_id = NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RedactionPolicy { enabled, mask, rules, detectors, hmac_key, version, cache_id }
+        RedactionPolicy {
+            enabled,
+            mask,
+            rules,
+            name_rules,
+            detectors,
+            always_parse_json,
+            has_path_rules,
+            hmac_key,
+            version,
+            cache_id,
+        }
     }
 
-    /// The default policy (built-in keys, all detectors, mask).
+    /// The default policy (built-in keys, the default detectors, mask).
     pub fn default_policy() -> RedactionPolicy {
         RedactionPolicy::new(true, "***".into(), true, Vec::new(), DetectorsConfig::default(), None)
     }
@@ -488,136 +340,274 @@ impl RedactionPolicy {
         }
         let mut path = String::with_capacity(64);
         path.push_str(root);
-        self.walk(value, &mut path, report);
+        self.walk(value, &mut path, report, 0);
     }
 
-    /// The first key-only rule (key name or key pattern) matching `key`, remembered per thread:
-    /// the same few keys come back in every event.
-    fn key_rule(&self, key: &str) -> Option<usize> {
-        KEY_RULES.with(|cache| {
+    /// The first key-only rule (key name or key pattern) matching `key`, for a value the measure
+    /// rule keeps (`measurable`) or not; remembered per thread: the same few keys come back in
+    /// every event.
+    fn key_rule(&self, key: &str, measurable: bool) -> Option<usize> {
+        let (any, measured) = self.remembered(
+            key,
+            |c| &mut c.keys,
+            || {
+                let words = KeyWords::new(key);
+                let matches = |r: &Rule| match &r.matcher {
+                    RuleMatch::Key(k) => k.matches_words(&words),
+                    RuleMatch::KeyPattern(re) => re.is_match(key),
+                    RuleMatch::Path(_) => false,
+                };
+                let any = self.rules.iter().position(matches);
+                let measured = any.and_then(|_| {
+                    self.rules
+                        .iter()
+                        .position(|r| matches(r) && !matches!(&r.matcher, RuleMatch::Key(k) if k.is_measure_of(&words)))
+                });
+                (any, measured)
+            },
+        );
+        if measurable {
+            measured
+        } else {
+            any
+        }
+    }
+
+    /// `compute(key)`, remembered in this thread's cache for this policy.
+    fn remembered<T: Copy>(
+        &self,
+        key: &str,
+        map: fn(&mut KeyCache) -> &mut KeyMap<T>,
+        compute: impl FnOnce() -> T,
+    ) -> T {
+        KEY_CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.0 != self.cache_id {
-                cache.0 = self.cache_id;
-                cache.1.clear();
+            if cache.policy != self.cache_id {
+                *cache = KeyCache { policy: self.cache_id, ..KeyCache::default() };
             }
-            if let Some(hit) = cache.1.get(key) {
+            let map = map(&mut cache);
+            if let Some(hit) = map.get(key) {
                 return *hit;
             }
-            let words = KeyWords::new(key);
-            let found = self.rules.iter().position(|r| match &r.matcher {
-                RuleMatch::Key(k) => k.matches_words(&words),
-                RuleMatch::KeyPattern(re) => re.is_match(key),
-                RuleMatch::Path(_) => false,
-            });
-            if cache.1.len() >= 8192 {
-                cache.1.clear();
+            let found = compute();
+            if map.len() >= 8192 {
+                map.clear();
             }
-            cache.1.insert(key.to_owned(), found);
+            map.insert(key.to_owned(), found);
             found
         })
     }
 
-    fn matching_rule(&self, key: Option<&str>, path: &str) -> Option<&Rule> {
-        let by_key = key.and_then(|k| self.key_rule(k));
-        let by_path = if self.rules.iter().any(|r| matches!(r.matcher, RuleMatch::Path(_))) {
+    fn matching_rule(&self, key: Option<&str>, alias: Option<&str>, path: &str, measurable: bool) -> Option<&Rule> {
+        let by_key = key.and_then(|k| self.key_rule(k, measurable));
+        let by_alias = alias.and_then(|k| self.key_rule(k, measurable));
+        let by_path = if self.has_path_rules {
             let segs = split_path(path);
             self.rules.iter().position(|r| matches!(&r.matcher, RuleMatch::Path(p) if p.matches(&segs)))
         } else {
             None
         };
-        let first = match (by_key, by_path) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        first.and_then(|i| self.rules.get(i))
+        [by_key, by_alias, by_path].into_iter().flatten().min().and_then(|i| self.rules.get(i))
     }
 
-    fn walk(&self, value: &mut Value, path: &mut String, report: &mut RedactionReport) {
+    /// Whether a key named in text names a secret, given the value assigned to it (the measure
+    /// rule) and whether it is a URL parameter (which may also be a URL signature).
+    fn names_secret(&self, name: &str, value: &str, url_parameter: bool) -> bool {
+        let (signs_url, any, measured) = self.remembered(
+            name,
+            |c| &mut c.names,
+            || {
+                let words = KeyWords::new(name);
+                let names = |measurable: bool| {
+                    self.name_rules.iter().any(|r| match r {
+                        RuleMatch::Key(k) => k.matches_words(&words) && !(measurable && k.is_measure_of(&words)),
+                        RuleMatch::KeyPattern(re) => re.is_match(name),
+                        RuleMatch::Path(_) => false,
+                    })
+                };
+                (is_url_signature(words.last_word()), names(false), names(true))
+            },
+        );
+        (url_parameter && signs_url) || if measurable_text(value) { measured } else { any }
+    }
+
+    fn walk(&self, value: &mut Value, path: &mut String, report: &mut RedactionReport, nested: u8) {
         match value {
             Value::Object(map) => {
+                let pair_name = pair_name(map);
                 for (key, child) in map.iter_mut() {
                     let at = path.len();
                     path.push('.');
                     path.push_str(key);
-                    self.visit(Some(key), child, path, report);
+                    let alias = pair_name.as_deref().filter(|_| key.eq_ignore_ascii_case("value"));
+                    self.visit(Some(key), alias, child, path, report, nested);
                     path.truncate(at);
                 }
             }
             Value::Array(items) => {
+                let pairs = is_pair_list(items);
                 for (i, child) in items.iter_mut().enumerate() {
                     let at = path.len();
-                    path.push('[');
-                    path.push_str(itoa::Buffer::new().format(i));
-                    path.push(']');
-                    self.visit(None, child, path, report);
+                    push_index(path, i);
+                    match child {
+                        Value::Array(pair) if pairs => {
+                            let name = pair.first().and_then(Value::as_str).map(str::to_owned);
+                            for (j, element) in pair.iter_mut().enumerate() {
+                                let at = path.len();
+                                push_index(path, j);
+                                let alias = name.as_deref().filter(|_| j == 1);
+                                self.visit(None, alias, element, path, report, nested);
+                                path.truncate(at);
+                            }
+                        }
+                        _ => self.visit(None, None, child, path, report, nested),
+                    }
                     path.truncate(at);
                 }
             }
             Value::String(s) => {
-                if let Some(replaced) = self.scan_string(s, report) {
+                if let Some(replaced) = self.scan_string(s, path, report, nested) {
                     *s = replaced;
                     report.paths.push(path.clone());
                 }
             }
-            _ => {}
+            Value::Number(n) => {
+                let card = self.detectors.card_numbers
+                    && n.as_u64().is_some_and(|u| u >= 1_000_000_000_000 && card_number(itoa::Buffer::new().format(u)));
+                if card {
+                    *value = Value::String(self.mask.clone());
+                    report.paths.push(path.clone());
+                    *report.by_rule.entry("card_number").or_default() += 1;
+                }
+            }
+            Value::Bool(_) | Value::Null => {}
         }
     }
 
-    fn visit(&self, key: Option<&str>, child: &mut Value, path: &mut String, report: &mut RedactionReport) {
-        if let Some(rule) = self.matching_rule(key, path) {
+    fn visit(
+        &self,
+        key: Option<&str>,
+        alias: Option<&str>,
+        child: &mut Value,
+        path: &mut String,
+        report: &mut RedactionReport,
+        nested: u8,
+    ) {
+        let measurable = match &*child {
+            Value::Number(_) | Value::Bool(_) => true,
+            Value::String(s) => measurable_text(s),
+            _ => false,
+        };
+        if let Some(rule) = self.matching_rule(key, alias, path, measurable) {
             *child = self.replacement(rule.replacement, child);
             report.paths.push(path.clone());
             *report.by_rule.entry(rule.matcher.kind()).or_default() += 1;
         } else {
-            self.walk(child, path, report);
+            self.walk(child, path, report, nested);
         }
     }
 
-    /// Runs the value detectors over `s`; returns the redacted string when something was found.
-    fn scan_string(&self, s: &str, report: &mut RedactionReport) -> Option<String> {
-        let mut current: Option<String> = None;
-        for d in &self.detectors {
-            let text = current.as_deref().unwrap_or(s);
-            if !(d.gate)(text) {
-                continue;
-            }
-            let mut found = 0u64;
-            let mut out = String::new(); // allocated at the first secret
-            let mut last = 0;
-            for m in d.regex.find_iter(text) {
-                let within = (d.secret)(m.as_str());
-                let (start, end) = (m.start() + within.start, m.start() + within.end);
-                let secret = &text[start..end];
-                if (d.luhn && !luhn_valid(secret)) || secret == self.mask {
-                    continue;
+    /// Runs the value detectors over `s` (and the whole policy inside it when it holds JSON);
+    /// returns the redacted string when something was found.
+    fn scan_string(&self, s: &str, path: &str, report: &mut RedactionReport, nested: u8) -> Option<String> {
+        let open = self.detectors.gates(s);
+        // JSON text: without an anchor or an escape in it, nothing inside can match.
+        if self.detectors.json_strings
+            && nested < MAX_JSON_NESTING
+            && holds_json(s)
+            && (open != 0 || self.always_parse_json || s.contains('\\'))
+        {
+            if let Ok(mut inner) = serde_json::from_str::<Value>(s) {
+                let mut found = RedactionReport::default();
+                let mut inner_path = path.to_owned();
+                self.walk(&mut inner, &mut inner_path, &mut found, nested + 1);
+                if found.paths.is_empty() {
+                    return None;
                 }
-                if found == 0 {
-                    out.reserve(text.len());
+                for (rule, n) in found.by_rule {
+                    *report.by_rule.entry(rule).or_default() += n;
                 }
-                out.push_str(&text[last..start]);
-                out.push_str(&self.mask);
-                last = end;
-                found += 1;
-            }
-            if found > 0 {
-                out.push_str(&text[last..]);
-                *report.by_rule.entry(d.name).or_default() += found;
-                current = Some(out);
+                return serde_json::to_string(&inner).ok();
             }
         }
-        current
+        if open == 0 {
+            return None;
+        }
+        let findings = self
+            .detectors
+            .find(s, open, &self.mask, |name, value, url_parameter| self.names_secret(name, value, url_parameter));
+        if findings.is_empty() {
+            return None;
+        }
+        for f in findings.iter().filter(|f| f.counted) {
+            *report.by_rule.entry(f.rule).or_default() += 1;
+        }
+        let mut ranges: Vec<Range<usize>> = findings.into_iter().map(|f| f.range).collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut out = String::with_capacity(s.len());
+        let mut last = 0;
+        let mut ranges = ranges.into_iter().peekable();
+        while let Some(first) = ranges.next() {
+            let mut end = first.end;
+            while let Some(next) = ranges.next_if(|r| r.start <= end) {
+                end = end.max(next.end);
+            }
+            out.push_str(&s[last..first.start.max(last)]);
+            out.push_str(&self.mask);
+            last = end;
+        }
+        out.push_str(&s[last..]);
+        Some(out)
     }
 }
 
-type KeyRuleCache = std::collections::HashMap<String, Option<usize>, foldhash::fast::RandomState>;
+fn push_index(path: &mut String, i: usize) {
+    path.push('[');
+    path.push_str(itoa::Buffer::new().format(i));
+    path.push(']');
+}
+
+/// The key a `{"name": …, "value": …}` object (`Key`/`Value` too) gives its `value`.
+fn pair_name(map: &serde_json::Map<String, Value>) -> Option<String> {
+    if !map.keys().any(|k| k.eq_ignore_ascii_case("value")) {
+        return None;
+    }
+    map.iter()
+        .find(|(k, v)| v.is_string() && PAIR_NAMES.iter().any(|n| k.eq_ignore_ascii_case(n)))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_owned)
+}
+
+/// A list of `[name, value]` pairs (headers as a list).
+fn is_pair_list(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(|i| matches!(i, Value::Array(p) if p.len() == 2 && p[0].is_string()))
+}
+
+/// Whether a string looks like a JSON object or array.
+fn holds_json(s: &str) -> bool {
+    let t = s.trim().as_bytes();
+    t.len() >= 2 && matches!((t[0], t[t.len() - 1]), (b'{', b'}') | (b'[', b']'))
+}
+
+type KeyMap<T> = std::collections::HashMap<String, T, foldhash::fast::RandomState>;
+
+/// What one policy decided about the keys a thread has seen.
+#[derive(Debug, Default)]
+struct KeyCache {
+    /// The policy ([`RedactionPolicy`] cache id; 0 is "none yet").
+    policy: u64,
+    /// Key -> the first matching key-only rule for any value, and for a value the measure rule
+    /// keeps.
+    keys: KeyMap<(Option<usize>, Option<usize>)>,
+    /// Key named in text -> (signs a URL, names a secret for any value, for a measurable value).
+    names: KeyMap<(bool, bool, bool)>,
+}
 
 /// Source of [`RedactionPolicy`] cache ids (0 is "none yet").
 static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
-    /// Per thread: (policy cache id, key -> index of the first matching key-only rule).
-    static KEY_RULES: std::cell::RefCell<(u64, KeyRuleCache)> =
-        std::cell::RefCell::new((0, KeyRuleCache::default()));
+    static KEY_CACHE: std::cell::RefCell<KeyCache> = std::cell::RefCell::new(KeyCache::default());
 }
 
 /// Splits a recorded path (`metadata.users[0].ssn`) into segments for path rules.
@@ -724,29 +714,143 @@ mod tests {
     }
 
     #[test]
-    fn each_detector_finds_its_secret_where_its_capture_group_is() {
-        let texts = [
-            "Bearer abcdef1234567890.xyz",
-            "auth: BASIC\t\u{2003} dXNlcjpwYXNzd29yZA== then token  abcdefgh12345678 and Token\nzzzzzzzzzzz=",
-            "postgres://admin:s3cr3t@db.internal:5432/app and https://u:p:q@h/ and a+b.c://x:y@z",
-            "/cb?code=1&access_token=abc123&state=x;pwd=p;secret=a=b#frag password=x&Token=y",
-            "user=ada&password=hunter2 api-key=k\tapi_key=é",
-            "got eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.abc from -----BEGIN EC PRIVATE KEY-----\nx",
-            "card 4111 1111 1111 1111 and 5500-0000-0000-0004",
-        ];
-        let detectors = detectors(&DetectorsConfig::default());
-        let mut checked = 0;
-        for d in &detectors {
-            for text in texts {
-                for caps in d.regex.captures_iter(text) {
-                    let m = caps.get(0).unwrap();
-                    let want = caps.get(1).map_or(0..m.len(), |g| g.start() - m.start()..g.end() - m.start());
-                    assert_eq!((d.secret)(m.as_str()), want, "{} in {:?}", d.name, m.as_str());
-                    checked += 1;
-                }
-            }
+    fn the_measure_rule_keeps_counters_of_secrets_and_masks_the_secrets() {
+        let policy = RedactionPolicy::default_policy();
+        let (v, report) = redact(
+            &policy,
+            json!({
+                "token_count": 5, "tokens_used": 12, "password_length": 12, "secret_rotation_days": 90,
+                "max_tokens": 4096, "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+                "token_expires_in": 3600, "passwordChangedAt": 1732579200, "pin_attempts": 2, "mfa_token_required": true,
+                "as_text": {"password_length": "12", "token_count": "many"},
+                "password": 1234, "pin": 1234, "otp": 123456, "card_pin": "0000", "cvv": 123, "password_ok": true,
+                "tokens": ["t1", "t2"]
+            }),
+        );
+        for kept in [
+            "token_count",
+            "tokens_used",
+            "password_length",
+            "secret_rotation_days",
+            "max_tokens",
+            "token_expires_in",
+            "passwordChangedAt",
+            "pin_attempts",
+        ] {
+            assert_ne!(v[kept], "***", "{kept} is a measure");
         }
-        assert!(checked >= 15, "the texts exercise every detector: {checked} matches");
+        assert_eq!(v["usage"], json!({"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}));
+        assert_eq!(v["as_text"]["password_length"], "12", "numbers as text count as numbers");
+        assert_eq!(v["as_text"]["token_count"], "***", "but not other text");
+        for masked in ["password", "pin", "otp", "card_pin", "cvv", "password_ok", "tokens", "mfa_token_required"] {
+            assert_eq!(v[masked], "***", "{masked}");
+        }
+        assert_eq!(report.by_rule.get("key"), Some(&9));
+    }
+
+    #[test]
+    fn header_lists_and_name_value_objects_count_as_their_named_key() {
+        let policy = RedactionPolicy::default_policy();
+        let (v, report) = redact(
+            &policy,
+            json!({
+                "har": [{"name": "Authorization", "value": "AWS4-HMAC-SHA256 Credential=x/20250101, Signature=EXAMPLE"},
+                        {"name": "Accept", "value": "application/json"}],
+                "pairs": [["Host", "api.example.com"], ["X-Api-Key", "EXAMPLEkey"]],
+                "changed_fields": ["password", "email"],
+                "form": [{"field": "pin", "value": 1234}, {"field": "pin_length", "value": 4}],
+                "tags": [{"Key": "db_password", "Value": "EXAMPLEpw"}, {"Key": "team", "Value": "billing"}]
+            }),
+        );
+        assert_eq!(v["har"][0]["value"], "***");
+        assert_eq!(v["har"][1]["value"], "application/json");
+        assert_eq!(v["pairs"], json!([["Host", "api.example.com"], ["X-Api-Key", "***"]]));
+        assert_eq!(v["changed_fields"], json!(["password", "email"]), "a list of names is not a pair list");
+        assert_eq!(v["form"][0]["value"], "***");
+        assert_eq!(v["form"][1]["value"], 4, "the measure rule applies to the named key");
+        assert_eq!(v["tags"], json!([{"Key": "db_password", "Value": "***"}, {"Key": "team", "Value": "billing"}]));
+        assert_eq!(
+            report.paths,
+            vec!["metadata.form[0].value", "metadata.har[0].value", "metadata.pairs[1][1]", "metadata.tags[0].Value"],
+            "paths are where the values are"
+        );
+    }
+
+    #[test]
+    fn secrets_inside_a_string_holding_json_are_redacted_and_it_stays_a_string() {
+        let policy = RedactionPolicy::default_policy();
+        let body = r#"{"user": "ada", "password": "EXAMPLEpw", "note": "key AKIAEXAMPLEKEY234567", "n": 1}"#;
+        let nested = serde_json::to_string(&json!({"inner": body})).unwrap();
+        let clean = r#"{"a": 1,  "b": [1, 2]}"#;
+        let (v, report) = redact(
+            &policy,
+            json!({"body": body, "nested": nested, "clean": clean, "list": r#"[{"token": "EXAMPLEtok"}]"#,
+                   "broken": "{user: ada, password: EXAMPLEpw"}),
+        );
+        assert_eq!(v["body"], r#"{"n":1,"note":"key ***","password":"***","user":"ada"}"#);
+        let inner: Value = serde_json::from_str(v["nested"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["inner"], r#"{"n":1,"note":"key ***","password":"***","user":"ada"}"#, "JSON in JSON in JSON");
+        assert_eq!(v["clean"], clean, "nothing found: the text is left byte for byte");
+        assert_eq!(v["list"], r#"[{"token":"***"}]"#);
+        assert_eq!(v["broken"], "{user: ada, password: ***", "not JSON: the text detectors");
+        assert_eq!(report.paths, vec!["metadata.body", "metadata.broken", "metadata.list", "metadata.nested"]);
+        assert_eq!(report.by_rule.get("key"), Some(&3), "inner redactions count under their own rule");
+        assert_eq!(report.by_rule.get("aws_access_key_id"), Some(&2));
+        let off = RedactionPolicy::new(
+            true,
+            "***".into(),
+            true,
+            Vec::new(),
+            DetectorsConfig { json_strings: false, ..DetectorsConfig::default() },
+            None,
+        );
+        let (v, _) = redact(&off, json!({"body": body}));
+        assert_eq!(
+            v["body"],
+            body.replace("AKIAEXAMPLEKEY234567", "***").replace("EXAMPLEpw", "***"),
+            "off: the text detectors still see `\"password\": \"…\"`, and the text keeps its spacing"
+        );
+    }
+
+    #[test]
+    fn path_rules_reach_inside_json_strings() {
+        let rules =
+            vec![Rule { matcher: RuleMatch::path("metadata.body.email").unwrap(), replacement: Replacement::Mask }];
+        let policy = RedactionPolicy::new(true, "***".into(), true, rules, DetectorsConfig::default(), None);
+        let (v, _) = redact(&policy, json!({"body": r#"{"email":"ada@example.com","id":7}"#}));
+        assert_eq!(v["body"], r#"{"email":"***","id":7}"#);
+    }
+
+    #[test]
+    fn keys_named_in_text_use_the_configured_and_built_in_names() {
+        let rules = vec![Rule { matcher: RuleMatch::key("employeeNumber"), replacement: Replacement::Mask }];
+        let policy = RedactionPolicy::new(true, "***".into(), false, rules, DetectorsConfig::default(), None);
+        let (v, _) = redact(
+            &policy,
+            json!({"password": "kept: default_keys is off", "env": "EMPLOYEE_NUMBER=4242\nDB_PASSWORD=EXAMPLEpw\nHOST=db"}),
+        );
+        assert_eq!(v["password"], "kept: default_keys is off");
+        assert_eq!(v["env"], "EMPLOYEE_NUMBER=***\nDB_PASSWORD=***\nHOST=db", "text keys always use the built-in list");
+    }
+
+    #[test]
+    fn the_version_covers_the_keys_the_measure_rule_and_every_detector_switch() {
+        let default = RedactionPolicy::default_policy();
+        let version = |config: DetectorsConfig| {
+            RedactionPolicy::new(true, "***".into(), true, Vec::new(), config, None).version().to_owned()
+        };
+        let mut seen = std::collections::BTreeSet::from([default.version().to_owned()]);
+        for off in [
+            DetectorsConfig { ai_keys: false, ..DetectorsConfig::default() },
+            DetectorsConfig { env_assignments: false, ..DetectorsConfig::default() },
+            DetectorsConfig { json_strings: false, ..DetectorsConfig::default() },
+            DetectorsConfig { card_numbers: false, ..DetectorsConfig::default() },
+            DetectorsConfig { iban: true, ..DetectorsConfig::default() },
+        ] {
+            assert!(seen.insert(version(off.clone())), "{off:?} has its own version");
+        }
+        let no_builtin = RedactionPolicy::new(true, "***".into(), false, Vec::new(), DetectorsConfig::default(), None);
+        assert!(seen.insert(no_builtin.version().to_owned()));
     }
 
     #[test]
@@ -828,13 +932,5 @@ mod tests {
         let (v, report) = redact(&policy, json!({"password": "p"}));
         assert_eq!(v["password"], "p");
         assert!(report.paths.is_empty());
-    }
-
-    #[test]
-    fn luhn() {
-        assert!(luhn_valid("4111111111111111"));
-        assert!(luhn_valid("5555 5555 5555 4444"));
-        assert!(!luhn_valid("4111111111111112"));
-        assert!(!luhn_valid("1234"));
     }
 }
