@@ -21,7 +21,9 @@ struct Cli {
 enum Command {
     /// Verify the hash chains a store holds: hashes, links, gaps, forks, unaccounted raw input.
     ///
-    /// Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 the source could not be read.
+    /// Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 the source could not be read, 4 unverified
+    /// (nothing verified, or no signed checkpoint although --public-key was given), 5 partial (the
+    /// processed topic no longer holds a chain's start).
     Verify {
         /// jsonl:DIR (or a directory), sqlite:PATH, postgres://…, mongodb://host/DB?…#COLLECTION,
         /// kafka://HOST:PORT/TOPIC.

@@ -89,8 +89,18 @@ pub async fn export(
     };
     let mut written = 0u64;
     source::read(source, &read, &mut |stored| {
-        // Other tenants' events may come as links only: never exported.
-        let Stored::Event(event) = stored else { return Ok(()) };
+        let event = match stored {
+            Stored::Event(event) => event,
+            // An export never leaves out in silence what it could not read.
+            Stored::Unread(u) => anyhow::bail!(
+                "{}: {} ({}); `auditctl verify` reports everything the store holds that is not as written",
+                u.location,
+                u.reason,
+                u.kind.as_str()
+            ),
+            // Other tenants' events may come as links only: never exported.
+            _ => return Ok(()),
+        };
         if !filter.accepts(&event) {
             return Ok(());
         }

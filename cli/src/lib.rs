@@ -3,13 +3,16 @@
 //! * [`verify`]: reads the chains a store holds ([`source::Source`]: a JSONL directory,
 //!   PostgreSQL, SQLite, MongoDB or the processed topic) and reports every break: content that
 //!   does not hash to its recorded hash, broken links, missing or reordered seqs, forks, and raw
-//!   input no event accounts for. Exit codes: 0 intact, 1 tampered, 2 incomplete, 3 unreadable.
+//!   input no event accounts for, and whatever it could not read or verify. Exit codes: 0 intact,
+//!   1 tampered, 2 incomplete, 3 unreadable, 4 unverified, 5 partial.
 //! * [`keys`]: `auditctl keys generate`, the Ed25519 pair the processor signs checkpoints with;
 //!   `verify --checkpoints --public-key` checks a store's chains against them.
 //! * [`topics`]: `auditctl topics create`, the three topics with matching partitions and retention.
 //! * [`tail`], [`export`], [`dlq`]: follow the processed topic; a tenant's events over a time range
 //!   from any store as JSONL or CSV; list dead letters and replay fixed ones to the raw topic.
 //! * [`hash_file`]: the RFC 8785 canonical form and chain hash of one processed event.
+//! * [`redact`]: the processor's pipeline and policy (its config, presets and environment) over
+//!   sample events, no broker: how an operator tries a policy before deploying it.
 //!
 //! The binary (`src/main.rs`, calling [`cli::main`]) only parses the command line and prints; everything it does is a
 //! function here, so the tests drive the same code. `docs/CLI.md` documents every command.

@@ -1,10 +1,14 @@
 //! Where stored events are read from: a JSONL directory, PostgreSQL, SQLite, MongoDB, or the
 //! processed topic itself. Every reader hands over the events of each chain in the order the store
 //! keeps them (file order for JSONL and the topic, `seq` order for the databases).
+//!
+//! Nothing a store holds is skipped in silence: what a reader cannot take as an event or a
+//! checkpoint (a file the JSONL sink never writes, a line or row that does not decode, bytes after
+//! a gzip stream) is handed over as [`Stored::Unread`], naming where it is, for `verify` to report.
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -160,6 +164,100 @@ pub enum Stored {
         /// What is wrong.
         reason: String,
     },
+    /// Part of the store that was not read as an event or a checkpoint, or not as its writer
+    /// writes it.
+    Unread(Box<Unread>),
+}
+
+/// What is wrong with a part of a store that was not read as its writer writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadKind {
+    /// A file or directory the JSONL sink never writes, or one that could not be opened or read:
+    /// not read.
+    UnreadFile,
+    /// The last line of a partition's newest plain file, cut short (a write a crash interrupted;
+    /// the sink cuts it when it starts again and writes that record anew).
+    TornLine,
+    /// A line, row, document or record that is not an event or a checkpoint as its writer writes
+    /// them (empty, not JSON, without the chain fields, wrongly typed columns).
+    Unreadable,
+    /// A compressed file whose gzip stream is corrupt or cut short (the sink renames a `.gz` into
+    /// place only once it is complete): what follows the damage is not read.
+    DamagedFile,
+    /// A compressed file of more than the one gzip member the sink writes (every member is read,
+    /// as gzip tools read them).
+    ExtraGzipMember,
+    /// Bytes after a compressed file's gzip stream that are not gzip: not read.
+    TrailingBytes,
+}
+
+impl UnreadKind {
+    /// The finding's name in `verify`'s report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnreadKind::UnreadFile => "unread_file",
+            UnreadKind::TornLine => "torn_line",
+            UnreadKind::Unreadable => "unreadable",
+            UnreadKind::DamagedFile => "damaged_file",
+            UnreadKind::ExtraGzipMember => "extra_gzip_member",
+            UnreadKind::TrailingBytes => "trailing_bytes",
+        }
+    }
+}
+
+/// A part of a store not read as an event or a checkpoint: where, what, and the chain position
+/// when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// What is wrong.
+    pub kind: UnreadKind,
+    /// Where: `FILE`, `FILE:LINE`, a table and its row, `TOPIC/PARTITION@OFFSET`.
+    pub location: String,
+    /// `integrity.chain` (or the `chain` column), when readable.
+    pub chain: Option<String>,
+    /// `integrity.seq`, when readable.
+    pub seq: Option<u64>,
+    /// `eventId`, when readable.
+    pub event_id: Option<String>,
+    /// What is wrong, and what it leaves unverified.
+    pub reason: String,
+}
+
+impl Unread {
+    fn stored(kind: UnreadKind, location: String, reason: String) -> Stored {
+        Stored::Unread(Box::new(Unread { kind, location, chain: None, seq: None, event_id: None, reason }))
+    }
+
+    /// An unreadable event: its chain position taken from whatever of `event` is readable.
+    fn event(location: String, event: &Value, reason: String) -> Stored {
+        let integrity = event.get("integrity");
+        Stored::Unread(Box::new(Unread {
+            kind: UnreadKind::Unreadable,
+            location,
+            chain: integrity.and_then(|i| i.get("chain")).and_then(Value::as_str).map(str::to_owned),
+            seq: integrity.and_then(|i| i.get("seq")).and_then(Value::as_u64),
+            event_id: event.get("eventId").and_then(Value::as_str).map(str::to_owned),
+            reason,
+        }))
+    }
+}
+
+/// The first chain field `event` lacks (or has with the wrong type), as the verifier reads them
+/// (`audit_schema::chain::ChainLink::from_value`); `None` when it has them all.
+fn missing_link_field(event: &Value) -> Option<&'static str> {
+    let Some(integrity) = event.get("integrity").filter(|i| i.is_object()) else { return Some("integrity") };
+    let text = |name| integrity.get(name).is_some_and(Value::is_string);
+    if !text("chain") {
+        Some("integrity.chain")
+    } else if !integrity.get("seq").is_some_and(Value::is_u64) {
+        Some("integrity.seq")
+    } else if !text("prevHash") {
+        Some("integrity.prevHash")
+    } else if !text("hash") {
+        Some("integrity.hash")
+    } else {
+        None
+    }
 }
 
 /// The link fields of a stored event, however it was read (borrowed; missing fields read as
@@ -199,7 +297,7 @@ impl Stored {
                     received_at: text("/receivedAt"),
                 })
             }
-            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => None,
+            Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } | Stored::Unread(_) => None,
         }
     }
 
@@ -250,57 +348,169 @@ fn chain_of(event: &Value) -> Option<&str> {
     event.get("integrity")?.get("chain")?.as_str()
 }
 
-/// The partition directories of a JSONL sink, in partition order.
-pub fn jsonl_partitions(dir: &Path) -> anyhow::Result<Vec<(i32, PathBuf)>> {
+/// A JSONL sink's directory: the files it wrote, and every other entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonlLayout {
+    /// `(partition, directory, its files in write order)`, in partition order.
+    pub partitions: Vec<(i32, PathBuf, Vec<PathBuf>)>,
+    /// Entries the sink never writes, or that could not be listed, and why: not read.
+    pub foreign: Foreign,
+}
+
+/// Entries of a JSONL directory that are not read, and why.
+pub type Foreign = Vec<(PathBuf, String)>;
+
+/// Whether `path` is a compressed file of the sink (`.jsonl.gz`).
+fn compressed(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// The partition of a `partition-<p>` directory name, exactly as the sink spells it.
+fn partition_of(name: &str) -> Option<i32> {
+    let p: i32 = name.strip_prefix("partition-")?.parse().ok()?;
+    (format!("partition-{p}") == name).then_some(p)
+}
+
+/// Whether `name` is a file the sink writes: `<first offset, 20 digits>.jsonl` or `.jsonl.gz`.
+fn is_sink_file(name: &str) -> bool {
+    let stem = name.strip_suffix(".jsonl.gz").or_else(|| name.strip_suffix(".jsonl"));
+    stem.is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Reads how `dir` is laid out: the `partition-<p>` directories and their
+/// `<offset>.jsonl[.gz]` files, and whatever else is there (a `.jsonl.gz.tmp` beside its plain
+/// file is a compression under way, not foreign: its content is the plain file's).
+pub fn jsonl_layout(dir: &Path) -> anyhow::Result<JsonlLayout> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading the JSONL directory {}", dir.display()))?;
-    let mut partitions = Vec::new();
+    let mut layout = JsonlLayout::default();
+    let not_sink = "not a partition-<n> directory of the JSONL sink";
     for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if let Some(p) = name.strip_prefix("partition-").and_then(|p| p.parse::<i32>().ok()) {
-            partitions.push((p, path));
+        let entry = entry.with_context(|| format!("reading the JSONL directory {}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match partition_of(&name) {
+            Some(p) if entry.file_type().is_ok_and(|t| t.is_dir()) => match partition_files(&path) {
+                Ok((files, foreign)) => {
+                    layout.partitions.push((p, path, files));
+                    layout.foreign.extend(foreign);
+                }
+                Err(e) => layout.foreign.push((path, format!("could not be listed ({e})"))),
+            },
+            _ => layout.foreign.push((path, not_sink.into())),
         }
     }
+    layout.partitions.sort();
+    layout.foreign.sort();
+    Ok(layout)
+}
+
+/// The sink's files of one partition directory in write order, and its other entries.
+fn partition_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Foreign)> {
+    let mut files = Vec::new();
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_sink_file(&name) && entry.file_type().is_ok_and(|t| !t.is_dir()) {
+            files.push(entry.path());
+        } else {
+            others.push((entry.path(), name));
+        }
+    }
+    let mut foreign = Vec::new();
+    for (path, name) in others {
+        let compressing = name
+            .strip_suffix(".gz.tmp")
+            .is_some_and(|plain| is_sink_file(plain) && files.iter().any(|f| f.file_name() == Some(plain.as_ref())));
+        if !compressing {
+            foreign
+                .push((path, "not a file the JSONL sink writes (<first offset, 20 digits>.jsonl or .jsonl.gz)".into()));
+        }
+    }
+    files.sort();
+    Ok((files, foreign))
+}
+
+/// The partition directories of a JSONL sink, in partition order.
+pub fn jsonl_partitions(dir: &Path) -> anyhow::Result<Vec<(i32, PathBuf)>> {
+    let partitions: Vec<(i32, PathBuf)> =
+        jsonl_layout(dir)?.partitions.into_iter().map(|(p, path, _)| (p, path)).collect();
     if partitions.is_empty() {
         bail!("{} holds no partition-<n> directories: is it a JSONL sink's directory?", dir.display());
     }
-    partitions.sort();
     Ok(partitions)
 }
 
 /// The files of one JSONL partition directory in write order (`.jsonl` and compressed
-/// `.jsonl.gz`, named by their first offset).
+/// `.jsonl.gz`, named by their first offset); other names are left out.
 pub fn jsonl_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_str().is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.gz")))
-        .collect();
-    files.sort();
-    Ok(files)
+    Ok(partition_files(dir).with_context(|| format!("reading {}", dir.display()))?.0)
 }
 
-/// Calls `each` with every line of a JSONL sink file (plain or gzip) and its line number.
-pub fn jsonl_lines(path: &Path, each: &mut dyn FnMut(usize, &[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let mut line = Vec::with_capacity(4096);
-    let mut number = 0;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).with_context(|| format!("reading {}", path.display()))? == 0 {
+/// Every gzip member of a compressed file in turn, as gzip tools read them: counts the members,
+/// and stops at bytes after the last member that do not start another.
+struct GzMembers {
+    decoder: Option<flate2::bufread::GzDecoder<BufReader<File>>>,
+    len: u64,
+    /// Members read to their end.
+    members: u32,
+    /// Where the second member starts.
+    second_at: Option<u64>,
+    /// `(at, length)` of bytes after the gzip stream that are not gzip.
+    trailing: Option<(u64, u64)>,
+}
+
+impl GzMembers {
+    fn new(file: File, len: u64) -> GzMembers {
+        GzMembers {
+            decoder: Some(flate2::bufread::GzDecoder::new(BufReader::with_capacity(1 << 16, file))),
+            len,
+            members: 0,
+            second_at: None,
+            trailing: None,
+        }
+    }
+
+    /// After a member: a decoder for the next one, or the end (with any trailing bytes noted).
+    fn next_member(&mut self, input: BufReader<File>) -> std::io::Result<()> {
+        let mut input = input;
+        let at = input.stream_position()?;
+        let mut file = input.into_inner();
+        file.seek(SeekFrom::Start(at))?;
+        let mut magic = [0u8; 2];
+        let mut got = 0;
+        while got < magic.len() {
+            match file.read(&mut magic[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if got == 0 {
             return Ok(());
         }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if !text.is_empty() {
-            each(number, text)?;
+        if got < 2 || magic != [0x1f, 0x8b] {
+            self.trailing = Some((at, self.len.saturating_sub(at)));
+            return Ok(());
         }
+        file.seek(SeekFrom::Start(at))?;
+        self.second_at.get_or_insert(at);
+        self.decoder = Some(flate2::bufread::GzDecoder::new(BufReader::with_capacity(1 << 16, file)));
+        Ok(())
+    }
+}
+
+impl Read for GzMembers {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(decoder) = self.decoder.as_mut() {
+            let n = decoder.read(out)?;
+            if n > 0 || out.is_empty() {
+                return Ok(n);
+            }
+            let Some(decoder) = self.decoder.take() else { break };
+            self.members += 1;
+            self.next_member(decoder.into_inner())?;
+        }
+        Ok(0)
     }
 }
 
@@ -309,48 +519,157 @@ fn read_jsonl(
     filter: &ReadFilter,
     each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
 ) -> anyhow::Result<()> {
-    for (_, partition_dir) in jsonl_partitions(dir)? {
-        for path in jsonl_files(&partition_dir)? {
-            jsonl_lines(&path, &mut |number, line| {
-                // Only `event` or `checkpoint` is kept (partition and offset are skipped, not built).
-                #[derive(serde::Deserialize)]
-                struct Line {
-                    event: Option<Value>,
-                    checkpoint: Option<Value>,
-                }
-                let bad = || {
-                    format!("{}:{number}: not a JSON sink line with an \"event\" or a \"checkpoint\"", path.display())
-                };
-                if filter.hashes_only {
-                    if let Some(stored) = hashed_line(line, filter) {
-                        return match stored {
-                            Some(stored) => each(stored),
-                            None => Ok(()),
-                        };
-                    }
-                }
-                let line: Line = serde_json::from_slice(line).with_context(bad)?;
-                match line {
-                    Line { event: Some(event), checkpoint: None } => {
-                        if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
-                            return Ok(());
-                        }
-                        each(Stored::Event(event))
-                    }
-                    Line { event: None, checkpoint: Some(c) } => {
-                        match Stored::checkpoint(c, || format!("{}:{number}", path.display())) {
-                            Stored::Checkpoint(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => {
-                                Ok(())
-                            }
-                            stored => each(stored),
-                        }
-                    }
-                    _ => Err(anyhow::anyhow!(bad())),
-                }
-            })?;
+    let layout = jsonl_layout(dir)?;
+    for (path, reason) in layout.foreign {
+        let reason = format!("{reason}: not read, so what it holds is not verified");
+        each(Unread::stored(UnreadKind::UnreadFile, path.display().to_string(), reason))?;
+    }
+    for (_, _, files) in layout.partitions {
+        let newest = files.last().cloned();
+        for path in files {
+            // Only the newest plain file is ever appended to: only it can end in a torn line.
+            let appendable = Some(&path) == newest.as_ref() && !compressed(&path);
+            read_jsonl_file(&path, appendable, filter, each)?;
         }
     }
     Ok(())
+}
+
+/// One file of a JSONL sink, line by line (every member of a compressed file); what is not as
+/// the sink writes it goes to `each` as [`Stored::Unread`].
+fn read_jsonl_file(
+    path: &Path,
+    appendable: bool,
+    filter: &ReadFilter,
+    each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()> {
+    let location = || path.display().to_string();
+    let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len())));
+    let (file, len) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let reason = format!("could not be opened ({e}): not read, so what it holds is not verified");
+            return each(Unread::stored(UnreadKind::UnreadFile, location(), reason));
+        }
+    };
+    if !compressed(path) {
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        if let (lines, Some(e)) = jsonl_lines(&mut reader, path, appendable, filter, each)? {
+            let reason = format!("could not be read after line {lines} ({e}): the rest is not verified");
+            each(Unread::stored(UnreadKind::UnreadFile, location(), reason))?;
+        }
+        return Ok(());
+    }
+    if len == 0 {
+        let reason = "an empty file, not a gzip stream (the sink renames a .gz into place once complete)".into();
+        return each(Unread::stored(UnreadKind::DamagedFile, location(), reason));
+    }
+    let mut reader = BufReader::with_capacity(1 << 20, GzMembers::new(file, len));
+    if let (lines, Some(e)) = jsonl_lines(&mut reader, path, false, filter, each)? {
+        let reason = format!(
+            "the gzip stream is damaged after line {lines} ({e}): the rest of the file is not read, so not verified"
+        );
+        each(Unread::stored(UnreadKind::DamagedFile, location(), reason))?;
+    }
+    let gz = reader.get_ref();
+    if let (true, Some(at)) = (gz.members > 1, gz.second_at) {
+        let reason = format!(
+            "{} gzip members, the second from byte {at}: the sink writes one and never appends to a compressed \
+             file, so it was written again after it was closed (every member was read and verified, as gzip tools \
+             read them)",
+            gz.members
+        );
+        each(Unread::stored(UnreadKind::ExtraGzipMember, location(), reason))?;
+    }
+    if let Some((at, n)) = gz.trailing {
+        let reason =
+            format!("{n} bytes after the gzip stream, from byte {at}, that are not gzip: not read, so not verified");
+        each(Unread::stored(UnreadKind::TrailingBytes, location(), reason))?;
+    }
+    Ok(())
+}
+
+/// Hands every line of `reader` to `each` as what it stores; returns how many lines were read,
+/// and the read error that ended the file early, if one did.
+fn jsonl_lines<R: Read>(
+    reader: &mut BufReader<R>,
+    path: &Path,
+    appendable: bool,
+    filter: &ReadFilter,
+    each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<(usize, Option<std::io::Error>)> {
+    let mut line = Vec::with_capacity(4096);
+    let mut number = 0;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return Ok((number, None)),
+            Ok(_) => {}
+            Err(e) => return Ok((number, Some(e))),
+        }
+        number += 1;
+        let (text, complete) = match line.strip_suffix(b"\n") {
+            Some(text) => (text, true),
+            None => (&line[..], false),
+        };
+        jsonl_line(path, number, text, appendable && !complete, filter, each)?;
+    }
+}
+
+/// One line of a JSONL sink file: an event, a checkpoint, or what it is instead (`torn`: the
+/// last line of the newest plain file, without its newline).
+fn jsonl_line(
+    path: &Path,
+    number: usize,
+    line: &[u8],
+    torn: bool,
+    filter: &ReadFilter,
+    each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()> {
+    // Only `event` or `checkpoint` is kept (partition and offset are skipped, not built).
+    #[derive(serde::Deserialize)]
+    struct Line {
+        event: Option<Value>,
+        checkpoint: Option<Value>,
+    }
+    if filter.hashes_only {
+        if let Some(stored) = hashed_line(line, filter) {
+            return match stored {
+                Some(stored) => each(stored),
+                None => Ok(()),
+            };
+        }
+    }
+    let location = || format!("{}:{number}", path.display());
+    let unreadable = |reason: String| Unread::stored(UnreadKind::Unreadable, location(), reason);
+    if line.is_empty() {
+        return each(unreadable("an empty line (the sink never writes one)".into()));
+    }
+    match serde_json::from_slice::<Line>(line) {
+        Err(e) if torn => {
+            let reason = format!(
+                "the newest file's last line ends without its newline and does not decode ({e}): a write a crash \
+                 cut short, which the sink cuts when it starts again and then writes anew; not verified"
+            );
+            each(Unread::stored(UnreadKind::TornLine, location(), reason))
+        }
+        Err(e) => each(unreadable(format!("not a JSON line of the sink ({e}): not verified"))),
+        Ok(Line { event: Some(event), checkpoint: None }) => {
+            if let Some(field) = missing_link_field(&event) {
+                let reason = format!("an event without a valid {field}: not verified");
+                return each(Unread::event(location(), &event, reason));
+            }
+            if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
+                return Ok(());
+            }
+            each(Stored::Event(event))
+        }
+        Ok(Line { event: None, checkpoint: Some(c) }) => match Stored::checkpoint(c, location) {
+            Stored::Checkpoint(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => Ok(()),
+            stored => each(stored),
+        },
+        Ok(_) => each(unreadable("neither an \"event\" nor a \"checkpoint\" line: not verified".into())),
+    }
 }
 
 /// The fast path of a JSONL event line written by the sink (`{"partition":p,"offset":o,"event":…}`,
@@ -421,29 +740,130 @@ fn hashed_line(line: &[u8], filter: &ReadFilter) -> Option<Option<Stored>> {
     Some(Some(Stored::Hashed { link, computed_hash, quarantined: fields.action == "audit.quarantined" }))
 }
 
-/// Rows of the SQL sinks' `audit_events` table: the link columns, the source offset, and the
-/// content only where it is wanted.
+/// Rows of the SQL sinks' `audit_events` table: the link columns, the content only where it is
+/// wanted, the source offset and `receivedAt` as text, and the row's Kafka position.
 const SQL_COLUMNS: &str = "chain, seq, prev_hash, hash, event_id";
 
-fn sql_row(row: SqlRow) -> anyhow::Result<Stored> {
-    let (chain, seq, prev_hash, hash, event_id, content, source_offset, received_at) = row;
-    Ok(match content {
-        Some(text) => Stored::Event(
-            serde_json::from_str(&text).with_context(|| format!("event {event_id} ({chain} seq {seq}) is not JSON"))?,
-        ),
-        None => Stored::Link(LinkOnly {
-            chain,
-            seq: u64::try_from(seq).unwrap_or_default(),
-            prev_hash,
-            hash,
-            event_id,
-            source_offset,
-            received_at,
-        }),
-    })
+/// One `audit_events` row, each column as it decoded (`Err`: why it did not). A writer with the
+/// database's password can put anything into a column (SQLite keeps any type in any column).
+struct SqlRow {
+    chain: Result<String, String>,
+    seq: Result<i64, String>,
+    prev_hash: Result<String, String>,
+    hash: Result<String, String>,
+    event_id: Result<String, String>,
+    /// The event as text where it is wanted (`Ok(None)`: another tenant's).
+    content: Result<Option<String>, String>,
+    source_offset: Option<i64>,
+    received_at: Option<String>,
+    /// `(kafka_partition, kafka_offset)`.
+    position: Option<(i64, i64)>,
 }
 
-type SqlRow = (String, i64, String, String, String, Option<String>, Option<i64>, Option<String>);
+impl SqlRow {
+    /// Decodes the columns of [`SQL_COLUMNS`] and the four that follow, one by one.
+    fn read<R>(row: &R) -> SqlRow
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        fn column<'r, R, T>(row: &'r R, i: usize) -> Result<T, String>
+        where
+            R: sqlx::Row,
+            usize: sqlx::ColumnIndex<R>,
+            T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            row.try_get(i).map_err(|e| e.to_string())
+        }
+        let text = |i| column::<R, Option<String>>(row, i).ok().flatten();
+        SqlRow {
+            chain: column(row, 0),
+            seq: column(row, 1),
+            prev_hash: column(row, 2),
+            hash: column(row, 3),
+            event_id: column(row, 4),
+            content: column(row, 5),
+            source_offset: text(6).and_then(|t| t.parse().ok()),
+            received_at: text(7),
+            position: column::<R, i64>(row, 8).ok().zip(column::<R, i64>(row, 9).ok()),
+        }
+    }
+
+    /// What the row stores: an event; or, when its content does not decode, that finding and its
+    /// link columns in its place (so the chain around it still links); or only that finding
+    /// when even the link columns do not decode.
+    fn stored(self, each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> {
+        let SqlRow { chain, seq, prev_hash, hash, event_id, content, source_offset, received_at, position } = self;
+        let location = match position {
+            Some((p, o)) => format!("audit_events row of Kafka partition {p} offset {o}"),
+            None => "audit_events row".to_owned(),
+        };
+        let seq = seq.and_then(|s| u64::try_from(s).map_err(|_| format!("negative: {s}")));
+        let unreadable = |chain: Option<String>, seq: Option<u64>, event_id: Option<String>, reason: String| {
+            Stored::Unread(Box::new(Unread {
+                kind: UnreadKind::Unreadable,
+                location: location.clone(),
+                chain,
+                seq,
+                event_id,
+                reason,
+            }))
+        };
+        let link = match (chain, seq, prev_hash, hash, event_id) {
+            (Ok(chain), Ok(seq), Ok(prev_hash), Ok(hash), Ok(event_id)) => {
+                LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, received_at }
+            }
+            (chain, seq, prev_hash, hash, event_id) => {
+                let why = [
+                    ("chain", chain.as_ref().err()),
+                    ("seq", seq.as_ref().err()),
+                    ("prev_hash", prev_hash.as_ref().err()),
+                    ("hash", hash.as_ref().err()),
+                    ("event_id", event_id.as_ref().err()),
+                ]
+                .into_iter()
+                .filter_map(|(name, e)| e.map(|e| format!("{name}: {e}")))
+                .collect::<Vec<_>>()
+                .join("; ");
+                let reason = format!("its link columns do not decode ({why}): not verified");
+                return each(unreadable(chain.ok(), seq.ok(), event_id.ok(), reason));
+            }
+        };
+        let content = match content {
+            Ok(None) => return each(Stored::Link(link)),
+            Ok(Some(text)) => serde_json::from_str::<Value>(&text).map_err(|e| format!("is not JSON ({e})")),
+            Err(e) => Err(format!("does not decode ({e})")),
+        };
+        let problem = match content {
+            Ok(event) => match missing_link_field(&event) {
+                None => return each(Stored::Event(event)),
+                Some(field) => format!("has no valid {field}"),
+            },
+            Err(e) => e,
+        };
+        let reason = format!(
+            "the event column {problem}: its content is not verified (its link columns stand in for it in the chain)"
+        );
+        each(unreadable(Some(link.chain.clone()), Some(link.seq), Some(link.event_id.clone()), reason))?;
+        each(Stored::Link(link))
+    }
+}
+
+/// The signed checkpoints of an `audit_checkpoints` table, as stored (a row whose checkpoint
+/// column does not decode is reported as what it is).
+fn checkpoint_row<R>(row: &R) -> Stored
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    match row.try_get::<String, _>(0) {
+        Ok(text) => stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()),
+        Err(e) => Stored::BadCheckpoint { origin: "a row of audit_checkpoints".into(), reason: e.to_string() },
+    }
+}
 
 async fn read_postgres(
     url: &str,
@@ -460,26 +880,28 @@ async fn read_postgres(
         .await
         .context("looking for audit_checkpoints in PostgreSQL")?;
     if table.is_some() {
-        let mut rows = sqlx::query_scalar::<_, String>(
+        let mut rows = sqlx::query(
             "SELECT checkpoint::text FROM audit_checkpoints WHERE $1::text IS NULL OR chain = $1 ORDER BY chain, seq",
         )
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
-        while let Some(text) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
-            each(stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()))?;
+        while let Some(row) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
+            each(checkpoint_row(&row))?;
         }
     }
+    // The source offset as text: a cast in SQL would fail the whole query on one edited event.
     let sql = format!(
         "SELECT {SQL_COLUMNS}, CASE WHEN $1::text IS NULL OR tenant_id = $1 THEN event::text END, \
-         (event->'integrity'->'source'->>'offset')::int8, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+         event #>> '{{integrity,source,offset}}', to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+         kafka_partition::int8, kafka_offset \
          FROM audit_events WHERE $2::text IS NULL OR chain = $2 ORDER BY chain, seq, kafka_offset"
     );
-    let mut rows = sqlx::query_as::<_, SqlRow>(sqlx::AssertSqlSafe(sql))
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(filter.tenant.as_deref())
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
     while let Some(row) = rows.try_next().await.context("reading audit_events from PostgreSQL")? {
-        each(sql_row(row)?)?;
+        SqlRow::read(&row).stored(each)?;
     }
     Ok(())
 }
@@ -502,30 +924,31 @@ async fn read_sqlite(
             .await
             .with_context(|| format!("reading {}", path.display()))?;
     if table.is_some() {
-        let mut rows = sqlx::query_scalar::<_, String>(
-            "SELECT checkpoint FROM audit_checkpoints WHERE ?1 IS NULL OR chain = ?1 ORDER BY chain, seq",
-        )
-        .bind(filter.chain.as_deref())
-        .fetch(&mut conn);
-        while let Some(text) =
+        let mut rows =
+            sqlx::query("SELECT checkpoint FROM audit_checkpoints WHERE ?1 IS NULL OR chain = ?1 ORDER BY chain, seq")
+                .bind(filter.chain.as_deref())
+                .fetch(&mut conn);
+        while let Some(row) =
             rows.try_next().await.with_context(|| format!("reading audit_checkpoints from {}", path.display()))?
         {
-            each(stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()))?;
+            each(checkpoint_row(&row))?;
         }
     }
+    // json_extract fails the whole query on text that is not JSON: only valid JSON is asked.
     let sql = format!(
         "SELECT {SQL_COLUMNS}, CASE WHEN ?1 IS NULL OR tenant_id = ?1 THEN event END, \
-         json_extract(event, '$.integrity.source.offset'), received_at \
+         CASE WHEN json_valid(event) THEN CAST(json_extract(event, '$.integrity.source.offset') AS TEXT) END, \
+         received_at, kafka_partition, kafka_offset \
          FROM audit_events WHERE ?2 IS NULL OR chain = ?2 ORDER BY chain, seq, kafka_offset"
     );
-    let mut rows = sqlx::query_as::<_, SqlRow>(sqlx::AssertSqlSafe(sql))
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(filter.tenant.as_deref())
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
     while let Some(row) =
         rows.try_next().await.with_context(|| format!("reading audit_events from {}", path.display()))?
     {
-        each(sql_row(row)?)?;
+        SqlRow::read(&row).stored(each)?;
     }
     Ok(())
 }
@@ -578,9 +1001,15 @@ async fn read_mongo(
     while let Some(mut document) =
         cursor.try_next().await.with_context(|| format!("reading {database}.{collection} from MongoDB"))?
     {
-        document.remove("_id");
+        let id = document.remove("_id").map(|id| id.to_string()).unwrap_or_default();
         let event: Value = mongodb::bson::Bson::Document(document).into_relaxed_extjson();
-        each(Stored::Event(event))?;
+        match missing_link_field(&event) {
+            None => each(Stored::Event(event))?,
+            Some(field) => {
+                let reason = format!("an event without a valid {field}: not verified");
+                each(Unread::event(format!("{collection} document {id}"), &event, reason))?;
+            }
+        }
     }
     Ok(())
 }
@@ -593,17 +1022,27 @@ async fn read_kafka(
 ) -> anyhow::Result<()> {
     use rdkafka::Message as _;
     crate::kafka::scan_topic(brokers, topic, &mut |message| {
-        let Some(payload) = message.payload() else { return Ok(()) };
+        let location = || format!("{topic}/{} offset {}", message.partition(), message.offset());
+        let Some(payload) = message.payload() else {
+            let reason = "a record without a payload (the processor never publishes one): not verified".into();
+            return each(Unread::stored(UnreadKind::Unreadable, location(), reason));
+        };
         if crate::kafka::is_checkpoint(message) {
-            let origin = || format!("{topic}/{} offset {}", message.partition(), message.offset());
-            return match stored_checkpoint(payload, origin) {
+            return match stored_checkpoint(payload, location) {
                 Stored::Checkpoint(c) if filter.chain.as_deref().is_some_and(|chain| c.chain != chain) => Ok(()),
                 stored => each(stored),
             };
         }
-        let event = audit_schema::codec::event_value(payload).with_context(|| {
-            format!("{topic}/{} offset {}: not a processed event", message.partition(), message.offset())
-        })?;
+        let event = match audit_schema::codec::event_value(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                let reason = format!("not a processed event ({e}): not verified");
+                return each(Unread::stored(UnreadKind::Unreadable, location(), reason));
+            }
+        };
+        if let Some(field) = missing_link_field(&event) {
+            return each(Unread::event(location(), &event, format!("an event without a valid {field}: not verified")));
+        }
         if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
             return Ok(());
         }
@@ -656,6 +1095,107 @@ mod tests {
         assert!(error.contains("unknown scheme"), "{error}");
         let error = "kafka://h:9092".parse::<Source>().unwrap_err().to_string();
         assert!(error.contains("kafka://HOST:PORT/TOPIC"), "{error}");
+    }
+
+    /// Reads `dir` as a JSONL source: the kinds of what was not read as an event or checkpoint,
+    /// and how many lines were read as checkpoints (good or bad).
+    fn read_dir(dir: &Path) -> (Vec<(&'static str, String)>, usize) {
+        let mut unread = Vec::new();
+        let mut checkpoints = 0;
+        read_jsonl(dir, &ReadFilter::default(), &mut |stored| {
+            match stored {
+                Stored::Unread(u) => unread.push((u.kind.as_str(), u.location)),
+                Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => checkpoints += 1,
+                other => panic!("{other:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+        (unread, checkpoints)
+    }
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    const LINE: &[u8] = b"{\"partition\":0,\"offset\":0,\"checkpoint\":{}}\n";
+
+    #[test]
+    fn only_the_sinks_names_are_read_and_every_other_entry_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = dir.path().join("partition-0");
+        std::fs::create_dir_all(&p0).unwrap();
+        std::fs::create_dir_all(dir.path().join("partition-01")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::write(p0.join("00000000000000000000.jsonl"), LINE).unwrap();
+        // A compression under way: its plain file is read, the .tmp is not reported.
+        std::fs::write(p0.join("00000000000000000000.jsonl.gz.tmp"), b"partial").unwrap();
+        std::fs::write(p0.join("00000000000000000007.jsonl.gz.tmp"), b"orphan").unwrap();
+        std::fs::write(p0.join("7.jsonl"), LINE).unwrap();
+        let (unread, checkpoints) = read_dir(dir.path());
+        let names: Vec<_> = unread
+            .iter()
+            .map(|(k, l)| (*k, Path::new(l).file_name().unwrap().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("unread_file", "notes.txt".to_owned()),
+                ("unread_file", "00000000000000000007.jsonl.gz.tmp".to_owned()),
+                ("unread_file", "7.jsonl".to_owned()),
+                ("unread_file", "partition-01".to_owned()),
+            ]
+        );
+        assert_eq!(checkpoints, 1);
+    }
+
+    #[test]
+    fn every_gzip_member_is_read_and_more_than_one_or_trailing_bytes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = dir.path().join("partition-0");
+        std::fs::create_dir_all(&p0).unwrap();
+        let file = p0.join("00000000000000000000.jsonl.gz");
+        std::fs::write(&file, gzip(&LINE.repeat(3))).unwrap();
+        assert_eq!(read_dir(dir.path()), (vec![], 3), "one member, as the sink writes it");
+
+        let mut two = gzip(&LINE.repeat(3));
+        two.extend(gzip(&LINE.repeat(2)));
+        std::fs::write(&file, &two).unwrap();
+        let (unread, checkpoints) = read_dir(dir.path());
+        assert_eq!((unread.iter().map(|u| u.0).collect::<Vec<_>>(), checkpoints), (vec!["extra_gzip_member"], 5));
+
+        let mut trailing = gzip(&LINE.repeat(3));
+        trailing.extend(b"\x1f");
+        std::fs::write(&file, &trailing).unwrap();
+        let (unread, checkpoints) = read_dir(dir.path());
+        assert_eq!((unread.iter().map(|u| u.0).collect::<Vec<_>>(), checkpoints), (vec!["trailing_bytes"], 3));
+
+        let whole = gzip(&LINE.repeat(3));
+        std::fs::write(&file, &whole[..whole.len() - 4]).unwrap();
+        let (unread, _) = read_dir(dir.path());
+        assert_eq!(unread.iter().map(|u| u.0).collect::<Vec<_>>(), vec!["damaged_file"]);
+    }
+
+    #[test]
+    fn a_torn_line_is_one_only_at_the_end_of_the_newest_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = dir.path().join("partition-0");
+        std::fs::create_dir_all(&p0).unwrap();
+        let torn = [LINE, &LINE[..10]].concat();
+        std::fs::write(p0.join("00000000000000000000.jsonl"), &torn).unwrap();
+        std::fs::write(p0.join("00000000000000000001.jsonl"), &torn).unwrap();
+        let (unread, _) = read_dir(dir.path());
+        let kinds: Vec<_> = unread.iter().map(|(k, l)| (*k, l.rsplit('/').next().unwrap().to_owned())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("unreadable", "00000000000000000000.jsonl:2".to_owned()),
+                ("torn_line", "00000000000000000001.jsonl:2".to_owned())
+            ]
+        );
     }
 
     #[test]

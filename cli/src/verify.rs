@@ -10,6 +10,12 @@
 //! chains are needed only for their links (seq, prevHash, hash), which the SQL stores hand over
 //! without their content. With `--since`/`--until`, each chain is verified over the seq window of
 //! the events received in that interval (a window starts where its first event is).
+//!
+//! Nothing unread passes as intact: what a store holds that is not an event or a checkpoint as its
+//! writer writes it (a foreign file, a line or row that does not decode, a gzip file of several
+//! members) is a finding, and so is having verified nothing ([`Verdict::Unverified`]) or only the
+//! part of a chain the processed topic still holds ([`Verdict::Partial`]). [`FINDING_KINDS`] lists
+//! every finding and the verdict it gives.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -18,7 +24,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use audit_schema::checkpoint::{Checkpoint, PublicKey};
 
-use audit_schema::chain::{ChainLink, ChainVerifier, Start, VerifyOptions};
+use audit_schema::chain::{ChainLink, ChainVerifier, Start, VerifyOptions, GENESIS_PREV_HASH};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -45,45 +51,98 @@ pub struct VerifyRequest {
     pub recent_heads: Option<usize>,
 }
 
-/// The verdict, worst first: it decides the exit code.
+/// The verdict, best first: the worst one of any chain and of the store decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Every check passed.
+    /// Every check passed, over everything the source holds.
     Intact,
-    /// The chains link, but raw input is unaccounted for (or, with checkpoints, the tail is short).
+    /// What was read verifies, but not from a chain's start: the processed topic no longer holds
+    /// it (retention).
+    Partial,
+    /// Nothing was verified (an empty store or selection, an unknown `--chain`), or not what was
+    /// asked (no valid signed checkpoint although `--public-key` was given).
+    Unverified,
+    /// The chains link, but something is missing or was not read: raw input unaccounted for, a
+    /// tail cut below a checkpoint, a file or line verify could not read.
     Incomplete,
-    /// Content, order or links were changed.
+    /// Content, order or links were changed, or the store holds what its writer never writes.
     Tampered,
 }
 
 impl Verdict {
-    /// `auditctl verify`'s exit code: 0 intact, 1 tampered, 2 incomplete (3: could not read).
+    /// `auditctl verify`'s exit code: 0 intact, 1 tampered, 2 incomplete, 4 unverified, 5 partial
+    /// (3: the source could not be read at all, 64: a usage mistake).
     pub fn exit_code(self) -> u8 {
         match self {
             Verdict::Intact => 0,
             Verdict::Tampered => 1,
             Verdict::Incomplete => 2,
+            Verdict::Unverified => 4,
+            Verdict::Partial => 5,
         }
     }
+
+    /// What the verdict says, for the text report.
+    fn meaning(self) -> &'static str {
+        match self {
+            Verdict::Intact => "every check passed over everything the source holds",
+            Verdict::Partial => "what was read verifies, but not from each chain's start: see the findings",
+            Verdict::Unverified => "nothing was verified, or not what was asked: see the findings",
+            Verdict::Incomplete => "something is missing or was not read, so not verified: see the findings",
+            Verdict::Tampered => "the store was changed: see the findings",
+        }
+    }
+}
+
+/// Every finding kind and the verdict it gives (`docs/CLI.md` lists the same).
+pub const FINDING_KINDS: &[(&str, Verdict)] = &[
+    ("modified", Verdict::Tampered),
+    ("missing", Verdict::Tampered),
+    ("reordered", Verdict::Tampered),
+    ("duplicated", Verdict::Tampered),
+    ("forked", Verdict::Tampered),
+    ("forged_checkpoint", Verdict::Tampered),
+    ("conflicting_checkpoints", Verdict::Tampered),
+    ("checkpoint_mismatch", Verdict::Tampered),
+    ("unreadable", Verdict::Tampered),
+    ("damaged_file", Verdict::Tampered),
+    ("extra_gzip_member", Verdict::Tampered),
+    ("trailing_bytes", Verdict::Tampered),
+    ("unaccounted_input", Verdict::Incomplete),
+    ("truncated", Verdict::Incomplete),
+    ("unread_file", Verdict::Incomplete),
+    ("torn_line", Verdict::Incomplete),
+    ("no_events", Verdict::Unverified),
+    ("unknown_chain", Verdict::Unverified),
+    ("no_checkpoints", Verdict::Unverified),
+    ("partial", Verdict::Partial),
+];
+
+/// The verdict a finding of `kind` gives (a kind not in [`FINDING_KINDS`] counts as tampered).
+pub fn verdict_of(kind: &str) -> Verdict {
+    FINDING_KINDS.iter().find(|(k, _)| *k == kind).map_or(Verdict::Tampered, |(_, v)| *v)
 }
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
-    /// `modified`, `missing`, `reordered`, `duplicated`, `forked` (tampered) or
-    /// `unaccounted_input` (incomplete).
+    /// One of [`FINDING_KINDS`]: `modified`, `missing`, `unread_file`, `no_events`, ...
     pub kind: String,
-    /// The chain.
+    /// The chain (empty when the finding is about no one chain).
     pub chain: String,
-    /// Where in the chain.
+    /// Where in the chain (0 when nowhere in particular).
     pub seq: u64,
     /// The event at that seq, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
-    /// What is wrong, in words.
+    /// What is wrong, and what it leaves unverified, in words.
     pub detail: String,
+    /// Where in the store, for what was not read as an event: `FILE`, `FILE:LINE`, a table row,
+    /// `TOPIC/PARTITION offset N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl Finding {
@@ -95,15 +154,24 @@ impl Finding {
             seq: link.seq,
             event_id: Some(link.event_id.clone()),
             detail,
+            location: None,
+        }
+    }
+
+    /// A finding about the store or the request rather than one event.
+    fn about(kind: &str, chain: Option<&str>, detail: String) -> Finding {
+        Finding {
+            kind: kind.into(),
+            chain: chain.unwrap_or_default().to_owned(),
+            seq: 0,
+            event_id: None,
+            detail,
+            location: None,
         }
     }
 
     fn verdict(&self) -> Verdict {
-        if self.kind == "unaccounted_input" || self.kind == "truncated" {
-            Verdict::Incomplete
-        } else {
-            Verdict::Tampered
-        }
+        verdict_of(&self.kind)
     }
 }
 
@@ -174,6 +242,7 @@ impl Checkpoints {
                     seq: c.seq,
                     event_id: None,
                     detail,
+                    location: None,
                 });
                 return None;
             }
@@ -209,7 +278,7 @@ fn key_files(path: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn forged(chain: String, seq: u64, detail: String) -> Finding {
-    Finding { kind: "forged_checkpoint".into(), chain, seq, event_id: None, detail }
+    Finding { kind: "forged_checkpoint".into(), chain, seq, event_id: None, detail, location: None }
 }
 
 fn mismatch(c: &Checkpoint, hash: &str, event_id: Option<String>) -> Finding {
@@ -222,6 +291,7 @@ fn mismatch(c: &Checkpoint, hash: &str, event_id: Option<String>) -> Finding {
             "the checkpoint signed at {} records hash {} here, the chain has {hash}: the chain was rewritten",
             c.time, c.hash
         ),
+        location: None,
     }
 }
 
@@ -269,14 +339,19 @@ pub struct VerifyReport {
     pub seconds: f64,
     /// Per chain, by name.
     pub chains: Vec<ChainSummary>,
-    /// The worst verdict of any chain (intact when there is no chain at all).
+    /// Findings about no one chain: what the store holds that was not read as an event (files,
+    /// lines, rows), checkpoints that fail their signature, and nothing verified.
+    pub store_findings: Vec<Finding>,
+    /// The worst verdict of any chain and of the store's findings.
     pub verdict: Verdict,
+    /// `auditctl verify`'s exit code for that verdict.
+    pub exit_code: u8,
 }
 
 impl VerifyReport {
-    /// Every finding of every chain.
+    /// Every finding: every chain's, then the store's.
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {
-        self.chains.iter().flat_map(|c| c.findings.iter())
+        self.chains.iter().flat_map(|c| c.findings.iter()).chain(&self.store_findings)
     }
 }
 
@@ -290,6 +365,8 @@ struct ChainState {
     previous: Option<(u64, i64)>,
     /// `(seq, hash, eventId)` of the newest events, for checkpoints stored after their event.
     recent: VecDeque<(u64, String, String)>,
+    /// The lowest seq seen and its event (where the topic's part of the chain starts).
+    lowest: Option<(u64, String)>,
     extra: Vec<Finding>,
 }
 
@@ -306,6 +383,7 @@ impl ChainState {
             quarantined: 0,
             previous: None,
             recent: VecDeque::new(),
+            lowest: None,
             extra: Vec::new(),
         }
     }
@@ -339,7 +417,9 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
             quarantined: false,
             source_offset,
         }),
-        Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } => anyhow::bail!("a checkpoint is not an event"),
+        Stored::Checkpoint(_) | Stored::BadCheckpoint { .. } | Stored::Unread(_) => {
+            anyhow::bail!("a checkpoint or an unread part of the store is not an event")
+        }
         Stored::Hashed { link, computed_hash, quarantined } => {
             let LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, .. } = link;
             Ok(Item {
@@ -397,14 +477,17 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
     let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone(), hashes_only: true };
     let windowed = request.since.is_some() || request.until.is_some();
     let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
-    // A topic keeps only its retention: its chains start wherever the oldest record is.
-    let start = match (source, windowed) {
-        (Source::Kafka { .. }, _) | (_, true) => Start::Anywhere,
-        _ => Start::Genesis,
-    };
+    // A topic keeps only its retention: its chains start wherever the oldest record is (and are
+    // reported partial when that is not seq 1).
+    let topic = matches!(source, Source::Kafka { .. });
+    let start = if topic || windowed { Start::Anywhere } else { Start::Genesis };
+    let anywhere = start == Start::Anywhere;
     let mut chains: BTreeMap<String, ChainState> = BTreeMap::new();
     let mut buf = Vec::with_capacity(4096);
     let mut events = 0u64;
+    // Events read before the time window chose among them.
+    let mut read_events = 0u64;
+    let mut store_findings: Vec<Finding> = Vec::new();
     let tenant = request.tenant.clone();
     let recent_heads = request.recent_heads.unwrap_or(RECENT_HEADS).max(1);
     // Checkpoints stored after their event, too far back for `recent`: `(chain, seq)`.
@@ -413,6 +496,27 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         let stored = match stored {
             Stored::BadCheckpoint { origin, reason } => {
                 checkpoints.findings.push(forged(String::new(), 0, format!("{origin}: {reason}")));
+                return Ok(());
+            }
+            Stored::Unread(u) => {
+                let u = *u;
+                if request.chain.is_some() && u.chain.is_some() && u.chain != request.chain {
+                    return Ok(());
+                }
+                let finding = Finding {
+                    kind: u.kind.as_str().into(),
+                    chain: u.chain.clone().unwrap_or_default(),
+                    seq: u.seq.unwrap_or_default(),
+                    event_id: u.event_id,
+                    detail: u.reason,
+                    location: Some(u.location),
+                };
+                match u.chain {
+                    Some(chain) if !windowed => {
+                        chains.entry(chain).or_insert_with(|| ChainState::new(&start)).extra.push(finding);
+                    }
+                    _ => store_findings.push(finding),
+                }
                 return Ok(());
             }
             Stored::Checkpoint(c) => {
@@ -434,7 +538,14 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             }
             other => other,
         };
-        let item = item(stored, tenant.as_deref(), &mut buf)?;
+        let item = match item(stored, tenant.as_deref(), &mut buf) {
+            Ok(item) => item,
+            Err(e) => {
+                store_findings.push(Finding::about("unreadable", None, format!("{e:#}: not verified")));
+                return Ok(());
+            }
+        };
+        read_events += 1;
         if let Some(windows) = &windows {
             match windows.get(&item.link.chain) {
                 Some((lo, hi)) if (*lo..=*hi).contains(&item.link.seq) => {}
@@ -468,6 +579,14 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                 state.extra.push(mismatch(c, &item.link.hash, Some(item.link.event_id.clone())));
             }
         }
+        if state.lowest.as_ref().is_none_or(|(seq, _)| item.link.seq < *seq) {
+            state.lowest = Some((item.link.seq, item.link.event_id.clone()));
+        }
+        // Started anywhere, the verifier does not know seq 1's predecessor: it is the genesis.
+        if item.link.seq == 1 && anywhere && item.link.prev_hash != GENESIS_PREV_HASH {
+            let detail = format!("seq 1 has prevHash {} instead of the genesis value", item.link.prev_hash);
+            state.extra.push(Finding::at("modified", &item.link, detail));
+        }
         state.verifier.push(&item.link);
         if state.recent.len() >= recent_heads {
             state.recent.pop_front();
@@ -482,6 +601,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         recheck(source, &filter, &behind, &checkpoints, &mut chains).await?;
     }
 
+    store_findings.extend(nothing_verified(request, &checkpoints, &chains, read_events, events));
     // Chains the checkpoints know but the store has no event of.
     for chain in checkpoints.by_chain.keys() {
         if !chains.contains_key(chain) && !windowed {
@@ -507,8 +627,26 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                         head + 1,
                         c.seq
                     ),
+                    location: None,
                 });
             }
+        }
+        if let Some((first, event_id)) = state.lowest.take().filter(|(seq, _)| topic && !windowed && *seq > 1) {
+            let detail = format!(
+                "the topic's oldest event of this chain is seq {first}: seqs 1..={} are no longer in it (retention, or \
+                 records deleted from its start), so the chain is verified from seq {first} on only; neither seq \
+                 {first}'s link to its predecessor nor any signed checkpoint below it is checked (verify a store that \
+                 holds the whole chain for that)",
+                first - 1
+            );
+            state.extra.push(Finding {
+                kind: "partial".into(),
+                chain: chain.clone(),
+                seq: first,
+                event_id: Some(event_id),
+                detail,
+                location: None,
+            });
         }
         let mut findings: Vec<Finding> = report
             .findings
@@ -519,6 +657,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                 seq: f.seq,
                 event_id: f.event_id,
                 detail: f.detail,
+                location: None,
             })
             .collect();
         findings.extend(state.extra);
@@ -543,23 +682,14 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             verdict,
         });
     }
-    if !checkpoints.findings.is_empty() {
-        // Forged checkpoints belong to no verified chain: reported on their own line.
-        summaries.push(ChainSummary {
-            chain: "(checkpoints)".into(),
-            events: 0,
-            hashed: 0,
-            quarantined: 0,
-            first_seq: None,
-            head_seq: None,
-            head_hash: None,
-            findings: std::mem::take(&mut checkpoints.findings),
-            findings_dropped: 0,
-            checkpointed_seq: None,
-            verdict: Verdict::Tampered,
-        });
-    }
-    let verdict = summaries.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Intact);
+    // Forged checkpoints belong to no verified chain.
+    store_findings.append(&mut checkpoints.findings);
+    let verdict = summaries
+        .iter()
+        .map(|c| c.verdict)
+        .chain(store_findings.iter().map(Finding::verdict))
+        .max()
+        .unwrap_or(Verdict::Intact);
     Ok(VerifyReport {
         source: source.to_string(),
         events,
@@ -567,8 +697,57 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         unchecked_checkpoints: checkpoints.unchecked,
         seconds: started.elapsed().as_secs_f64(),
         chains: summaries,
+        store_findings,
         verdict,
+        exit_code: verdict.exit_code(),
     })
+}
+
+/// What was asked but not verified: nothing at all (an empty store or selection, an unknown
+/// `--chain`), or no chain against a signed checkpoint although keys were given.
+fn nothing_verified(
+    request: &VerifyRequest,
+    checkpoints: &Checkpoints,
+    chains: &BTreeMap<String, ChainState>,
+    read_events: u64,
+    events: u64,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let chain = request.chain.as_deref();
+    let hashed: u64 = chains.values().map(|c| c.hashed).sum();
+    let known = |c: &str| chains.contains_key(c) || checkpoints.by_chain.contains_key(c);
+    if let Some(c) = chain.filter(|c| read_events == 0 && !known(c)) {
+        let detail = format!("the store holds no chain {c:?} (no event, no signed checkpoint): nothing was verified");
+        findings.push(Finding::about("unknown_chain", Some(c), detail));
+    } else if events == 0 {
+        let what = chain.map_or_else(|| "the store holds".to_owned(), |c| format!("chain {c} holds"));
+        let window = match (request.since, request.until) {
+            (None, None) => String::new(),
+            (since, until) => format!(
+                " received between {} and {}",
+                since.map_or_else(|| "its start".into(), |t| t.to_rfc3339()),
+                until.map_or_else(|| "now".into(), |t| t.to_rfc3339())
+            ),
+        };
+        let detail = format!("{what} no event{window} that could be read: nothing was verified");
+        findings.push(Finding::about("no_events", chain, detail));
+    } else if let Some(t) = request.tenant.as_deref().filter(|_| hashed == 0) {
+        let detail = format!(
+            "no event of tenant {t:?}: the links of {events} events of other tenants were checked, the content of \
+             none of {t:?}'s"
+        );
+        findings.push(Finding::about("no_events", chain, detail));
+    }
+    if !request.public_keys.is_empty() && checkpoints.verified == 0 {
+        let of = chain.map(|c| format!(" of chain {c}")).unwrap_or_default();
+        let witness = if request.checkpoints.is_some() { " nor in the witness" } else { "" };
+        let detail = format!(
+            "no validly signed checkpoint{of} in the store{witness}: no chain was checked against the given key, so \
+             neither a rewritten chain nor a cut tail would show"
+        );
+        findings.push(Finding::about("no_checkpoints", chain, detail));
+    }
+    findings
 }
 
 /// Second pass for checkpoints stored too far after their event: compares each with the hash
@@ -636,8 +815,20 @@ pub fn render_text(report: &VerifyReport) -> String {
         );
     }
     for f in report.findings() {
-        let id = f.event_id.as_deref().map(|i| format!(" event {i}")).unwrap_or_default();
-        let _ = writeln!(out, "  {} {} seq {}{id}: {}", f.kind.to_uppercase(), f.chain, f.seq, f.detail);
+        let mut at = String::new();
+        if !f.chain.is_empty() {
+            let _ = write!(at, " {}", f.chain);
+        }
+        if f.seq > 0 || f.event_id.is_some() {
+            let _ = write!(at, " seq {}", f.seq);
+        }
+        if let Some(id) = &f.event_id {
+            let _ = write!(at, " event {id}");
+        }
+        if let Some(location) = &f.location {
+            let _ = write!(at, " at {location}");
+        }
+        let _ = writeln!(out, "  {}{at}: {}", f.kind.to_uppercase(), f.detail);
     }
     let dropped: u64 = report.chains.iter().map(|c| c.findings_dropped).sum();
     if dropped > 0 {
@@ -657,17 +848,63 @@ pub fn render_text(report: &VerifyReport) -> String {
         out,
         "{}: {} chains, {} events{checkpoints} in {:.2}s ({rate:.0} events/s)",
         verdict_word(report.verdict),
-        report.chains.iter().filter(|c| c.chain != "(checkpoints)").count(),
+        report.chains.len(),
         report.events,
         report.seconds
     );
+    if report.verdict != Verdict::Intact {
+        let _ = writeln!(out, "  {} (exit {})", report.verdict.meaning(), report.verdict.exit_code());
+    }
     out
 }
 
 fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Intact => "INTACT",
+        Verdict::Partial => "PARTIAL",
+        Verdict::Unverified => "UNVERIFIED",
         Verdict::Incomplete => "INCOMPLETE",
         Verdict::Tampered => "TAMPERED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::UnreadKind;
+
+    #[test]
+    fn every_finding_kind_has_a_verdict_and_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CLI.md")).unwrap();
+        for (kind, _) in FINDING_KINDS {
+            assert!(doc.contains(&format!("| `{kind}` |")), "docs/CLI.md has no row for `{kind}`");
+        }
+        let unread = [
+            UnreadKind::UnreadFile,
+            UnreadKind::TornLine,
+            UnreadKind::Unreadable,
+            UnreadKind::DamagedFile,
+            UnreadKind::ExtraGzipMember,
+            UnreadKind::TrailingBytes,
+        ];
+        for kind in unread {
+            assert!(FINDING_KINDS.iter().any(|(k, _)| *k == kind.as_str()), "{kind:?}");
+        }
+        for chain_break in ["modified", "missing", "reordered", "duplicated", "forked"] {
+            assert_eq!(verdict_of(chain_break), Verdict::Tampered);
+        }
+    }
+
+    #[test]
+    fn each_verdict_has_its_own_exit_code_and_the_worst_wins() {
+        let all = [Verdict::Intact, Verdict::Partial, Verdict::Unverified, Verdict::Incomplete, Verdict::Tampered];
+        let codes: BTreeSet<u8> = all.iter().map(|v| v.exit_code()).collect();
+        assert_eq!(codes.len(), all.len());
+        assert!(!codes.contains(&crate::EXIT_UNREADABLE) && !codes.contains(&crate::EXIT_USAGE));
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "declared best first");
+        assert_eq!(
+            [Verdict::Intact.exit_code(), Verdict::Tampered.exit_code(), Verdict::Incomplete.exit_code()],
+            [0, 1, 2]
+        );
     }
 }

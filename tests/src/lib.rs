@@ -35,6 +35,7 @@ pub fn unreachable(service: &str, address: &str, error: impl std::fmt::Display) 
     format!("{service} at {address} is not reachable ({error}); start it with `scripts/services up`")
 }
 
+pub mod demo;
 pub mod http_receiver;
 pub mod kafka;
 pub mod pipeline;

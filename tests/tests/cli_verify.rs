@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use audit_sink::sink::{CheckpointRecord, Sink, SinkRecord};
+use audit_tests::demo::{copy_dir, demo_store, jsonl_records};
 use auditctl::source::{jsonl_files, jsonl_partitions};
 use auditctl::{verify, Source, Verdict, VerifyReport, VerifyRequest};
 use serde_json::Value;
@@ -16,31 +16,8 @@ use serde_json::Value;
 const EVENTS: u64 = 600;
 
 /// One demo run shared by the tests of this file (each test copies what it tampers with).
-fn demo_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("auditctl-verify-{}", std::process::id()));
-        let status = Command::new(env!("CARGO_BIN_EXE_audit-test-auditctl"))
-            .args(["demo", "--events", &EVENTS.to_string(), "--dir"])
-            .arg(&dir)
-            .status()
-            .expect("run auditctl demo");
-        assert!(status.success(), "auditctl demo failed: {status}");
-        dir
-    })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+fn demo_dir() -> PathBuf {
+    demo_store(Path::new(env!("CARGO_BIN_EXE_audit-test-auditctl")), EVENTS)
 }
 
 /// A private copy of the demo's JSONL directory, events only (the signed checkpoints the sink
@@ -270,6 +247,7 @@ fn a_chain_and_time_window_are_verified_on_their_own() {
     let far_future = chrono::DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z").unwrap().to_utc();
     let report = run_verify(&source, &VerifyRequest { since: Some(far_future), ..VerifyRequest::default() });
     assert_eq!(report.events, 0, "nothing received after 2999");
+    assert_eq!(report.verdict, Verdict::Unverified, "nothing verified is not intact");
 }
 
 #[test]
@@ -287,34 +265,7 @@ fn an_unreadable_source_exits_3_and_a_bad_one_names_the_problem() {
 /// The JSONL demo events and the checkpoints stored beside them as sink records, for loading
 /// other stores.
 fn records() -> (Vec<SinkRecord>, Vec<CheckpointRecord>) {
-    let mut out = Vec::new();
-    let mut checkpoints = Vec::new();
-    for (_, partition) in jsonl_partitions(&demo_dir().join("jsonl")).unwrap() {
-        for file in jsonl_files(&partition).unwrap() {
-            for line in std::fs::read_to_string(file).unwrap().lines() {
-                let wrapper: Value = serde_json::from_str(line).unwrap();
-                if let Some(c) = wrapper.get("checkpoint") {
-                    checkpoints.push(CheckpointRecord {
-                        partition: wrapper["partition"].as_i64().unwrap() as i32,
-                        offset: wrapper["offset"].as_i64().unwrap(),
-                        checkpoint: serde_json::from_value(c.clone()).unwrap(),
-                        json: c.to_string(),
-                    });
-                    continue;
-                }
-                let event = wrapper["event"].clone();
-                out.push(SinkRecord {
-                    partition: wrapper["partition"].as_i64().unwrap() as i32,
-                    offset: wrapper["offset"].as_i64().unwrap(),
-                    event_id: event["eventId"].as_str().unwrap().to_owned(),
-                    hash: event["integrity"]["hash"].as_str().unwrap().to_owned(),
-                    json: event.to_string(),
-                    event,
-                });
-            }
-        }
-    }
-    (out, checkpoints)
+    jsonl_records(&demo_dir().join("jsonl"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
