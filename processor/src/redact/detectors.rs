@@ -1300,7 +1300,9 @@ mod tests {
         assert_eq!(v["n"], "***");
         assert_eq!(v["jcb"], "***");
         assert_eq!(report.by_rule.get("card_number"), Some(&2));
-        assert_eq!(report.paths, vec!["metadata.jcb", "metadata.n"]);
+        let mut paths = report.paths.clone();
+        paths.sort(); // document order follows the map's order, which a build may change
+        assert_eq!(paths, vec!["metadata.jcb", "metadata.n"]);
         assert_eq!(v["order"], 4111111111111112u64, "Luhn fails");
         assert_eq!(v["ts"], 1732579200000u64, "a millisecond timestamp");
         assert_eq!(v["nine"], 9111111111111111u64, "no issuer starts with 9");
