@@ -32,13 +32,15 @@ enum Command {
         /// Only this chain (`<raw topic>/<partition>`).
         #[arg(long)]
         chain: Option<String>,
-        /// Hash only this tenant's events (the others' links still count).
+        /// Select this tenant's events, as their verified content says (SQL stores hand over only
+        /// the links of other tenants' rows; everything handed over is verified).
         #[arg(long)]
         tenant: Option<String>,
-        /// Only the window of events received at or after this RFC 3339 time.
+        /// Select the events received at or after this RFC 3339 time (every chain is still
+        /// verified whole; selecting nothing is unverified).
         #[arg(long, value_parser = parse_time)]
         since: Option<DateTime<Utc>>,
-        /// Only the window of events received at or before this RFC 3339 time.
+        /// Select the events received at or before this RFC 3339 time.
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
         /// Witness file of signed checkpoints (JSONL), kept apart from the store, to check the

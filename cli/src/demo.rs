@@ -6,7 +6,8 @@
 //! producer library (logins, failed logins, invoice updates with diffs, secrets that must be
 //! redacted), plus one oversize and one malformed record published around the library, as a
 //! misbehaving client would. The processor signs checkpoints of every chain (a fresh key pair in
-//! `keys/`): they travel in the processed partitions, so both sinks store them, and a witness copy
+//! `keys/`, beside but outside what the sinks write: `audit.db` and `jsonl/`; the directory is the
+//! owner's only): they travel in the processed partitions, so both sinks store them, and a witness copy
 //! goes to `witness/`. Then every chain is verified from both sinks against the checkpoints (the
 //! stored ones and the witness) and a short report says what happened and where to look next.
 
@@ -187,7 +188,10 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     processor_config.kafka.group_id = "demo-processor".into();
     processor_config.http.listen = "127.0.0.1:0".into();
     // Signed checkpoints every 500 events (or second) per chain, to a witness the sinks do not hold.
+    // The private key lives where no sink writes: not in jsonl/, not beside audit.db's journal.
     let public_key = crate::keys::generate(&dir.join("keys"))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir.join("keys"), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let witness = dir.join("witness").join("checkpoints.jsonl");
     processor_config.checkpoint.signing_key_file = Some(dir.join("keys").join("checkpoint.key"));
     processor_config.checkpoint.every_events = 500;
@@ -374,7 +378,17 @@ pub fn render(report: &DemoReport) -> String {
         out,
         "  {d}/audit.db             sqlite3 {d}/audit.db 'select action, count(*) from audit_events group by 1'"
     );
-    let _ = writeln!(out, "  {d}/witness/checkpoints.jsonl   signed checkpoints (public key: {d}/keys/checkpoint.pub)");
+    let _ = writeln!(out, "  {d}/witness/checkpoints.jsonl   signed checkpoints, each naming its chain's previous one");
+    let _ = writeln!(
+        out,
+        "  {d}/keys/checkpoint.key  the processor's private signing key, kept outside the directories the sinks write \
+         ({d}/audit.db, {d}/jsonl/): a store's writer cannot re-sign a chain (in production: a Secret only the \
+         processor mounts)"
+    );
+    let _ = writeln!(
+        out,
+        "  {d}/keys/keyring         pins the public key {d}/keys/checkpoint.pub by its fingerprint (`--public-key {d}/keys`)"
+    );
     let _ = writeln!(out, "  auditctl verify --source jsonl:{d}/jsonl --public-key {d}/keys/checkpoint.pub");
     let _ = writeln!(out, "                               verify again against the checkpoints the sink stored");
     let _ = writeln!(

@@ -1,4 +1,5 @@
-//! `auditctl keys generate`: the Ed25519 key pair of signed checkpoints.
+//! `auditctl keys generate`: the Ed25519 key pair of signed checkpoints, and the keyring that pins
+//! the public key for `auditctl verify --public-key DIR`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,9 @@ use anyhow::{bail, Context as _};
 use audit_schema::checkpoint::SigningKey;
 
 /// Writes `<dir>/checkpoint.key` (the secret seed, hex, readable by the owner only) and
-/// `<dir>/checkpoint.pub` (the public key, hex); returns the public key's path. Existing keys are
-/// never overwritten.
+/// `<dir>/checkpoint.pub` (the public key, hex), and adds the public key's line to
+/// `<dir>/keyring` (`<fingerprint> checkpoint.pub`: what `verify` trusts in a key directory);
+/// returns the public key's path. Existing keys are never overwritten.
 pub fn generate(dir: &Path) -> anyhow::Result<PathBuf> {
     let (secret, public) = (dir.join("checkpoint.key"), dir.join("checkpoint.pub"));
     for path in [&secret, &public] {
@@ -27,5 +29,12 @@ pub fn generate(dir: &Path) -> anyhow::Result<PathBuf> {
     file.sync_all()?;
     std::fs::write(&public, format!("{}\n", key.public().to_hex()))
         .with_context(|| format!("writing {}", public.display()))?;
+    let ring = dir.join(crate::verify::KEYRING);
+    let mut ring_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ring)
+        .with_context(|| format!("writing {}", ring.display()))?;
+    writeln!(ring_file, "{} checkpoint.pub", key.public().fingerprint())?;
     Ok(public)
 }

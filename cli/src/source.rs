@@ -189,6 +189,12 @@ pub enum UnreadKind {
     ExtraGzipMember,
     /// Bytes after a compressed file's gzip stream that are not gzip: not read.
     TrailingBytes,
+    /// An event whose stored text is not the form the processor published (duplicate members,
+    /// escaped or number aliases, whitespace, serde tokens): what other readers of the store see
+    /// may not be what was hashed. The event is still verified as it parses.
+    NonCanonical,
+    /// A query column (or MongoDB's `_id`) that differs from what the hashed event says.
+    ColumnMismatch,
 }
 
 impl UnreadKind {
@@ -201,6 +207,8 @@ impl UnreadKind {
             UnreadKind::DamagedFile => "damaged_file",
             UnreadKind::ExtraGzipMember => "extra_gzip_member",
             UnreadKind::TrailingBytes => "trailing_bytes",
+            UnreadKind::NonCanonical => "non_canonical",
+            UnreadKind::ColumnMismatch => "column_mismatch",
         }
     }
 }
@@ -230,9 +238,14 @@ impl Unread {
 
     /// An unreadable event: its chain position taken from whatever of `event` is readable.
     fn event(location: String, event: &Value, reason: String) -> Stored {
+        Unread::about(UnreadKind::Unreadable, location, event, reason)
+    }
+
+    /// A finding of `kind` about `event`, named by whatever of it is readable.
+    fn about(kind: UnreadKind, location: String, event: &Value, reason: String) -> Stored {
         let integrity = event.get("integrity");
         Stored::Unread(Box::new(Unread {
-            kind: UnreadKind::Unreadable,
+            kind,
             location,
             chain: integrity.and_then(|i| i.get("chain")).and_then(Value::as_str).map(str::to_owned),
             seq: integrity.and_then(|i| i.get("seq")).and_then(Value::as_u64),
@@ -327,6 +340,8 @@ pub struct LinkOnly {
     pub source_offset: Option<i64>,
     /// `receivedAt`.
     pub received_at: Option<String>,
+    /// `context.tenantId` as the hashed content says (`None` when the content was not read).
+    pub tenant: Option<String>,
 }
 
 /// Reads every stored event of `source` that `filter` asks for, calling `each` in store order.
@@ -662,6 +677,13 @@ fn jsonl_line(
             if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
                 return Ok(());
             }
+            if let Err(why) = sink_event_text(line) {
+                let reason = format!(
+                    "the line is not byte for byte what the sink writes ({why}): readers of the file may see other \
+                     content than the canonical form that was hashed; the event is verified as it parses"
+                );
+                each(Unread::about(UnreadKind::NonCanonical, location(), &event, reason))?;
+            }
             each(Stored::Event(event))
         }
         Ok(Line { event: None, checkpoint: Some(c) }) => match Stored::checkpoint(c, location) {
@@ -670,6 +692,25 @@ fn jsonl_line(
         },
         Ok(_) => each(unreadable("neither an \"event\" nor a \"checkpoint\" line: not verified".into())),
     }
+}
+
+/// The event text of a JSONL event line exactly as the sink writes it,
+/// `{"partition":p,"offset":o,"event":<the event in canonical form>}`, or why the line is not that.
+fn sink_event_text(line: &[u8]) -> Result<&[u8], String> {
+    use audit_schema::canonical::{check_text, TextForm};
+    let integer = |s: &[u8]| !s.is_empty() && check_text(s, TextForm::Canonical).is_ok() && !s.contains(&b'.');
+    let shape = || -> Option<&[u8]> {
+        let rest = line.strip_prefix(b"{\"partition\":")?;
+        let comma = rest.iter().position(|b| *b == b',')?;
+        let rest = rest.strip_prefix(&rest[..comma]).filter(|_| integer(&rest[..comma]))?;
+        let rest = rest.strip_prefix(b",\"offset\":")?;
+        let comma = rest.iter().position(|b| *b == b',')?;
+        let rest = rest.strip_prefix(&rest[..comma]).filter(|_| integer(&rest[..comma]))?;
+        rest.strip_prefix(b",\"event\":")?.strip_suffix(b"}")
+    };
+    let event = shape().ok_or("not {\"partition\":P,\"offset\":O,\"event\":…} without whitespace")?;
+    check_text(event, TextForm::Canonical).map_err(|e| format!("the event is not in canonical form at {e}"))?;
+    Ok(event)
 }
 
 /// The fast path of a JSONL event line written by the sink (`{"partition":p,"offset":o,"event":…}`,
@@ -713,11 +754,7 @@ fn hashed_line(line: &[u8], filter: &ReadFilter) -> Option<Option<Stored>> {
     struct SourceRef {
         offset: Option<i64>,
     }
-    let rest = line.strip_prefix(b"{\"partition\":")?;
-    let rest = &rest[rest.iter().position(|b| *b == b',')?..];
-    let rest = rest.strip_prefix(b",\"offset\":")?;
-    let rest = &rest[rest.iter().position(|b| *b == b',')?..];
-    let event = rest.strip_prefix(b",\"event\":")?.strip_suffix(b"}")?;
+    let event = sink_event_text(line).ok()?;
     let fields: Fields<'_> = serde_json::from_slice(event).ok()?;
     let i = &fields.integrity;
     if filter.chain.as_deref().is_some_and(|c| c != i.chain) {
@@ -731,18 +768,35 @@ fn hashed_line(line: &[u8], filter: &ReadFilter) -> Option<Option<Stored>> {
         event_id: fields.event_id.to_string(),
         source_offset: i.source.as_ref().and_then(|s| s.offset),
         received_at: fields.received_at.as_deref().map(str::to_owned),
+        tenant: fields.context.as_ref().and_then(|c| c.tenant_id.as_deref()).map(str::to_owned),
     };
-    let tenant = fields.context.as_ref().and_then(|c| c.tenant_id.as_deref());
-    if filter.tenant.as_deref().is_some_and(|t| Some(t) != tenant) {
-        return Some(Some(Stored::Link(link)));
-    }
+    // Every event is hashed, whatever `filter.tenant` says: the tenant is read from the content,
+    // and content moved to another tenant must not leave that tenant's verification unhashed.
     let computed_hash = audit_schema::chain::hash_canonical_text(event).filter(|h| *h == link.hash)?;
     Some(Some(Stored::Hashed { link, computed_hash, quarantined: fields.action == "audit.quarantined" }))
 }
 
 /// Rows of the SQL sinks' `audit_events` table: the link columns, the content only where it is
-/// wanted, the source offset and `receivedAt` as text, and the row's Kafka position.
+/// wanted, the source offset and `receivedAt` as text, the row's Kafka position, then
+/// [`QUERY_COLUMNS`] and `occurred_at` (as text).
 const SQL_COLUMNS: &str = "chain, seq, prev_hash, hash, event_id";
+
+/// The query columns a row holds beside its event, each the event's field of the same meaning
+/// (`occurred_at` and `received_at` follow them as text).
+const QUERY_COLUMNS: &str = "tenant_id, action, outcome, actor_type, actor_id, target_type, target_id";
+
+/// Each query column and the event field it must equal (the link columns are compared too).
+const COLUMN_FIELDS: [(&str, &[&str]); 9] = [
+    ("tenant_id", &["context", "tenantId"]),
+    ("action", &["action"]),
+    ("outcome", &["outcome"]),
+    ("actor_type", &["actor", "type"]),
+    ("actor_id", &["actor", "id"]),
+    ("target_type", &["target", "type"]),
+    ("target_id", &["target", "id"]),
+    ("occurred_at", &["context", "occurredAt"]),
+    ("received_at", &["receivedAt"]),
+];
 
 /// One `audit_events` row, each column as it decoded (`Err`: why it did not). A writer with the
 /// database's password can put anything into a column (SQLite keeps any type in any column).
@@ -758,6 +812,8 @@ struct SqlRow {
     received_at: Option<String>,
     /// `(kafka_partition, kafka_offset)`.
     position: Option<(i64, i64)>,
+    /// The values of [`COLUMN_FIELDS`]' columns, in that order, as text (`Err`: does not decode).
+    columns: Vec<Result<Option<String>, String>>,
 }
 
 impl SqlRow {
@@ -788,14 +844,23 @@ impl SqlRow {
             source_offset: text(6).and_then(|t| t.parse().ok()),
             received_at: text(7),
             position: column::<R, i64>(row, 8).ok().zip(column::<R, i64>(row, 9).ok()),
+            // tenant_id .. target_id, occurred_at, then received_at (read above as column 7).
+            columns: (10..18).chain([7]).map(|i| column::<R, Option<String>>(row, i)).collect(),
         }
     }
 
     /// What the row stores: an event; or, when its content does not decode, that finding and its
     /// link columns in its place (so the chain around it still links); or only that finding
     /// when even the link columns do not decode.
-    fn stored(self, each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> {
-        let SqlRow { chain, seq, prev_hash, hash, event_id, content, source_offset, received_at, position } = self;
+    /// `form`: how the store keeps the event's text (SQLite: the canonical bytes; PostgreSQL:
+    /// `jsonb`'s output).
+    fn stored(
+        self,
+        form: audit_schema::canonical::TextForm,
+        each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
+    ) -> anyhow::Result<()> {
+        let SqlRow { chain, seq, prev_hash, hash, event_id, content, source_offset, received_at, position, columns } =
+            self;
         let location = match position {
             Some((p, o)) => format!("audit_events row of Kafka partition {p} offset {o}"),
             None => "audit_events row".to_owned(),
@@ -813,7 +878,7 @@ impl SqlRow {
         };
         let link = match (chain, seq, prev_hash, hash, event_id) {
             (Ok(chain), Ok(seq), Ok(prev_hash), Ok(hash), Ok(event_id)) => {
-                LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, received_at }
+                LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, received_at, tenant: None }
             }
             (chain, seq, prev_hash, hash, event_id) => {
                 let why = [
@@ -831,14 +896,43 @@ impl SqlRow {
                 return each(unreadable(chain.ok(), seq.ok(), event_id.ok(), reason));
             }
         };
+        let mut strict = Ok(());
         let content = match content {
             Ok(None) => return each(Stored::Link(link)),
-            Ok(Some(text)) => serde_json::from_str::<Value>(&text).map_err(|e| format!("is not JSON ({e})")),
+            Ok(Some(text)) => {
+                strict = audit_schema::canonical::check_text(text.as_bytes(), form);
+                serde_json::from_str::<Value>(&text).map_err(|e| format!("is not JSON ({e})"))
+            }
             Err(e) => Err(format!("does not decode ({e})")),
         };
         let problem = match content {
             Ok(event) => match missing_link_field(&event) {
-                None => return each(Stored::Event(event)),
+                None => {
+                    if let Err(e) = strict {
+                        let what = match form {
+                            audit_schema::canonical::TextForm::Canonical => {
+                                "the canonical form the processor published"
+                            }
+                            audit_schema::canonical::TextForm::Jsonb => "jsonb's output of the canonical form",
+                        };
+                        let reason = format!(
+                            "the event column is not {what} (at {e}): readers of the column may see other content \
+                             than what was hashed; the event is verified as it parses"
+                        );
+                        each(Unread::about(UnreadKind::NonCanonical, location.clone(), &event, reason))?;
+                    }
+                    let exact_times = form == audit_schema::canonical::TextForm::Canonical;
+                    let wrong = column_mismatches(&event, &link, &columns, exact_times);
+                    if !wrong.is_empty() {
+                        let reason = format!(
+                            "query columns differ from the hashed event: {}; queries, export and --tenant on those \
+                             columns see other values than the verified content",
+                            wrong.join("; ")
+                        );
+                        each(Unread::about(UnreadKind::ColumnMismatch, location.clone(), &event, reason))?;
+                    }
+                    return each(Stored::Event(event));
+                }
                 Some(field) => format!("has no valid {field}"),
             },
             Err(e) => e,
@@ -849,6 +943,61 @@ impl SqlRow {
         each(unreadable(Some(link.chain.clone()), Some(link.seq), Some(link.event_id.clone()), reason))?;
         each(Stored::Link(link))
     }
+}
+
+/// The columns of a row that differ from its hashed event, each as `column "value" ≠ event's
+/// "value"`. `exact_times`: the times are stored as the event's text (SQLite); otherwise as
+/// instants to the microsecond (PostgreSQL `timestamptz`).
+fn column_mismatches(
+    event: &Value,
+    link: &LinkOnly,
+    columns: &[Result<Option<String>, String>],
+    exact_times: bool,
+) -> Vec<String> {
+    let field = |path: &[&str]| path.iter().try_fold(event, |v, key| v.get(key));
+    let text = |path: &[&str]| field(path).and_then(Value::as_str);
+    let mut wrong = Vec::new();
+    let integrity = |name: &str| text(&["integrity", name]);
+    let links = [
+        ("chain", Some(link.chain.as_str()), integrity("chain")),
+        ("prev_hash", Some(link.prev_hash.as_str()), integrity("prevHash")),
+        ("hash", Some(link.hash.as_str()), integrity("hash")),
+        ("event_id", Some(link.event_id.as_str()), text(&["eventId"])),
+    ];
+    for (name, column, content) in links {
+        if column != content {
+            wrong.push(format!("{name} {column:?} ≠ event's {content:?}"));
+        }
+    }
+    let seq = field(&["integrity", "seq"]).and_then(Value::as_u64);
+    if seq != Some(link.seq) {
+        wrong.push(format!("seq {} ≠ event's {seq:?}", link.seq));
+    }
+    for ((name, path), column) in COLUMN_FIELDS.iter().zip(columns) {
+        let content = text(path);
+        let equal = match column {
+            Err(e) => {
+                wrong.push(format!("{name} does not decode ({e})"));
+                continue;
+            }
+            Ok(column) if !exact_times && name.ends_with("_at") => match (column.as_deref(), content) {
+                (Some(c), Some(e)) => same_instant(c, e),
+                (c, e) => c == e,
+            },
+            Ok(column) => column.as_deref() == content,
+        };
+        if !equal {
+            wrong.push(format!("{name} {:?} ≠ event's {content:?}", column.as_ref().ok().cloned().flatten()));
+        }
+    }
+    wrong
+}
+
+/// Two RFC 3339 times name the same instant to the microsecond (`timestamptz`'s precision).
+fn same_instant(column: &str, event: &str) -> bool {
+    let nanos =
+        |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().and_then(|t| t.timestamp_nanos_opt()).map(i128::from);
+    matches!((nanos(column), nanos(event)), (Some(c), Some(e)) if (c - e).abs() < 1_000)
 }
 
 /// The signed checkpoints of an `audit_checkpoints` table, as stored (a row whose checkpoint
@@ -890,10 +1039,16 @@ async fn read_postgres(
         }
     }
     // The source offset as text: a cast in SQL would fail the whole query on one edited event.
+    // The content of a row is handed over when the tenant column or the content itself names the
+    // tenant: the database reads every row's tenant from its content, so editing the tenant column
+    // does not take a row out of its tenant's verification (and only links leave the database for
+    // the others).
     let sql = format!(
-        "SELECT {SQL_COLUMNS}, CASE WHEN $1::text IS NULL OR tenant_id = $1 THEN event::text END, \
-         event #>> '{{integrity,source,offset}}', to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
-         kafka_partition::int8, kafka_offset \
+        "SELECT {SQL_COLUMNS}, CASE WHEN $1::text IS NULL OR tenant_id = $1 OR event #>> '{{context,tenantId}}' = $1 \
+         THEN event::text END, \
+         event #>> '{{integrity,source,offset}}', to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+         kafka_partition::int8, kafka_offset, {QUERY_COLUMNS}, \
+         to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
          FROM audit_events WHERE $2::text IS NULL OR chain = $2 ORDER BY chain, seq, kafka_offset"
     );
     let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -901,7 +1056,7 @@ async fn read_postgres(
         .bind(filter.chain.as_deref())
         .fetch(&mut conn);
     while let Some(row) = rows.try_next().await.context("reading audit_events from PostgreSQL")? {
-        SqlRow::read(&row).stored(each)?;
+        SqlRow::read(&row).stored(audit_schema::canonical::TextForm::Jsonb, each)?;
     }
     Ok(())
 }
@@ -935,10 +1090,13 @@ async fn read_sqlite(
         }
     }
     // json_extract fails the whole query on text that is not JSON: only valid JSON is asked.
+    // As for PostgreSQL, the tenant is also read from the content (and a row whose content is not
+    // JSON is handed over to every tenant: whose it is cannot be told).
     let sql = format!(
-        "SELECT {SQL_COLUMNS}, CASE WHEN ?1 IS NULL OR tenant_id = ?1 THEN event END, \
+        "SELECT {SQL_COLUMNS}, CASE WHEN ?1 IS NULL OR tenant_id = ?1 THEN event WHEN NOT json_valid(event) THEN event \
+         WHEN json_extract(event, '$.context.tenantId') = ?1 THEN event END, \
          CASE WHEN json_valid(event) THEN CAST(json_extract(event, '$.integrity.source.offset') AS TEXT) END, \
-         received_at, kafka_partition, kafka_offset \
+         received_at, kafka_partition, kafka_offset, {QUERY_COLUMNS}, occurred_at \
          FROM audit_events WHERE ?2 IS NULL OR chain = ?2 ORDER BY chain, seq, kafka_offset"
     );
     let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -948,7 +1106,7 @@ async fn read_sqlite(
     while let Some(row) =
         rows.try_next().await.with_context(|| format!("reading audit_events from {}", path.display()))?
     {
-        SqlRow::read(&row).stored(each)?;
+        SqlRow::read(&row).stored(audit_schema::canonical::TextForm::Canonical, each)?;
     }
     Ok(())
 }
@@ -1001,10 +1159,26 @@ async fn read_mongo(
     while let Some(mut document) =
         cursor.try_next().await.with_context(|| format!("reading {database}.{collection} from MongoDB"))?
     {
-        let id = document.remove("_id").map(|id| id.to_string()).unwrap_or_default();
+        let raw_id = document.remove("_id");
+        let id = raw_id.as_ref().map(ToString::to_string).unwrap_or_default();
         let event: Value = mongodb::bson::Bson::Document(document).into_relaxed_extjson();
         match missing_link_field(&event) {
-            None => each(Stored::Event(event))?,
+            None => {
+                let location = || format!("{collection} document {id}");
+                if let Some(why) = not_as_written(&event, &mut String::new()) {
+                    let reason = format!(
+                        "the document is not what the sink writes of the canonical event ({why}): readers of the \
+                         collection may see other content than what was hashed; the event is verified as it converts"
+                    );
+                    each(Unread::about(UnreadKind::NonCanonical, location(), &event, reason))?;
+                }
+                let event_id = event.get("eventId").and_then(Value::as_str);
+                if raw_id.as_ref().and_then(|id| id.as_str()) != event_id {
+                    let reason = format!("_id {id} ≠ event's eventId {event_id:?}: lookups by _id see another event");
+                    each(Unread::about(UnreadKind::ColumnMismatch, location(), &event, reason))?;
+                }
+                each(Stored::Event(event))?;
+            }
             Some(field) => {
                 let reason = format!("an event without a valid {field}: not verified");
                 each(Unread::event(format!("{collection} document {id}"), &event, reason))?;
@@ -1012,6 +1186,39 @@ async fn read_mongo(
         }
     }
     Ok(())
+}
+
+/// What in a MongoDB event document the sink never writes of a canonical event: a member whose
+/// name starts with `$` (extended JSON reads it as a type: `$numberLong`, `$date`...; and every BSON
+/// type the sink does not write converts to one), or a whole number stored as a double (the sink
+/// writes the integers of canonical JSON as integers: a double is a number alias). `path` is
+/// scratch space for the member's path. Duplicate member names cannot be seen: the driver keeps
+/// the last.
+fn not_as_written(value: &Value, path: &mut String) -> Option<String> {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                let len = path.len();
+                path.push('.');
+                path.push_str(key);
+                if key.starts_with('$') {
+                    return Some(format!("a member named {key:?} at {path}"));
+                }
+                let found = not_as_written(v, path);
+                path.truncate(len);
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
+        }
+        Value::Array(items) => items.iter().find_map(|v| not_as_written(v, path)),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.2e18)
+            .map(|f| format!("the whole number {f} stored as a double at {path}")),
+        _ => None,
+    }
 }
 
 async fn read_kafka(
@@ -1033,6 +1240,12 @@ async fn read_kafka(
                 stored => each(stored),
             };
         }
+        let json = audit_schema::WireFormat::detect(payload) == audit_schema::WireFormat::Json;
+        let strict = if json {
+            audit_schema::canonical::check_text(payload, audit_schema::canonical::TextForm::Canonical)
+        } else {
+            Ok(())
+        };
         let event = match audit_schema::codec::event_value(payload) {
             Ok(event) => event,
             Err(e) => {
@@ -1045,6 +1258,13 @@ async fn read_kafka(
         }
         if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
             return Ok(());
+        }
+        if let Err(e) = strict {
+            let reason = format!(
+                "the record's payload is not the canonical form the processor publishes (at {e}): consumers of the \
+                 topic may read other content than what was hashed; the event is verified as it parses"
+            );
+            each(Unread::about(UnreadKind::NonCanonical, location(), &event, reason))?;
         }
         each(Stored::Event(event))
     })

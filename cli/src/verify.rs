@@ -6,10 +6,18 @@
 //! entry per raw record: a gap there means the processor skipped input). The chain primitives are
 //! `audit_schema::chain`'s, the same the sinks' tests use.
 //!
-//! With `--tenant`, only that tenant's events are hashed; the other tenants' events in the same
-//! chains are needed only for their links (seq, prevHash, hash), which the SQL stores hand over
-//! without their content. With `--since`/`--until`, each chain is verified over the seq window of
-//! the events received in that interval (a window starts where its first event is).
+//! Filters choose what is reported, never what is verified. With `--tenant`, every event whose
+//! content the store hands over is hashed, and the tenant is read from that verified content; the
+//! SQL stores hand over the content of the rows whose tenant column *or* content names the tenant
+//! (the database reads the content's tenant) and only the links (seq, prevHash, hash) of the
+//! others. `--since`/`--until` do not narrow the chains either: every chain is verified from its
+//! start to its head (so no edited time moves a window's edge, and truncation and checkpoints are
+//! checked as without them); they only choose which events count as selected (their `receivedAt`
+//! read from verified content), and selecting none is [`Verdict::Unverified`].
+//!
+//! What verify hashes is what everyone else reads: an event whose stored text is not the form the
+//! processor published is `non_canonical`, and a query column that differs from its hashed event is
+//! `column_mismatch` (see `docs/INTEGRITY.md` for what each store compares).
 //!
 //! Nothing unread passes as intact: what a store holds that is not an event or a checkpoint as its
 //! writer writes it (a foreign file, a line or row that does not decode, a gzip file of several
@@ -36,11 +44,12 @@ use crate::source::{self, LinkOnly, LinkRef, ReadFilter, Source, Stored};
 pub struct VerifyRequest {
     /// Only this chain (`<raw topic>/<partition>`).
     pub chain: Option<String>,
-    /// Hash only this tenant's events; the others count as links.
+    /// Select this tenant's events (as their verified content says); the SQL stores hand over
+    /// only the links of the others.
     pub tenant: Option<String>,
-    /// Only the window of events received at or after this time.
+    /// Select the events received at or after this time (every chain is still verified whole).
     pub since: Option<DateTime<Utc>>,
-    /// Only the window of events received at or before this time.
+    /// Select the events received at or before this time (every chain is still verified whole).
     pub until: Option<DateTime<Utc>>,
     /// Signed checkpoints to check the chains against (a witness JSONL file).
     pub checkpoints: Option<PathBuf>,
@@ -105,12 +114,19 @@ pub const FINDING_KINDS: &[(&str, Verdict)] = &[
     ("forged_checkpoint", Verdict::Tampered),
     ("conflicting_checkpoints", Verdict::Tampered),
     ("checkpoint_mismatch", Verdict::Tampered),
+    ("unattested_chain", Verdict::Tampered),
+    ("after_final_checkpoint", Verdict::Tampered),
+    ("witness_broken", Verdict::Tampered),
+    ("unpinned_key", Verdict::Tampered),
     ("unreadable", Verdict::Tampered),
     ("damaged_file", Verdict::Tampered),
     ("extra_gzip_member", Verdict::Tampered),
     ("trailing_bytes", Verdict::Tampered),
+    ("non_canonical", Verdict::Tampered),
+    ("column_mismatch", Verdict::Tampered),
     ("unaccounted_input", Verdict::Incomplete),
     ("truncated", Verdict::Incomplete),
+    ("unattested_tail", Verdict::Incomplete),
     ("unread_file", Verdict::Incomplete),
     ("torn_line", Verdict::Incomplete),
     ("no_events", Verdict::Unverified),
@@ -190,28 +206,32 @@ struct Checkpoints {
 impl Checkpoints {
     /// The keys of `request` and the checkpoints of its witness file.
     fn load(request: &VerifyRequest) -> anyhow::Result<Checkpoints> {
-        let mut keys = Vec::new();
+        let (mut keys, mut findings) = (Vec::new(), Vec::new());
         for path in &request.public_keys {
-            for file in key_files(path)? {
-                keys.push(PublicKey::from_file(&file)?);
-            }
+            let (pinned, unpinned) = pinned_keys(path)?;
+            keys.extend(pinned);
+            findings.extend(unpinned);
         }
-        let mut out = Checkpoints { keys, ..Checkpoints::default() };
+        let mut out = Checkpoints { keys, findings, ..Checkpoints::default() };
         let Some(path) = &request.checkpoints else { return Ok(out) };
         if out.keys.is_empty() {
             anyhow::bail!("--checkpoints needs --public-key (the key that signed them)");
         }
         let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoints {}", path.display()))?;
+        let mut witness = Vec::new();
         for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let origin = format!("{}:{}", path.display(), number + 1);
             match Checkpoint::from_json(line.as_bytes()) {
                 Ok(c) if request.chain.as_deref().is_some_and(|chain| chain != c.chain) => {}
                 Ok(c) => {
+                    witness.push((origin.clone(), c.clone()));
                     out.add(c, &origin);
                 }
                 Err(e) => out.findings.push(forged(String::new(), 0, format!("{origin}: {e}"))),
             }
         }
+        let links = witness_links(&out.keys, &witness);
+        out.findings.extend(links);
         Ok(out)
     }
 
@@ -229,7 +249,14 @@ impl Checkpoints {
         }
         let chain = self.by_chain.entry(c.chain.clone()).or_default();
         match chain.get(&c.seq) {
-            Some(known) if known.hash == c.hash => return None, // the same head, witness and store: checked once
+            Some(known) if known.hash == c.hash => {
+                // The same head, witness and store, or signed again at a release: checked once,
+                // and final if any copy says so.
+                if c.is_final && !known.is_final {
+                    chain.insert(c.seq, c);
+                }
+                return None;
+            }
             Some(known) => {
                 // Two valid signatures over two hashes for one seq: a leaked key, or a forked chain.
                 let detail = format!(
@@ -255,26 +282,130 @@ impl Checkpoints {
     }
 }
 
-/// The key files `path` names: itself, or every `*.pub` file of a directory (never the secret
-/// `checkpoint.key` that `auditctl keys generate` writes beside it; names starting with `.`, where
-/// Kubernetes keeps a mounted ConfigMap's bookkeeping, skipped).
-fn key_files(path: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The name of a key directory's keyring: the only file of the directory `verify` reads itself.
+pub const KEYRING: &str = "keyring";
+
+/// The public keys `path` pins, and findings about files beside them that were not trusted.
+///
+/// * A key file (64 hex digits): that key.
+/// * A keyring file: lines `<fingerprint> <key file>` (`#` comments; the file relative to the
+///   keyring's directory); each key file must hash to its fingerprint
+///   ([`PublicKey::fingerprint`]), or verify stops.
+/// * A directory: its [`KEYRING`] file, as above. Any other file there (a key someone dropped in,
+///   one the keyring does not name) is never read as a key and is reported (`unpinned_key`);
+///   names starting with `.`, where Kubernetes keeps a mounted ConfigMap's bookkeeping, and the
+///   secret `checkpoint.key` that `auditctl keys generate` writes beside its keyring are passed
+///   over.
+fn pinned_keys(path: &std::path::Path) -> anyhow::Result<(Vec<PublicKey>, Vec<Finding>)> {
     if !path.is_dir() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).with_context(|| format!("reading the key directory {}", path.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && name.ends_with(".pub") && entry.path().is_file() {
-            files.push(entry.path());
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the key {}", path.display()))?;
+        if text.split_whitespace().count() == 1 && !text.trim_start().starts_with('#') {
+            return Ok((vec![PublicKey::from_file(path)?], Vec::new()));
         }
+        let (keys, _) = keyring(path, &text)?;
+        return Ok((keys, Vec::new()));
     }
-    if files.is_empty() {
-        anyhow::bail!("the key directory {} holds no public key file (*.pub)", path.display());
+    let ring = path.join(KEYRING);
+    if !ring.is_file() {
+        anyhow::bail!(
+            "the key directory {} has no {KEYRING} file: its keys are not pinned, so none is trusted (give key files \
+             explicitly, or a keyring of `<fingerprint> <file>` lines; `auditctl keys generate` writes one)",
+            path.display()
+        );
     }
-    files.sort();
-    Ok(files)
+    let text = std::fs::read_to_string(&ring).with_context(|| format!("reading the keyring {}", ring.display()))?;
+    let (keys, named) = keyring(&ring, &text)?;
+    let mut findings = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("reading the key directory {}", path.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == KEYRING || name == "checkpoint.key" || named.contains(&entry.path()) {
+            continue;
+        }
+        let detail = format!(
+            "{} is in the key directory but the keyring does not name it: not trusted, and checkpoints signed by a key \
+             in it are forged; someone who could write the verifier's keys put it there, or a rotation forgot the \
+             keyring",
+            entry.path().display()
+        );
+        findings.push(Finding {
+            location: Some(entry.path().display().to_string()),
+            ..Finding::about("unpinned_key", None, detail)
+        });
+    }
+    Ok((keys, findings))
+}
+
+/// The keys a keyring file (`origin`, holding `text`) pins, and the files it names.
+fn keyring(origin: &std::path::Path, text: &str) -> anyhow::Result<(Vec<PublicKey>, BTreeSet<PathBuf>)> {
+    let dir = origin.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let (mut keys, mut named) = (Vec::new(), BTreeSet::new());
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", origin.display(), number + 1);
+        let mut fields = line.split_whitespace();
+        let (Some(fingerprint), Some(file), None) = (fields.next(), fields.next(), fields.next()) else {
+            anyhow::bail!("{}: expected `<fingerprint> <key file>`", at());
+        };
+        let file = dir.join(file);
+        let key = PublicKey::from_file(&file).with_context(at)?;
+        if !key.fingerprint().eq_ignore_ascii_case(fingerprint) {
+            anyhow::bail!(
+                "{}: {} has fingerprint {}, the keyring pins {fingerprint}: the key file was replaced",
+                at(),
+                file.display(),
+                key.fingerprint()
+            );
+        }
+        named.insert(file);
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        anyhow::bail!("the keyring {} pins no key", origin.display());
+    }
+    Ok((keys, named))
+}
+
+/// The links between a witness's entries of one chain (version 2 `prev`): each names the digest
+/// of the entry of its chain before it in the witness. An entry without `prev` (signed by a lane
+/// that did not know its predecessor) starts a new run; the first entry of a chain may name one
+/// the witness never held (it started later). Entries whose signature does not verify are
+/// reported as forged elsewhere and left out here.
+fn witness_links(keys: &[PublicKey], witness: &[(String, Checkpoint)]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut last: BTreeMap<&str, (&str, &Checkpoint, String)> = BTreeMap::new();
+    for (origin, c) in witness {
+        let Some(key) = keys.iter().find(|k| k.key_id() == c.key_id) else { continue };
+        if key.verify(c).is_err() {
+            continue;
+        }
+        if let (Some(prev), Some((at, before, digest))) = (&c.prev, last.get(c.chain.as_str())) {
+            if prev != digest {
+                let detail = format!(
+                    "{origin}: this checkpoint (seq {}, signed at {}) names predecessor {prev}, but the witness's \
+                     previous entry of the chain is {at} (seq {}, digest {digest}): entries between them were removed, \
+                     or entries were reordered",
+                    c.seq, c.time, before.seq
+                );
+                findings.push(Finding {
+                    kind: "witness_broken".into(),
+                    chain: c.chain.clone(),
+                    seq: c.seq,
+                    event_id: None,
+                    detail,
+                    location: Some(origin.clone()),
+                });
+            }
+        }
+        last.insert(c.chain.as_str(), (origin.as_str(), c, c.digest()));
+    }
+    findings
 }
 
 fn forged(chain: String, seq: u64, detail: String) -> Finding {
@@ -303,8 +434,12 @@ pub struct ChainSummary {
     pub chain: String,
     /// Events examined.
     pub events: u64,
-    /// Events whose content was hashed (all of them, unless `--tenant`).
+    /// Events whose content was hashed (all the store handed over content for: with `--tenant`,
+    /// the SQL stores hand over only links for other tenants' rows).
     pub hashed: u64,
+    /// Events the filters select (`--tenant`, `--since`, `--until`, read from verified content);
+    /// every event is verified whatever they select.
+    pub selected: u64,
     /// Quarantine entries (raw records that went to the dead-letter topic).
     pub quarantined: u64,
     /// Lowest seq seen.
@@ -319,6 +454,11 @@ pub struct ChainSummary {
     pub findings_dropped: u64,
     /// The newest valid checkpoint's seq, when checkpoints were given.
     pub checkpointed_seq: Option<u64>,
+    /// (With keys) The first seq no valid checkpoint covers: after the newest checkpoint, or the
+    /// chain's first when none covers it.
+    pub unattested_from: Option<u64>,
+    /// (With keys) How many events from `unattested_from` on no valid checkpoint covers.
+    pub unattested_events: u64,
     /// This chain's verdict.
     pub verdict: Verdict,
 }
@@ -342,6 +482,10 @@ pub struct VerifyReport {
     /// Findings about no one chain: what the store holds that was not read as an event (files,
     /// lines, rows), checkpoints that fail their signature, and nothing verified.
     pub store_findings: Vec<Finding>,
+    /// What the inputs let verify check: `no_key`, `key` or `key_and_witness`.
+    pub inputs: &'static str,
+    /// What no verdict over these inputs can show (docs/INTEGRITY.md, per input).
+    pub not_checked: Vec<&'static str>,
     /// The worst verdict of any chain and of the store's findings.
     pub verdict: Verdict,
     /// `auditctl verify`'s exit code for that verdict.
@@ -360,6 +504,7 @@ impl VerifyReport {
 struct ChainState {
     verifier: ChainVerifier,
     hashed: u64,
+    selected: u64,
     quarantined: u64,
     /// `(seq, source offset)` of the previous event pushed, for the completeness check.
     previous: Option<(u64, i64)>,
@@ -367,6 +512,9 @@ struct ChainState {
     recent: VecDeque<(u64, String, String)>,
     /// The lowest seq seen and its event (where the topic's part of the chain starts).
     lowest: Option<(u64, String)>,
+    /// With keys: `(seq, receivedAt, eventId)` of the events after the newest valid checkpoint
+    /// known so far (checkpoints stored after their events prune it).
+    unattested: VecDeque<(u64, Option<String>, String)>,
     extra: Vec<Finding>,
 }
 
@@ -380,24 +528,30 @@ impl ChainState {
         ChainState {
             verifier: ChainVerifier::new(VerifyOptions { start: start.clone(), ..VerifyOptions::default() }),
             hashed: 0,
+            selected: 0,
             quarantined: 0,
             previous: None,
             recent: VecDeque::new(),
             lowest: None,
+            unattested: VecDeque::new(),
             extra: Vec::new(),
         }
     }
 }
 
-/// The seq window of one chain that a time filter selects.
-type Windows = BTreeMap<String, (u64, u64)>;
-
 /// What the verifier needs of one stored item.
 struct Item {
     link: ChainLink,
     hashed: bool,
+    /// The filters select it (from its verified content).
+    selected: bool,
     quarantined: bool,
     source_offset: Option<i64>,
+}
+
+/// Whether an event whose content says `tenant` and `received_at` is one the request selects.
+fn selects(request: &VerifyRequest, tenant: Option<&str>, received_at: Option<&str>) -> bool {
+    request.tenant.as_deref().is_none_or(|t| tenant == Some(t)) && received_in(received_at, request)
 }
 
 fn received_in(received_at: Option<&str>, request: &VerifyRequest) -> bool {
@@ -409,11 +563,12 @@ fn received_in(received_at: Option<&str>, request: &VerifyRequest) -> bool {
 }
 
 /// Turns a stored item into what the verifier needs; `buf` is reused for canonical bytes.
-fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Result<Item> {
+fn item(stored: Stored, request: &VerifyRequest, buf: &mut Vec<u8>) -> anyhow::Result<Item> {
     match stored {
         Stored::Link(LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, .. }) => Ok(Item {
             link: ChainLink { chain, seq, prev_hash, computed_hash: hash.clone(), hash, event_id },
             hashed: false,
+            selected: false,
             quarantined: false,
             source_offset,
         }),
@@ -421,40 +576,28 @@ fn item(stored: Stored, tenant: Option<&str>, buf: &mut Vec<u8>) -> anyhow::Resu
             anyhow::bail!("a checkpoint or an unread part of the store is not an event")
         }
         Stored::Hashed { link, computed_hash, quarantined } => {
+            let selected = selects(request, link.tenant.as_deref(), link.received_at.as_deref());
             let LinkOnly { chain, seq, prev_hash, hash, event_id, source_offset, .. } = link;
             Ok(Item {
                 link: ChainLink { chain, seq, prev_hash, computed_hash, hash, event_id },
                 hashed: true,
+                selected,
                 quarantined,
                 source_offset,
             })
         }
         Stored::Event(event) => {
-            let mine = tenant.is_none_or(|t| {
-                event.get("context").and_then(|c| c.get("tenantId")).and_then(Value::as_str) == Some(t)
-            });
-            let link = if mine {
-                ChainLink::from_value(&event, buf)
-            } else {
-                // Another tenant's event: only its link counts, as if the content were not here.
-                let text = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
-                let hash = text("/integrity/hash");
-                Ok(ChainLink {
-                    chain: text("/integrity/chain"),
-                    seq: event.pointer("/integrity/seq").and_then(Value::as_u64).unwrap_or_default(),
-                    prev_hash: text("/integrity/prevHash"),
-                    computed_hash: hash.clone(),
-                    hash,
-                    event_id: text("/eventId"),
-                })
-            }
-            .map_err(|e| {
+            // Every event whose content is here is hashed: the tenant is read from it, not trusted.
+            let link = ChainLink::from_value(&event, buf).map_err(|e| {
                 let id = event.get("eventId").and_then(Value::as_str).unwrap_or("(no eventId)");
                 anyhow::anyhow!("event {id}: {e}")
             })?;
+            let tenant = event.get("context").and_then(|c| c.get("tenantId")).and_then(Value::as_str);
+            let selected = selects(request, tenant, event.get("receivedAt").and_then(Value::as_str));
             Ok(Item {
                 link,
-                hashed: mine,
+                hashed: true,
+                selected,
                 quarantined: event.get("action").and_then(Value::as_str) == Some("audit.quarantined"),
                 // Plain lookups: `Value::pointer` allocates while unescaping each token.
                 source_offset: event
@@ -475,20 +618,15 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
     let started = Instant::now();
     let mut checkpoints = Checkpoints::load(request)?;
     let filter = ReadFilter { chain: request.chain.clone(), tenant: request.tenant.clone(), hashes_only: true };
-    let windowed = request.since.is_some() || request.until.is_some();
-    let windows = if windowed { Some(time_windows(source, &filter, request).await?) } else { None };
     // A topic keeps only its retention: its chains start wherever the oldest record is (and are
     // reported partial when that is not seq 1).
     let topic = matches!(source, Source::Kafka { .. });
-    let start = if topic || windowed { Start::Anywhere } else { Start::Genesis };
+    let start = if topic { Start::Anywhere } else { Start::Genesis };
     let anywhere = start == Start::Anywhere;
     let mut chains: BTreeMap<String, ChainState> = BTreeMap::new();
     let mut buf = Vec::with_capacity(4096);
     let mut events = 0u64;
-    // Events read before the time window chose among them.
-    let mut read_events = 0u64;
     let mut store_findings: Vec<Finding> = Vec::new();
-    let tenant = request.tenant.clone();
     let recent_heads = request.recent_heads.unwrap_or(RECENT_HEADS).max(1);
     // Checkpoints stored after their event, too far back for `recent`: `(chain, seq)`.
     let mut behind: BTreeSet<(String, u64)> = BTreeSet::new();
@@ -512,7 +650,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                     location: Some(u.location),
                 };
                 match u.chain {
-                    Some(chain) if !windowed => {
+                    Some(chain) => {
                         chains.entry(chain).or_insert_with(|| ChainState::new(&start)).extra.push(finding);
                     }
                     _ => store_findings.push(finding),
@@ -523,6 +661,8 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                 let Some(c) = checkpoints.add(*c, "stored checkpoint") else { return Ok(()) };
                 // Already past its seq: check it against the hash the chain had there.
                 let Some(state) = chains.get_mut(&c.chain) else { return Ok(()) };
+                let covered = c.seq;
+                state.unattested.retain(|(seq, _, _)| *seq > covered);
                 let Some(newest) = state.recent.back().map(|r| r.0) else { return Ok(()) };
                 if c.seq > newest {
                     return Ok(()); // checked when its event comes
@@ -538,26 +678,29 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             }
             other => other,
         };
-        let item = match item(stored, tenant.as_deref(), &mut buf) {
+        // When keys are given, an event's receipt time tells how long it has gone unattested.
+        let received_at =
+            if checkpoints.keys.is_empty() { None } else { stored.link().and_then(|l| l.received_at.map(str::to_owned)) };
+        let item = match item(stored, request, &mut buf) {
             Ok(item) => item,
             Err(e) => {
                 store_findings.push(Finding::about("unreadable", None, format!("{e:#}: not verified")));
                 return Ok(());
             }
         };
-        read_events += 1;
-        if let Some(windows) = &windows {
-            match windows.get(&item.link.chain) {
-                Some((lo, hi)) if (*lo..=*hi).contains(&item.link.seq) => {}
-                _ => return Ok(()),
-            }
-        }
         events += 1;
         if events.is_multiple_of(10_000) {
             progress(events);
         }
+        // With keys: the newest seq a valid checkpoint (witness, or stored so far) covers.
+        let attested = if checkpoints.keys.is_empty() {
+            None
+        } else {
+            Some(checkpoints.by_chain.get(&item.link.chain).and_then(|c| c.last_key_value()).map_or(0, |(s, _)| *s))
+        };
         let state = chains.entry(item.link.chain.clone()).or_insert_with(|| ChainState::new(&start));
         state.hashed += u64::from(item.hashed);
+        state.selected += u64::from(item.selected);
         state.quarantined += u64::from(item.quarantined);
         if let (Some((prev_seq, prev_offset)), Some(offset)) = (state.previous, item.source_offset) {
             // Consecutive events must account for consecutive raw records.
@@ -592,6 +735,9 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             state.recent.pop_front();
         }
         let ChainLink { seq, hash, event_id, .. } = item.link;
+        if attested.is_some_and(|attested| seq > attested) {
+            state.unattested.push_back((seq, received_at, event_id.clone()));
+        }
         state.recent.push_back((seq, hash, event_id));
         Ok(())
     })
@@ -601,10 +747,10 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         recheck(source, &filter, &behind, &checkpoints, &mut chains).await?;
     }
 
-    store_findings.extend(nothing_verified(request, &checkpoints, &chains, read_events, events));
+    store_findings.extend(nothing_verified(request, &checkpoints, &chains, events));
     // Chains the checkpoints know but the store has no event of.
     for chain in checkpoints.by_chain.keys() {
-        if !chains.contains_key(chain) && !windowed {
+        if !chains.contains_key(chain) {
             chains.insert(chain.clone(), ChainState::new(&start));
         }
     }
@@ -614,7 +760,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         let newest = checkpoints.by_chain.get(&chain).and_then(|c| c.last_key_value()).map(|(_, c)| c.clone());
         if let Some(c) = &newest {
             let head = report.head.as_ref().map_or(0, |h| h.seq);
-            if c.seq > head && !windowed {
+            if c.seq > head {
                 state.extra.push(Finding {
                     kind: "truncated".into(),
                     chain: chain.clone(),
@@ -631,7 +777,16 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
                 });
             }
         }
-        if let Some((first, event_id)) = state.lowest.take().filter(|(seq, _)| topic && !windowed && *seq > 1) {
+        let unattested = if checkpoints.keys.is_empty() {
+            None
+        } else {
+            let (unattested, finding) =
+                attestation(&chain, &mut state.unattested, newest.as_ref(), report.head.as_ref().map(|h| h.seq));
+            // No valid checkpoint anywhere is `no_checkpoints` (unverified) already.
+            state.extra.extend(finding.filter(|_| checkpoints.verified > 0));
+            unattested
+        };
+        if let Some((first, event_id)) = state.lowest.take().filter(|(seq, _)| topic && *seq > 1) {
             let detail = format!(
                 "the topic's oldest event of this chain is seq {first}: seqs 1..={} are no longer in it (retention, or \
                  records deleted from its start), so the chain is verified from seq {first} on only; neither seq \
@@ -672,6 +827,7 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             chain,
             events: report.events,
             hashed: state.hashed,
+            selected: state.selected,
             quarantined: state.quarantined,
             first_seq: report.first_seq,
             head_seq: report.head.as_ref().map(|h| h.seq),
@@ -679,6 +835,8 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
             findings,
             findings_dropped: report.findings_dropped,
             checkpointed_seq: newest.map(|c| c.seq),
+            unattested_from: unattested.map(|u| u.0),
+            unattested_events: unattested.map_or(0, |u| u.1),
             verdict,
         });
     }
@@ -698,9 +856,124 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         seconds: started.elapsed().as_secs_f64(),
         chains: summaries,
         store_findings,
+        inputs: inputs_of(request),
+        not_checked: not_checked(request),
         verdict,
         exit_code: verdict.exit_code(),
     })
+}
+
+/// How long events may go without a checkpoint before their chain is reported incomplete: the
+/// processor signs every `every_ms` (10 s as shipped) and at every release, and a sink stores a
+/// checkpoint right after its event; the rest is slack for sinks that lag.
+pub const UNATTESTED_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// The events of a chain no valid checkpoint covers (`(first seq, how many)`), and the finding
+/// they give: the whole chain unattested is `unattested_chain`; events after a final checkpoint
+/// (what a lane signs when it is released) that no later one covers are `after_final_checkpoint`;
+/// other events after the newest checkpoint are `unattested_tail` once one of them was received
+/// more than [`UNATTESTED_GRACE`] ago (or claims a receipt time that far in the future, or none),
+/// and only counted before that.
+fn attestation(
+    chain: &str,
+    unattested: &mut VecDeque<(u64, Option<String>, String)>,
+    newest: Option<&Checkpoint>,
+    head: Option<u64>,
+) -> (Option<(u64, u64)>, Option<Finding>) {
+    let attested = newest.map_or(0, |c| c.seq);
+    unattested.retain(|(seq, _, _)| *seq > attested);
+    let (Some(head), Some((first, _, event_id))) = (head, unattested.front()) else {
+        return (None, None);
+    };
+    if head <= attested {
+        return (None, None);
+    }
+    let count = unattested.len() as u64;
+    let at = |kind: &str, detail: String| Finding {
+        kind: kind.into(),
+        chain: chain.to_owned(),
+        seq: *first,
+        event_id: Some(event_id.clone()),
+        detail,
+        location: None,
+    };
+    let finding = match newest {
+        None => Some(at(
+            "unattested_chain",
+            format!(
+                "no validly signed checkpoint covers any of this chain's {count} events (seq {first}..={head}): \
+                 nothing vouches that the processor wrote them; a chain added to the store (each hash recomputes, \
+                 but no signature) or one younger than a checkpoint interval"
+            ),
+        )),
+        Some(c) if c.is_final => Some(at(
+            "after_final_checkpoint",
+            format!(
+                "{count} events (seq {first}..={head}) follow the final checkpoint signed at {} when the processor \
+                 released the chain at seq {}, and no later checkpoint covers them: appended by someone else",
+                c.time, c.seq
+            ),
+        )),
+        Some(c) => {
+            let now = Utc::now();
+            let outside = |at: &Option<String>| {
+                at.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).is_none_or(|r| {
+                    let r = r.with_timezone(&Utc);
+                    r < now - UNATTESTED_GRACE || r > now + UNATTESTED_GRACE
+                })
+            };
+            let stale = unattested.iter().find(|(_, at, _)| outside(at)).map(|(_, at, _)| at.clone());
+            stale.map(|received_at| {
+                at(
+                    "unattested_tail",
+                    format!(
+                        "{count} events (seq {first}..={head}) follow the newest checkpoint (seq {}, signed at {}) and \
+                         none covers them, though one of them was received at {} (more than {} minutes from now): \
+                         the processor signs sooner, so they were not attested by the key (a processor that stopped \
+                         without releasing the chain, or events appended by someone else)",
+                        c.seq,
+                        c.time,
+                        received_at.as_deref().unwrap_or("(no receivedAt)"),
+                        UNATTESTED_GRACE.num_minutes()
+                    ),
+                )
+            })
+        }
+    };
+    (Some((*first, count)), finding)
+}
+
+fn inputs_of(request: &VerifyRequest) -> &'static str {
+    match (request.public_keys.is_empty(), request.checkpoints.is_some()) {
+        (true, _) => "no_key",
+        (false, false) => "key",
+        (false, true) => "key_and_witness",
+    }
+}
+
+/// What a verdict over `request`'s inputs cannot show, in words (the same as docs/INTEGRITY.md).
+fn not_checked(request: &VerifyRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if request.public_keys.is_empty() {
+        out.push("a chain rewritten from some seq on with fresh hashes (no checkpoint signature checked)");
+        out.push("newest events deleted (tail truncation), a chain added to the store, events appended to a chain");
+    } else if request.checkpoints.is_none() {
+        out.push("newest events deleted together with the stored checkpoints that cover them (no witness)");
+        out.push("a stored final checkpoint deleted together with the events appended after it (no witness)");
+    }
+    if !request.public_keys.is_empty() {
+        out.push(
+            "events received within the last 15 minutes after a chain's newest non-final checkpoint (counted in \
+             unattestedFrom/unattestedEvents, not yet a finding)",
+        );
+    }
+    if request.checkpoints.is_some() {
+        out.push(
+            "the witness's newest entries removed (a rolled-back witness is a prefix of the real one): the events \
+             they covered are still checked against the stored checkpoints and as unattested",
+        );
+    }
+    out
 }
 
 /// What was asked but not verified: nothing at all (an empty store or selection, an unknown
@@ -709,18 +982,22 @@ fn nothing_verified(
     request: &VerifyRequest,
     checkpoints: &Checkpoints,
     chains: &BTreeMap<String, ChainState>,
-    read_events: u64,
     events: u64,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let chain = request.chain.as_deref();
-    let hashed: u64 = chains.values().map(|c| c.hashed).sum();
+    let selected: u64 = chains.values().map(|c| c.selected).sum();
+    let filtered = request.tenant.is_some() || request.since.is_some() || request.until.is_some();
     let known = |c: &str| chains.contains_key(c) || checkpoints.by_chain.contains_key(c);
-    if let Some(c) = chain.filter(|c| read_events == 0 && !known(c)) {
+    if let Some(c) = chain.filter(|c| events == 0 && !known(c)) {
         let detail = format!("the store holds no chain {c:?} (no event, no signed checkpoint): nothing was verified");
         findings.push(Finding::about("unknown_chain", Some(c), detail));
     } else if events == 0 {
         let what = chain.map_or_else(|| "the store holds".to_owned(), |c| format!("chain {c} holds"));
+        let detail = format!("{what} no event that could be read: nothing was verified");
+        findings.push(Finding::about("no_events", chain, detail));
+    } else if filtered && selected == 0 {
+        let tenant = request.tenant.as_deref().map(|t| format!(" of tenant {t:?}")).unwrap_or_default();
         let window = match (request.since, request.until) {
             (None, None) => String::new(),
             (since, until) => format!(
@@ -729,12 +1006,9 @@ fn nothing_verified(
                 until.map_or_else(|| "now".into(), |t| t.to_rfc3339())
             ),
         };
-        let detail = format!("{what} no event{window} that could be read: nothing was verified");
-        findings.push(Finding::about("no_events", chain, detail));
-    } else if let Some(t) = request.tenant.as_deref().filter(|_| hashed == 0) {
         let detail = format!(
-            "no event of tenant {t:?}: the links of {events} events of other tenants were checked, the content of \
-             none of {t:?}'s"
+            "no event{tenant}{window} (as their verified content says): the {events} events read were verified, \
+             none of them is one the filters ask for"
         );
         findings.push(Finding::about("no_events", chain, detail));
     }
@@ -775,23 +1049,6 @@ async fn recheck(
         Ok(())
     })
     .await
-}
-
-/// First pass of a time-filtered verification: per chain, the lowest and highest seq received in
-/// the interval.
-async fn time_windows(source: &Source, filter: &ReadFilter, request: &VerifyRequest) -> anyhow::Result<Windows> {
-    let mut windows = Windows::new();
-    source::read(source, filter, &mut |stored| {
-        let Some(LinkRef { chain, seq, received_at, .. }) = stored.link() else { return Ok(()) };
-        if received_in(received_at, request) {
-            let w = windows.entry(chain.to_owned()).or_insert((seq, seq));
-            w.0 = w.0.min(seq);
-            w.1 = w.1.max(seq);
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(windows)
 }
 
 /// The human summary: one line per chain, then every finding.
@@ -886,6 +1143,8 @@ mod tests {
             UnreadKind::DamagedFile,
             UnreadKind::ExtraGzipMember,
             UnreadKind::TrailingBytes,
+            UnreadKind::NonCanonical,
+            UnreadKind::ColumnMismatch,
         ];
         for kind in unread {
             assert!(FINDING_KINDS.iter().any(|(k, _)| *k == kind.as_str()), "{kind:?}");
@@ -893,6 +1152,60 @@ mod tests {
         for chain_break in ["modified", "missing", "reordered", "duplicated", "forked"] {
             assert_eq!(verdict_of(chain_break), Verdict::Tampered);
         }
+    }
+
+    #[test]
+    fn a_key_directory_trusts_only_what_its_keyring_pins() {
+        use audit_schema::checkpoint::SigningKey;
+        let dir = std::env::temp_dir().join(format!("verify-keyring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let public = crate::keys::generate(&dir).unwrap();
+        let (keys, findings) = pinned_keys(&dir).unwrap();
+        assert_eq!((keys.len(), findings.len()), (1, 0));
+        let attacker = SigningKey::from_seed(&[9u8; 32]).public();
+        std::fs::write(dir.join("extra.pub"), attacker.to_hex()).unwrap();
+        let (keys, findings) = pinned_keys(&dir).unwrap();
+        assert_ne!(keys[0].key_id(), attacker.key_id());
+        assert_eq!(findings.iter().map(|f| f.kind.as_str()).collect::<Vec<_>>(), ["unpinned_key"]);
+        // The pinned file replaced under its name: verify stops.
+        std::fs::write(&public, attacker.to_hex()).unwrap();
+        let error = pinned_keys(&dir).unwrap_err().to_string();
+        assert!(error.contains("fingerprint"), "{error}");
+        // No keyring: nothing in the directory is trusted.
+        std::fs::remove_file(dir.join(KEYRING)).unwrap();
+        let error = pinned_keys(&dir).unwrap_err().to_string();
+        assert!(error.contains("keyring"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn witness_entries_of_a_chain_link_whatever_the_other_chains_do() {
+        use audit_schema::checkpoint::{CheckpointLinks, SigningKey};
+        let key = SigningKey::from_seed(&[4u8; 32]);
+        let keys = vec![key.public()];
+        let mut entries = Vec::new();
+        let mut prev = [None, None];
+        for seq in 1..=4u64 {
+            for (i, chain) in ["a/0", "a/1"].into_iter().enumerate() {
+                let links = CheckpointLinks { prev: prev[i].clone(), is_final: false };
+                let c = key.sign_linked(chain, seq, &format!("{seq:064x}"), "2026-12-05T00:00:00.000Z", links);
+                prev[i] = Some(c.digest());
+                entries.push((format!("w:{}", entries.len() + 1), c));
+            }
+        }
+        assert!(witness_links(&keys, &entries).is_empty());
+        let seqs = |entries: &[(String, Checkpoint)]| -> Vec<(String, u64)> {
+            witness_links(&keys, entries).into_iter().map(|f| (f.chain, f.seq)).collect()
+        };
+        // a/0's seq 2 removed; a/1's seqs 2 and 3 swapped.
+        let mut cut = entries.clone();
+        cut.remove(2);
+        assert_eq!(seqs(&cut), [("a/0".to_owned(), 3)]);
+        let mut swapped = entries.clone();
+        swapped.swap(3, 5);
+        assert_eq!(seqs(&swapped), [("a/1".to_owned(), 3), ("a/1".to_owned(), 2), ("a/1".to_owned(), 4)]);
+        // Rolled back: a prefix links.
+        assert!(witness_links(&keys, &entries[..5]).is_empty());
     }
 
     #[test]

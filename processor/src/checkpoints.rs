@@ -6,8 +6,11 @@
 //! publishes it in the chain's processed partition (after the event it covers, so every sink
 //! stores it) and hands it to the witnesses configured here: a JSONL file (appended and fsynced)
 //! and an HTTP endpoint (POSTed in the background, with retries). A released lane (revoke,
-//! shutdown) signs its final head. Checkpoints live outside the chain, so replays stay
-//! byte-identical whatever the clock did.
+//! shutdown) signs its head as final (`final: true`), even when that head is signed already: a
+//! verifier then knows the chain ended there. Each checkpoint names the previous one of its chain
+//! (`prev`, the digest of the lane's last checkpoint, or of the newest one its processed tail held
+//! when the lane started), so a witness's entries of one chain link to each other. Checkpoints live
+//! outside the chain, so replays stay byte-identical whatever the clock did.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -18,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use audit_schema::chain::ChainHead;
-use audit_schema::checkpoint::{Checkpoint, SigningKey};
+use audit_schema::checkpoint::{Checkpoint, CheckpointLinks, SigningKey};
 use prometheus::IntCounterVec;
 
 use crate::config::{CheckpointConfig, Settings};
@@ -32,18 +35,37 @@ pub(crate) struct LaneMark {
     signed_at: Instant,
     /// A head that is due, waiting for its event's delivery.
     pending: Option<(u64, String, i64)>,
+    /// The digest of the chain's newest checkpoint known to the lane: the next one's `prev`.
+    prev: Option<String>,
+    /// The lane's final checkpoint is signed.
+    released: bool,
+}
+
+/// Why [`Checkpointer::sign_due`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// The lane's turn: sign when `every_events` or `every_ms` say so.
+    Scheduled,
+    /// The lane is released (shutdown, revoke): sign its head as final, signed before or not.
+    Final,
 }
 
 impl LaneMark {
-    /// A lane that starts at (recovered) `seq`.
-    pub(crate) fn new(seq: u64) -> LaneMark {
-        LaneMark { latest: None, signed_seq: seq, signed_at: Instant::now(), pending: None }
+    /// A lane that starts at (recovered) `head`; `prev` is the digest of the newest checkpoint of
+    /// the chain its processed tail held.
+    pub(crate) fn new(head: &ChainHead, prev: Option<String>) -> LaneMark {
+        // The recovered head was delivered by an earlier owner: an offset every acknowledgement covers.
+        let latest = (head.seq > 0).then(|| (head.seq, head.hash.clone(), -1));
+        LaneMark { latest, signed_seq: head.seq, signed_at: Instant::now(), pending: None, prev, released: false }
     }
 
-    /// `c` was signed but could not be published: its head is due again, at once.
+    /// `c` was signed but could not be published: its head is due again, at once, naming the same
+    /// predecessor (no witness holds `c`).
     pub(crate) fn retry(&mut self, c: &Checkpoint) {
         // The event at that seq was delivered already: an offset every acknowledgement covers.
         self.pending = Some((c.seq, c.hash.clone(), -1));
+        self.prev.clone_from(&c.prev);
+        self.released = false;
     }
 
     /// The lane published the event at `head` for raw offset `raw_offset`.
@@ -219,24 +241,25 @@ impl Checkpointer {
         }))
     }
 
-    /// Signs what is due and delivered (`acked`: the highest acknowledged raw offset); `force`
-    /// makes any unsigned head due. Returns the new checkpoints, for the caller to publish and
-    /// then [`Checkpointer::witness`].
+    /// Signs what is due and delivered (`acked`: the highest acknowledged raw offset);
+    /// [`Due::Final`] makes the head due whatever is signed, marked final. Returns the new
+    /// checkpoints, for the caller to publish and then [`Checkpointer::witness`].
     pub(crate) fn sign_due(
         &self,
         mark: &mut LaneMark,
         chain: &dyn Fn() -> String,
         acked: i64,
-        force: bool,
+        due: Due,
     ) -> Vec<Checkpoint> {
+        let release = due == Due::Final;
         let mut signed = Vec::new();
         for _ in 0..2 {
             if mark.pending.is_none() {
                 if let Some((seq, _, _)) = &mark.latest {
-                    let due = *seq > mark.signed_seq
-                        && (force
-                            || *seq - mark.signed_seq >= self.every_events
-                            || mark.signed_at.elapsed() >= self.every);
+                    let unsigned = *seq > mark.signed_seq;
+                    let scheduled = seq.saturating_sub(mark.signed_seq) >= self.every_events
+                        || mark.signed_at.elapsed() >= self.every;
+                    let due = (release && !mark.released) || (unsigned && scheduled);
                     if due {
                         mark.pending = mark.latest.clone();
                     }
@@ -246,8 +269,14 @@ impl Checkpointer {
             if acked < *offset {
                 break;
             }
+            // Final only when it names the newest head: an older pending head is not the end.
+            let is_final = release && mark.latest.as_ref().is_some_and(|(latest, _, _)| latest == seq);
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            signed.push(self.key.sign(&chain(), *seq, hash, &time));
+            let links = CheckpointLinks { prev: mark.prev.clone(), is_final };
+            let c = self.key.sign_linked(&chain(), *seq, hash, &time, links);
+            mark.prev = Some(c.digest());
+            mark.released = is_final;
+            signed.push(c);
             mark.signed_seq = *seq;
             mark.signed_at = Instant::now();
             mark.pending = None;
@@ -284,5 +313,92 @@ impl Checkpointer {
         if let Some(http) = &self.http {
             http.close(deadline);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpointer(every_events: u64) -> Checkpointer {
+        let counter =
+            IntCounterVec::new(prometheus::Opts::new("checkpoints_total", "test"), &["result"]).expect("a counter");
+        Checkpointer {
+            key: SigningKey::from_seed(&[3u8; 32]),
+            every_events,
+            every: Duration::from_secs(3600),
+            file: None,
+            http: None,
+            counter,
+        }
+    }
+
+    fn head(seq: u64) -> ChainHead {
+        ChainHead { chain: "audit.raw/0".into(), seq, hash: format!("{seq:064x}") }
+    }
+
+    #[test]
+    fn each_checkpoint_names_its_predecessor_and_the_release_is_final() {
+        let signer = checkpointer(2);
+        let public = signer.key.public();
+        let chain = || "audit.raw/0".to_owned();
+        let mut mark = LaneMark::new(&head(0), None);
+        let mut signed = Vec::new();
+        for seq in 1..=4 {
+            mark.advance(&head(seq), seq as i64);
+            signed.extend(signer.sign_due(&mut mark, &chain, seq as i64, Due::Scheduled));
+        }
+        mark.advance(&head(5), 5);
+        signed.extend(signer.sign_due(&mut mark, &chain, 5, Due::Final));
+        let seqs: Vec<(u64, bool)> = signed.iter().map(|c| (c.seq, c.is_final)).collect();
+        assert_eq!(seqs, [(2, false), (4, false), (5, true)]);
+        assert_eq!(signed[0].prev, None);
+        for pair in signed.windows(2) {
+            assert_eq!(pair[1].prev.as_deref(), Some(pair[0].digest().as_str()));
+        }
+        for c in &signed {
+            assert_eq!(c.version, 2);
+            public.verify(c).unwrap();
+        }
+        // Released again with nothing new: no second final checkpoint.
+        assert!(signer.sign_due(&mut mark, &chain, 5, Due::Final).is_empty());
+    }
+
+    #[test]
+    fn a_release_signs_an_already_signed_head_as_final_after_the_tails_checkpoint() {
+        let signer = checkpointer(1000);
+        let chain = || "audit.raw/0".to_owned();
+        // The lane resumes at seq 7, whose checkpoint (digest "d7") its processed tail held.
+        let mut mark = LaneMark::new(&head(7), Some("d7".into()));
+        assert!(signer.sign_due(&mut mark, &chain, -1, Due::Scheduled).is_empty());
+        let released = signer.sign_due(&mut mark, &chain, -1, Due::Final);
+        assert_eq!(released.len(), 1);
+        let c = &released[0];
+        assert_eq!(
+            (c.seq, c.hash.as_str(), c.is_final, c.prev.as_deref()),
+            (7, head(7).hash.as_str(), true, Some("d7"))
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_that_could_not_be_published_is_signed_again_naming_the_same_predecessor() {
+        let signer = checkpointer(1);
+        let chain = || "audit.raw/0".to_owned();
+        let mut mark = LaneMark::new(&head(0), Some("d0".into()));
+        mark.advance(&head(1), 1);
+        let lost = signer.sign_due(&mut mark, &chain, 1, Due::Scheduled).remove(0);
+        mark.retry(&lost);
+        let again = signer.sign_due(&mut mark, &chain, 1, Due::Scheduled).remove(0);
+        assert_eq!((again.seq, again.prev.as_deref()), (1, Some("d0")));
+    }
+
+    #[test]
+    fn an_event_not_yet_delivered_is_not_signed_final() {
+        let signer = checkpointer(1000);
+        let chain = || "audit.raw/0".to_owned();
+        let mut mark = LaneMark::new(&head(3), None);
+        mark.advance(&head(4), 40);
+        // The drain deadline passed with seq 4 undelivered: nothing is signed.
+        assert!(signer.sign_due(&mut mark, &chain, 39, Due::Final).is_empty());
     }
 }

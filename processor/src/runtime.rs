@@ -35,6 +35,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoints::Due;
 use crate::config::Settings;
 use crate::metrics::ProcessorMetrics;
 use crate::pipeline::{Pipeline, RawRecord};
@@ -360,10 +361,10 @@ impl RebalanceContext {
         for element in tpl.elements() {
             let p = element.partition();
             match shared.recover_retrying(p) {
-                Ok((head, offset)) => {
+                Ok((head, offset, prev)) => {
                     tracing::info!(pid = std::process::id(), partition = p, seq = head.seq, next_raw_offset = ?offset, "lane resumes at the processed tail");
                     let _ = assignment.add_partition_offset(&raw, p, offset);
-                    resumed.push((p, head));
+                    resumed.push((p, head, prev));
                 }
                 Err(TailError::Broken(message)) => {
                     shared
@@ -391,8 +392,8 @@ impl RebalanceContext {
         if let Err(error) = consumer.resume(&assignment) {
             tracing::warn!(%error, "resume after assign");
         }
-        for (p, head) in resumed {
-            shared.start_lane(p, head);
+        for (p, head, prev) in resumed {
+            shared.start_lane(p, head, prev);
         }
         shared.metrics.assigned.set(shared.lanes().len() as i64);
     }
@@ -419,7 +420,7 @@ const TAIL_RETRY: Duration = Duration::from_secs(30);
 
 impl Shared {
     /// [`Shared::recover`], asked again while the cluster is unavailable, for [`TAIL_RETRY`].
-    fn recover_retrying(&self, p: i32) -> Result<(ChainHead, Offset), TailError> {
+    fn recover_retrying(&self, p: i32) -> Result<Recovered, TailError> {
         let started = Instant::now();
         loop {
             match self.recover(p) {
@@ -432,8 +433,9 @@ impl Shared {
         }
     }
 
-    /// Reads the tail of processed partition `p`: the chain head and the raw offset to resume at.
-    fn recover(&self, p: i32) -> Result<(ChainHead, Offset), TailError> {
+    /// Reads the tail of processed partition `p`: the chain head, the raw offset to resume at, and
+    /// the digest of the newest checkpoint of the chain in that tail (the next one's `prev`).
+    fn recover(&self, p: i32) -> Result<Recovered, TailError> {
         let k = &self.settings.config.kafka;
         let chain = chain_name(&k.raw_topic, p);
         let mut guard = self.tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -453,7 +455,7 @@ impl Shared {
             .fetch_watermarks(&k.processed_topic, p, Duration::from_secs(15))
             .map_err(|e| TailError::Unavailable(format!("watermarks of {} partition {p}: {e}", k.processed_topic)))?;
         if high == 0 {
-            return Ok((ChainHead::genesis(chain), Offset::Beginning));
+            return Ok((ChainHead::genesis(chain), Offset::Beginning, None));
         }
         if high <= low {
             // Records were written and have all expired: starting the chain again at seq 1 would
@@ -481,8 +483,9 @@ impl Shared {
                         "the processed tail does not verify; continuing the chain from its recorded hash"
                     );
                 }
+                let prev = link.checkpoint.filter(|c| c.chain == chain && c.seq <= link.seq).map(|c| c.digest());
                 let head = ChainHead { chain, seq: link.seq, hash: link.hash };
-                return Ok((head, Offset::Offset(link.source_offset + 1)));
+                return Ok((head, Offset::Offset(link.source_offset + 1), prev));
             }
             if start == low {
                 return Err(TailError::Broken(format!("processed partition {p} has records but no auditstream event")));
@@ -491,14 +494,14 @@ impl Shared {
         }
     }
 
-    fn start_lane(self: &Arc<Self>, partition: i32, head: ChainHead) {
+    fn start_lane(self: &Arc<Self>, partition: i32, head: ChainHead, prev: Option<String>) {
         let state = Arc::new(LaneState {
             partition,
             stop: AtomicBool::new(false),
             in_flight: AtomicI64::new(0),
             acked: AtomicI64::new(-1),
             stored: AtomicI64::new(-1),
-            mark: Mutex::new(crate::checkpoints::LaneMark::new(head.seq)),
+            mark: Mutex::new(crate::checkpoints::LaneMark::new(&head, prev)),
         });
         let (tx, rx) = sync_channel(2048);
         let shared = self.clone();
@@ -531,7 +534,7 @@ impl Shared {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // The head this lane leaves behind, signed once delivered (and its record delivered).
-            self.checkpoint(&lane.state, None, true);
+            self.checkpoint(&lane.state, None, Due::Final);
             while lane.state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -664,7 +667,7 @@ impl Shared {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => batch.push(m),
                 Err(RecvTimeoutError::Timeout) if !state.stop.load(Ordering::Acquire) => {
-                    self.checkpoint(state, None, false);
+                    self.checkpoint(state, None, Due::Scheduled);
                     continue;
                 }
                 Err(_) => return,
@@ -700,7 +703,7 @@ impl Shared {
                 if !self.process_one(state, &message, &mut head) {
                     return;
                 }
-                self.checkpoint(state, Some((&head, message.offset())), false);
+                self.checkpoint(state, Some((&head, message.offset())), Due::Scheduled);
             }
         }
     }
@@ -788,9 +791,10 @@ impl Shared {
     }
 
     /// Notes the lane's new head (`advanced`: the head and its raw offset) and signs the head when
-    /// one is due and delivered (`force`: whenever it is unsigned). A signed checkpoint is
-    /// published in the lane's processed partition, after the event it covers, then witnessed.
-    fn checkpoint(&self, state: &Arc<LaneState>, advanced: Option<(&ChainHead, i64)>, force: bool) {
+    /// one is due and delivered ([`Due::Final`]: the lane is released, its head is signed as
+    /// final). A signed checkpoint is published in the lane's processed partition, after the event
+    /// it covers, then witnessed.
+    fn checkpoint(&self, state: &Arc<LaneState>, advanced: Option<(&ChainHead, i64)>, due: Due) {
         let Some(checkpoints) = &self.checkpoints else { return };
         let chain = || chain_name(self.raw_topic(), state.partition);
         let acked = state.acked.load(Ordering::Acquire);
@@ -798,7 +802,7 @@ impl Shared {
         if let Some((head, raw_offset)) = advanced {
             mark.advance(head, raw_offset);
         }
-        for c in checkpoints.sign_due(&mut mark, &chain, acked, force) {
+        for c in checkpoints.sign_due(&mut mark, &chain, acked, due) {
             if !self.publish_checkpoint(state, &c) {
                 // Not in the partition: signed again at the next turn (a witness never holds a
                 // checkpoint the stores cannot get).
@@ -858,6 +862,10 @@ impl Shared {
     }
 }
 
+/// What a lane resumes from: the chain head, the raw offset after it, and the digest of the
+/// newest checkpoint in the processed tail.
+type Recovered = (ChainHead, Offset, Option<String>);
+
 /// The newest event of a processed partition.
 struct TailLink {
     chain: String,
@@ -865,6 +873,8 @@ struct TailLink {
     hash: String,
     computed_hash: String,
     source_offset: i64,
+    /// The newest checkpoint record read (from `start` to the end), for the next one's `prev`.
+    checkpoint: Option<audit_schema::checkpoint::Checkpoint>,
 }
 
 /// The last event in `topic`/`p` from `start` to the end. Records no processor wrote are passed
@@ -874,7 +884,8 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
     reader.assign(&tpl).map_err(|e| TailError::Unavailable(format!("assign {topic}/{p}: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = None;
+    let mut last: Option<TailLink> = None;
+    let mut checkpoint = None;
     // A record of ours after the last readable event.
     let mut unreadable = None;
     let mut buf = Vec::new();
@@ -888,6 +899,9 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 if is_checkpoint_record(&m) {
+                    if let Some(c) = m.payload().and_then(|p| audit_schema::checkpoint::Checkpoint::from_json(p).ok()) {
+                        checkpoint = Some(c);
+                    }
                     continue;
                 }
                 let link = m.payload().ok_or_else(|| "no payload".to_owned()).and_then(|payload| {
@@ -922,6 +936,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
                     hash: link.hash,
                     computed_hash: link.computed_hash,
                     source_offset: offset,
+                    checkpoint: None,
                 });
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
@@ -935,7 +950,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     let _ = reader.unassign();
     match unreadable {
         Some(message) => Err(TailError::Broken(message)),
-        None => Ok(last),
+        None => Ok(last.map(|link| TailLink { checkpoint, ..link })),
     }
 }
 

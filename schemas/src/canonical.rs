@@ -15,6 +15,9 @@ use std::ops::Range;
 
 use serde_json::{Map, Number, Value};
 
+mod text;
+pub use text::{check_text, NotCanonical, TextForm};
+
 /// Why a value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CanonicalError {

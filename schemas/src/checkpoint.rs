@@ -13,6 +13,19 @@
 //!  "time":"2026-11-26T10:00:00.000Z","keyId":"…16 hex…","signature":"…base64…"}
 //! ```
 //!
+//! Version 2 (what the processor signs now) adds two signed fields, both left out when empty so
+//! that a version 1 object and its signature stay exactly as they were:
+//!
+//! * `prev`: the [`Checkpoint::digest`] of the previous checkpoint of the same chain, as the lane
+//!   that signed this one knew it (its own previous checkpoint, or the newest one its processed
+//!   partition held when it took the chain over). Witness entries of one chain thus link to each
+//!   other: removing or reordering entries in the middle of a witness breaks a link.
+//! * `final`: `true` on the checkpoint a lane signs when it is released (clean shutdown, revoke):
+//!   the head it names was the chain's end then, so an event after it that no later checkpoint
+//!   covers was not written by that processor.
+//!
+//! Version 1 checkpoints still verify (they carry neither field).
+//!
 //! Keys are files of hex text: the 32-byte secret seed (`checkpoint.key`) and the 32-byte public
 //! key (`checkpoint.pub`); `keyId` is the first 16 hex digits of SHA-256 over the public key, so a
 //! verifier holding several public keys (after a rotation) knows which one to use.
@@ -28,6 +41,18 @@ use crate::canonical;
 /// The `kind` of every checkpoint.
 pub const KIND: &str = "audit.checkpoint";
 
+/// The format version [`SigningKey::sign`] writes.
+pub const VERSION: u32 = 2;
+
+/// What a checkpoint says beyond its head: its predecessor and whether it is a lane's last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointLinks {
+    /// The [`Checkpoint::digest`] of the chain's previous checkpoint, when known.
+    pub prev: Option<String>,
+    /// The lane was released here (clean shutdown, revoke).
+    pub is_final: bool,
+}
+
 /// The Kafka header naming what a processed-topic record holds. Events carry none (or `event`);
 /// a checkpoint record, published in its chain's partition after the event it covers, carries
 /// [`RECORD_CHECKPOINT`] and the checkpoint JSON as its payload.
@@ -42,7 +67,7 @@ pub const RECORD_CHECKPOINT: &str = "checkpoint";
 pub struct Checkpoint {
     /// Always [`KIND`].
     pub kind: String,
-    /// Format version (1).
+    /// Format version: 2 ([`VERSION`]); 1 before `prev` and `final` (still verified).
     pub version: u32,
     /// The chain (`<raw topic>/<partition>`).
     pub chain: String,
@@ -52,6 +77,15 @@ pub struct Checkpoint {
     pub hash: String,
     /// When it was signed (RFC 3339, UTC, milliseconds).
     pub time: String,
+    /// (Version 2) The [`Checkpoint::digest`] of the chain's previous checkpoint; absent on the
+    /// first one a lane signs without knowing its predecessor (a new chain, or one taken over
+    /// after a crash whose newest checkpoint was not in the tail the lane read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// (Version 2) Signed when the lane was released (clean shutdown, revoke): the chain ended
+    /// here then.
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
     /// Which key signed it.
     pub key_id: String,
     /// Base64 (standard, padded) Ed25519 signature.
@@ -75,6 +109,13 @@ impl Checkpoint {
     pub fn from_value(value: serde_json::Value) -> Result<Checkpoint, CheckpointError> {
         let c: Checkpoint = serde_json::from_value(value).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
         c.checked()
+    }
+
+    /// Lowercase hex SHA-256 of the checkpoint's RFC 8785 form, signature included: what the next
+    /// checkpoint of the chain names as its `prev`.
+    pub fn digest(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(canonical::canonicalize(&value).unwrap_or_default()))
     }
 
     fn checked(self) -> Result<Checkpoint, CheckpointError> {
@@ -188,18 +229,29 @@ impl SigningKey {
         &self.id
     }
 
-    /// Signs the head `(chain, seq, hash)` at `time` (RFC 3339).
+    /// Signs the head `(chain, seq, hash)` at `time` (RFC 3339), version 2 with no predecessor
+    /// and not final.
     pub fn sign(&self, chain: &str, seq: u64, hash: &str, time: &str) -> Checkpoint {
-        let mut c = Checkpoint {
+        self.sign_linked(chain, seq, hash, time, CheckpointLinks::default())
+    }
+
+    /// Signs the head `(chain, seq, hash)` at `time` (RFC 3339) with its `links`.
+    pub fn sign_linked(&self, chain: &str, seq: u64, hash: &str, time: &str, links: CheckpointLinks) -> Checkpoint {
+        self.sign_checkpoint(Checkpoint {
             kind: KIND.into(),
-            version: 1,
+            version: VERSION,
             chain: chain.into(),
             seq,
             hash: hash.into(),
             time: time.into(),
+            prev: links.prev,
+            is_final: links.is_final,
             key_id: self.id.clone(),
             signature: String::new(),
-        };
+        })
+    }
+
+    fn sign_checkpoint(&self, mut c: Checkpoint) -> Checkpoint {
         let signature = self.key.sign(&signed_bytes(&c));
         c.signature = base64_encode(&signature.to_bytes());
         c
@@ -235,10 +287,17 @@ impl PublicKey {
         &self.id
     }
 
+    /// The key's fingerprint: lowercase hex SHA-256 over its 32 bytes (a keyring pins keys by it;
+    /// [`PublicKey::key_id`] is its first 16 digits).
+    pub fn fingerprint(&self) -> String {
+        hex::encode(sha2::Sha256::digest(self.key.to_bytes()))
+    }
+
     /// Checks the checkpoint's kind, key id and signature.
     pub fn verify(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
         let invalid = |reason: String| CheckpointError::Invalid { chain: c.chain.clone(), seq: c.seq, reason };
-        if c.kind != KIND || c.version != 1 {
+        let v1_with_v2_fields = c.version == 1 && (c.prev.is_some() || c.is_final);
+        if c.kind != KIND || !(1..=VERSION).contains(&c.version) || v1_with_v2_fields {
             return Err(invalid(format!(
                 "kind {:?} version {} is not a checkpoint this verifier knows",
                 c.kind, c.version
@@ -290,6 +349,71 @@ mod tests {
         let other = SigningKey::from_seed(&[8u8; 32]);
         let error = public.verify(&other.sign("audit.raw/3", 1000, &"ab".repeat(32), &c.time)).unwrap_err();
         assert!(error.to_string().contains("not by the given public key"), "{error}");
+    }
+
+    #[test]
+    fn version_1_checkpoints_still_verify_and_cannot_gain_version_2_fields() {
+        let key = SigningKey::from_seed(&[7u8; 32]);
+        let public = key.public();
+        // A version 1 checkpoint as the processor signed it before `prev` and `final`.
+        let v1 = key.sign_checkpoint(Checkpoint {
+            kind: KIND.into(),
+            version: 1,
+            chain: "audit.raw/3".into(),
+            seq: 10,
+            hash: "ab".repeat(32),
+            time: "2026-11-26T10:00:00.000Z".into(),
+            prev: None,
+            is_final: false,
+            key_id: key.key_id().into(),
+            signature: String::new(),
+        });
+        let line = serde_json::to_string(&v1).unwrap();
+        assert!(!line.contains("prev") && !line.contains("final"), "{line}");
+        public.verify(&Checkpoint::from_json(line.as_bytes()).unwrap()).unwrap();
+        // The old signed form: exactly the seven fields, no new key.
+        let old = format!(
+            r#"{{"chain":"audit.raw/3","hash":"{}","keyId":"{}","kind":"audit.checkpoint","seq":10,"time":"2026-11-26T10:00:00.000Z","version":1}}"#,
+            "ab".repeat(32),
+            key.key_id()
+        );
+        assert_eq!(signed_bytes(&v1), old.as_bytes());
+        for forged in [
+            Checkpoint { is_final: true, ..v1.clone() },
+            Checkpoint { prev: Some("00".repeat(32)), ..v1.clone() },
+            Checkpoint { version: 2, ..v1.clone() },
+            Checkpoint { version: 3, ..v1.clone() },
+        ] {
+            assert!(public.verify(&forged).is_err(), "{forged:?}");
+        }
+    }
+
+    #[test]
+    fn version_2_signs_its_predecessor_and_the_final_mark() {
+        let key = SigningKey::from_seed(&[7u8; 32]);
+        let public = key.public();
+        let first = key.sign("audit.raw/3", 10, &"ab".repeat(32), "2026-11-26T10:00:00.000Z");
+        assert_eq!((first.version, first.prev.as_deref(), first.is_final), (2, None, false));
+        let links = CheckpointLinks { prev: Some(first.digest()), is_final: true };
+        let last = key.sign_linked("audit.raw/3", 20, &"cd".repeat(32), "2026-11-26T10:00:01.000Z", links);
+        public.verify(&last).unwrap();
+        let line = serde_json::to_string(&last).unwrap();
+        assert!(
+            line.contains(&format!(r#""prev":"{}""#, first.digest())) && line.contains(r#""final":true"#),
+            "{line}"
+        );
+        assert_eq!(Checkpoint::from_json(line.as_bytes()).unwrap(), last);
+        assert_eq!(first.digest().len(), 64);
+        assert_ne!(first.digest(), last.digest());
+        // Dropping the final mark, or naming another predecessor, breaks the signature.
+        for forged in [
+            Checkpoint { is_final: false, ..last.clone() },
+            Checkpoint { prev: None, ..last.clone() },
+            Checkpoint { prev: Some("00".repeat(32)), ..last.clone() },
+        ] {
+            let error = public.verify(&forged).unwrap_err().to_string();
+            assert!(error.contains("does not verify"), "{error}");
+        }
     }
 
     #[test]

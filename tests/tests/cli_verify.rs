@@ -220,8 +220,10 @@ fn an_edited_row_in_sqlite_is_reported_and_a_tenant_filter_hashes_only_that_tena
     });
     let source = Source::Sqlite(db.clone());
     let report = run_verify(&source, &VerifyRequest::default());
-    let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
-    assert_eq!(found, vec![("modified", Some(victim.clone()))]);
+    let mut found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
+    found.sort();
+    // The actor_id column no longer says what the edited event says.
+    assert_eq!(found, vec![("column_mismatch", Some(victim.clone())), ("modified", Some(victim.clone()))]);
 
     // Another tenant's view: globex's contents are not hashed, so the edit is not this tenant's
     // finding, and every link still verifies.
@@ -246,8 +248,9 @@ fn a_chain_and_time_window_are_verified_on_their_own() {
 
     let far_future = chrono::DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z").unwrap().to_utc();
     let report = run_verify(&source, &VerifyRequest { since: Some(far_future), ..VerifyRequest::default() });
-    assert_eq!(report.events, 0, "nothing received after 2999");
-    assert_eq!(report.verdict, Verdict::Unverified, "nothing verified is not intact");
+    assert_eq!(report.events, all.events, "every chain is still verified whole");
+    assert_eq!(report.chains.iter().map(|c| c.selected).sum::<u64>(), 0, "nothing received after 2999");
+    assert_eq!(report.verdict, Verdict::Unverified, "nothing selected is not intact");
 }
 
 #[test]
@@ -298,7 +301,8 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
     }
     let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
     let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
-    assert_eq!(found, vec![("modified", Some(victim.clone()))]);
+    // The action column still says what the event said before the edit.
+    assert_eq!(found, vec![("modified", Some(victim.clone())), ("column_mismatch", Some(victim.clone()))]);
 
     let uri = audit_tests::mongodb_uri();
     let database = format!("verify_{}", std::process::id());
@@ -366,7 +370,8 @@ async fn the_processed_topic_itself_is_read_and_verified() {
     .await
     .unwrap();
     let report = verify(&source, &VerifyRequest::default(), &mut |_| {}).await.unwrap();
-    assert_eq!(kinds(&report), vec![("forked".to_owned(), seq)]);
+    // serde_json's bytes, not the processor's canonical ones: also reported.
+    assert_eq!(kinds(&report), vec![("forked".to_owned(), seq), ("non_canonical".to_owned(), seq)]);
     drop(topic);
 }
 
@@ -587,10 +592,15 @@ fn a_cut_tail_is_caught_by_a_stored_checkpoint_unless_it_went_too_and_then_by_th
     assert_eq!(report.verdict, Verdict::Incomplete);
 
     // Whoever cut the events also removed the checkpoints after them: the store alone cannot tell
-    // (docs/INTEGRITY.md), the witness can.
+    // where the chain ended (docs/INTEGRITY.md), the witness can. The store alone still shows
+    // that what is left is not attested (with the demo's one checkpoint per chain, the whole
+    // chain; with older checkpoints left, the events after them once they are old).
     let dir = cut(false);
     let source = Source::Jsonl(dir.path().to_owned());
-    assert_eq!(run_verify(&source, &with_stored_checkpoints()).verdict, Verdict::Intact);
+    let alone = run_verify(&source, &with_stored_checkpoints());
+    let unattested = alone.findings().all(|f| ["unattested_chain", "unattested_tail"].contains(&f.kind.as_str()));
+    assert!(unattested, "{:?}", kinds(&alone));
+    assert!(alone.findings().all(|f| f.kind != "truncated"), "{:?}", kinds(&alone));
     let report = run_verify(&source, &with_checkpoints());
     assert_eq!(kinds(&report), vec![("truncated".to_owned(), checkpointed - 2)]);
 }
@@ -620,6 +630,8 @@ fn a_checkpoint_stored_long_after_its_event_is_checked_in_a_second_pass() {
     let key = audit_schema::checkpoint::SigningKey::from_seed(&[11; 32]);
     let keys = tempfile::tempdir().unwrap();
     std::fs::write(keys.path().join("late.pub"), key.public().to_hex()).unwrap();
+    // A key directory is trusted only through its keyring.
+    std::fs::write(keys.path().join("keyring"), format!("{} late.pub\n", key.public().fingerprint())).unwrap();
     let store = |rewrite: bool| {
         let dir = jsonl_copy();
         let (_, lines) = first_file(dir.path());
@@ -642,7 +654,9 @@ fn a_checkpoint_stored_long_after_its_event_is_checked_in_a_second_pass() {
         std::fs::write(&last, text).unwrap();
         dir
     };
+    // Only partition 0's chain: the others have no checkpoint of this key (`unattested_chain`).
     let request = |recent_heads| VerifyRequest {
+        chain: Some("audit.raw/0".into()),
         public_keys: vec![keys.path().to_owned()],
         recent_heads,
         ..VerifyRequest::default()

@@ -1207,8 +1207,9 @@ fn network_problems(objects: &[Value], workloads: &[Workload]) -> Vec<String> {
     problems
 }
 
-/// The verify CronJob runs `auditctl verify --source <from a Secret> --public-key <file> --json`
-/// and fails its Job on the first failure (what the alert watches).
+/// The verify CronJob runs `auditctl verify --source <from a Secret> --public-key <file>
+/// --checkpoints <the witness an init container fetched> --json` and fails its Job on the first
+/// failure (what the alert watches).
 fn verify_problems(objects: &[Value]) -> Vec<String> {
     let mut problems = Vec::new();
     for j in of_kind(objects, "CronJob") {
@@ -1250,6 +1251,14 @@ fn verify_problems(objects: &[Value]) -> Vec<String> {
             problems.push(format!(
                 "{who}: backoffLimit must be 0, so that kube_job_status_failed means a failed verification"
             ));
+        }
+        // Without a witness, newest events deleted together with their stored checkpoints pass.
+        let witness_fetched = after("--checkpoints").is_some_and(|file| {
+            items(&spec["initContainers"]).iter().any(|i| items(&i["args"]).iter().any(|a| a.as_str() == Some(file)))
+        });
+        if !witness_fetched {
+            problems
+                .push(format!("{who}: verify must check a witness (--checkpoints FILE, fetched by an init container)"));
         }
     }
     problems
