@@ -393,7 +393,8 @@ async fn signed_checkpoints_follow_their_events_reach_both_witnesses_and_a_resta
             }
         }
         let head = *events.keys().last().unwrap();
-        assert!(signed.windows(2).all(|w| w[0] < w[1]), "partition {p}: checkpoints in seq order: {signed:?}");
+        // A lane's release signs its head again as `final` even when a periodic checkpoint signed it.
+        assert!(signed.windows(2).all(|w| w[0] <= w[1]), "partition {p}: checkpoints in seq order: {signed:?}");
         assert_eq!(signed.last(), Some(&head), "partition {p}: the final head is signed");
         // The head the first run left behind was signed when its lane was released.
         for (_, resumed) in resume_points(&log).into_iter().filter(|(q, s)| *q == p && *s > 0) {
