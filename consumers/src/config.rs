@@ -226,7 +226,7 @@ impl SinkConfig {
         }
         let mut kafka = ClientSettings::new(k.brokers.clone(), format!("audit-sink/{}", k.group_id));
         kafka.pass_through = k.librdkafka.clone();
-        kafka.validate(&crate::runtime::protected_keys()).map_err(|e| match e {
+        kafka.validate(&crate::client::protected_keys()).map_err(|e| match e {
             audit_kafka::Error::ProtectedKey { key, reason } => {
                 bad(format!("kafka.librdkafka.{key}"), format!("cannot be overridden: {reason}"))
             }

@@ -23,12 +23,14 @@
 //! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`] and [`metrics`] (served with `/healthz` and `/readyz` by [`audit_service::serve_ops`]). `docs/SINKS.md` describes each store.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http_sink;
 pub mod jsonl;
 pub mod metrics;
 pub mod mongodb;
 pub mod postgres;
+pub mod retry;
 pub mod runtime;
 pub mod sink;
 mod sql;

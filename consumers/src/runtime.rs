@@ -2,13 +2,12 @@
 //! per assigned partition, batches bounded by count, bytes and time, offsets stored only after the
 //! batch they cover is durable, commit on revoke and shutdown, errors classified once.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use audit_kafka::{close_consumer, Required};
+use audit_kafka::close_consumer;
 use audit_schema::codec;
 use audit_service::Health;
 use rdkafka::client::ClientContext;
@@ -23,8 +22,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::consumer_required;
 use crate::config::Settings;
 use crate::metrics::SinkMetrics;
+use crate::retry::{clock_jitter, Backoff, Bisection, Circuit, CircuitBreaker};
 use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
 
 /// Why a sink stopped with an error.
@@ -38,40 +39,8 @@ pub enum RunError {
     Fatal(String),
 }
 
-fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
-    Required { key, value: Cow::Borrowed(value), reason }
-}
-
-fn consumer_required(accept_loss: bool) -> Vec<Required> {
-    let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
-    r.push(req("partition.assignment.strategy", "range,roundrobin", "lanes are handed over whole on revoke"));
-    // A partition without a committed offset is assigned from its beginning explicitly; the reset
-    // policy only decides what happens when the committed offset is gone from the topic.
-    r.push(if accept_loss {
-        req("auto.offset.reset", "earliest", "kafka.accept_loss continues after events that are gone")
-    } else {
-        req("auto.offset.reset", "error", "events gone before this sink stored them stop it (kafka.accept_loss)")
-    });
-    r
-}
-
 /// What the poll loop says when a committed offset is gone from the processed topic.
 const OFFSET_GONE: &str = "a committed offset of this sink's group is not in the processed topic: e.g. retention removed events before this sink stored them (the sink was down or behind for longer than the topic's retention), or the topic was recreated (or, for a partition started from its beginning, its first events expired meanwhile: a restart clears that). Not skipping them silently; restore them from another sink or an export, or set kafka.accept_loss = true to continue from the earliest event (verifying the store then reports the gap)";
-
-/// Every librdkafka key the sink runtime fixes.
-pub fn protected_keys() -> Vec<Required> {
-    let mut keys = consumer_required(false);
-    keys.push(req("group.id", "", "set kafka.group_id instead"));
-    keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
-    keys.push(req("group.instance.id", "", "set kafka.instance_id instead"));
-    keys
-}
-
-#[derive(Debug, Default)]
-struct Circuit {
-    failures: AtomicU32,
-    open_until: Mutex<Option<Instant>>,
-}
 
 #[derive(Debug)]
 struct LaneState {
@@ -93,7 +62,8 @@ struct Shared<S: Sink> {
     metrics: SinkMetrics,
     dead_letters: FutureProducer,
     lanes: Mutex<BTreeMap<i32, Lane>>,
-    circuit: Circuit,
+    circuit: CircuitBreaker,
+    backoff: Backoff,
     fatal: Mutex<Option<String>>,
     runtime: tokio::runtime::Handle,
     /// Bumped at every assignment change (read by the poll loop).
@@ -182,46 +152,19 @@ impl<S: Sink> Shared<S> {
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let r = &self.settings.config.retry;
-        let exp = r.base_backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(r.max_backoff_ms);
-        // Full jitter, from the clock's nanoseconds (no need for a cryptographic source here).
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let jittered = exp / 2 + (u64::from(nanos) % (exp / 2 + 1));
-        Duration::from_millis(jittered).max(retry_after.unwrap_or_default())
-    }
-
-    /// Waits while the circuit is open.
-    async fn wait_circuit(&self, stop: &CancellationToken) -> bool {
-        let until = *self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = until {
-            let now = Instant::now();
-            if until > now {
-                tokio::select! {
-                    () = tokio::time::sleep(until - now) => {}
-                    () = stop.cancelled() => return false,
-                }
-            }
-        }
-        true
+        self.backoff.delay(attempt, retry_after, clock_jitter())
     }
 
     fn record_failure(&self) {
-        let n = self.circuit.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let r = &self.settings.config.retry;
-        if n >= r.failure_threshold {
-            let mut open = self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner());
-            if open.is_none_or(|t| t <= Instant::now()) {
-                tracing::warn!(failures = n, cooldown_ms = r.cooldown_ms, "circuit open: pausing writes");
-                self.metrics.circuit_open.set(1);
-            }
-            *open = Some(Instant::now() + Duration::from_millis(r.cooldown_ms));
+        if self.circuit.failure() == Circuit::Opened {
+            let r = &self.settings.config.retry;
+            tracing::warn!(failures = r.failure_threshold, cooldown_ms = r.cooldown_ms, "circuit open: pausing writes");
+            self.metrics.circuit_open.set(1);
         }
     }
 
     fn record_success(&self) {
-        if self.circuit.failures.swap(0, Ordering::AcqRel) > 0 {
-            *self.circuit.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if self.circuit.success() == Circuit::Closed {
             self.metrics.circuit_open.set(0);
         }
     }
@@ -229,15 +172,15 @@ impl<S: Sink> Shared<S> {
     /// Writes `batch`, retrying retriable failures; isolates poison records by splitting. Returns
     /// false when the lane must stop (stop requested or fatal).
     async fn write_all<T: Storable>(&self, batch: &[T], messages: &[&OwnedMessage], stop: &CancellationToken) -> bool {
-        let mut pending: Vec<(usize, usize)> = vec![(0, batch.len())];
-        while let Some((from, to)) = pending.pop() {
+        let mut bisection = Bisection::new(batch.len());
+        while let Some(slice) = bisection.next_slice() {
             let mut attempt = 0u32;
             loop {
-                if !self.wait_circuit(stop).await {
+                if !self.circuit.wait(stop).await {
                     return false;
                 }
                 let started = Instant::now();
-                match T::store(&*self.sink, &batch[from..to]).await {
+                match T::store(&*self.sink, &batch[slice.clone()]).await {
                     Ok(outcome) => {
                         self.record_success();
                         self.metrics.batch_latency.observe(started.elapsed().as_secs_f64());
@@ -256,15 +199,11 @@ impl<S: Sink> Shared<S> {
                         }
                     }
                     Err(SinkError::Poison { reason }) => {
-                        if to - from == 1 {
-                            if !self.dead_letter(messages[from], "poison", &reason).await {
+                        // Alone: dead-lettered; else its halves are written (and split again) on their own.
+                        if let Some(alone) = bisection.poisoned(slice) {
+                            if !self.dead_letter(messages[alone], "poison", &reason).await {
                                 return false;
                             }
-                        } else {
-                            // Isolate: the halves are written (and split again) on their own.
-                            let mid = from + (to - from) / 2;
-                            pending.push((mid, to));
-                            pending.push((from, mid));
                         }
                         break;
                     }
@@ -743,7 +682,8 @@ pub fn run_blocking<S: Sink>(
         metrics,
         dead_letters,
         lanes: Mutex::new(BTreeMap::new()),
-        circuit: Circuit::default(),
+        circuit: CircuitBreaker::new(&settings.config.retry),
+        backoff: Backoff::new(&settings.config.retry),
         fatal: Mutex::new(None),
         runtime,
         settings,

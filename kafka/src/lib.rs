@@ -86,6 +86,21 @@ pub struct Required {
     pub reason: &'static str,
 }
 
+impl Required {
+    /// `key` fixed to `value`, for `reason`.
+    pub const fn fixed(key: &'static str, value: &'static str, reason: &'static str) -> Required {
+        Required { key, value: Cow::Borrowed(value), reason }
+    }
+}
+
+/// Keys a consumer-group member takes from its own `[kafka]` settings, refused as pass-through
+/// options (their values come from the config).
+pub const GROUP_MEMBER_KEYS: &[Required] = &[
+    Required::fixed("group.id", "", "set kafka.group_id instead"),
+    Required::fixed("session.timeout.ms", "", "set kafka.session_timeout_ms instead"),
+    Required::fixed("group.instance.id", "", "set kafka.instance_id instead"),
+];
+
 /// Where the brokers are and what else the user wants passed to librdkafka.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientSettings {

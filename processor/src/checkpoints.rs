@@ -24,7 +24,8 @@ use audit_schema::chain::ChainHead;
 use audit_schema::checkpoint::{Checkpoint, CheckpointLinks, SigningKey};
 use prometheus::IntCounterVec;
 
-use crate::config::{CheckpointConfig, Settings};
+use crate::config::CheckpointConfig;
+use crate::settings::Settings;
 
 /// One lane's head and what of it is signed.
 #[derive(Debug)]

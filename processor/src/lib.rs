@@ -24,18 +24,21 @@
 
 mod checkpoints;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;
 pub mod runtime;
 pub mod sanitize;
+pub mod settings;
 pub mod telemetry;
 
 use std::sync::Arc;
 
-pub use config::{ConfigError, ProcessorConfig, Settings};
+pub use config::{ConfigError, ProcessorConfig};
 pub use runtime::RunError;
+pub use settings::Settings;
 use tokio_util::sync::CancellationToken;
 
 /// How long a processor whose clients were interrupted keeps trying to start them again while

@@ -22,9 +22,10 @@ use audit_schema::{
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{LimitsConfig, OutputEncoding, OversizeBehavior, Settings};
+use crate::config::{LimitsConfig, OutputEncoding, OversizeBehavior};
 use crate::redact::{RedactionPolicy, RedactionReport};
 use crate::sanitize::{first_hidden_character, identifier_hygiene, sanitize_event};
+use crate::settings::Settings;
 
 /// Action of a quarantine entry.
 pub const QUARANTINE_ACTION: &str = "audit.quarantined";

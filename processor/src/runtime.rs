@@ -14,7 +14,6 @@
 //! * On revoke and on shutdown each lane stops taking records, waits for its in-flight deliveries,
 //!   stores and commits its offset, then lets the partition go.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -22,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use audit_kafka::{close_consumer, Required};
+use audit_kafka::close_consumer;
 use audit_schema::chain::{chain_name, ChainHead, ChainLink};
 use audit_schema::codec;
 use audit_service::Health;
@@ -36,9 +35,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoints::Due;
-use crate::config::Settings;
+use crate::client::{consumer_required, producer_required};
 use crate::metrics::ProcessorMetrics;
 use crate::pipeline::{Pipeline, RawRecord};
+use crate::settings::Settings;
 
 /// Why the processor stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -151,56 +151,6 @@ impl RecordLimits {
         let batch_bytes = smallest_topic.min(1_000_000).saturating_sub(DEAD_LETTER_OVERHEAD);
         Ok(RecordLimits { producer_max, dead_letter_bytes, batch_bytes })
     }
-}
-
-fn req(key: &'static str, value: &'static str, reason: &'static str) -> Required {
-    Required { key, value: Cow::Borrowed(value), reason }
-}
-
-fn consumer_required(accept_raw_loss: bool) -> Vec<Required> {
-    let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
-    r.push(req(
-        "partition.assignment.strategy",
-        "range,roundrobin",
-        "lanes are handed over whole on revoke (eager rebalancing)",
-    ));
-    // A lane resumes at an explicit offset (from the processed tail); the reset policy only
-    // decides what happens when that offset is gone from the raw topic.
-    r.push(if accept_raw_loss {
-        req("auto.offset.reset", "earliest", "kafka.accept_raw_loss continues after raw records that are gone")
-    } else {
-        req(
-            "auto.offset.reset",
-            "error",
-            "raw records gone before they were processed stop the processor (kafka.accept_raw_loss)",
-        )
-    });
-    r.push(req("enable.partition.eof", "false", "the consumer reads a never-ending stream"));
-    r
-}
-
-fn producer_required() -> Vec<Required> {
-    vec![
-        req("enable.idempotence", "true", "a lane's events must land in order, without duplicates or gaps"),
-        req("acks", "all", "an event counts only when every in-sync replica has it"),
-        req("message.timeout.ms", "0", "the chain cannot skip an event, so delivery is retried until it succeeds"),
-        req("max.in.flight.requests.per.connection", "5", "ordering under idempotence"),
-        req(
-            "enable.gapless.guarantee",
-            "true",
-            "an event that can never be delivered stops the producer instead of leaving a gap before later ones",
-        ),
-    ]
-}
-
-/// Every librdkafka key the processor fixes (refused as pass-through options).
-pub fn protected_keys() -> Vec<Required> {
-    let mut keys = consumer_required(false);
-    keys.extend(producer_required());
-    keys.push(req("group.id", "", "set kafka.group_id instead"));
-    keys.push(req("session.timeout.ms", "", "set kafka.session_timeout_ms instead"));
-    keys.push(req("group.instance.id", "", "set kafka.instance_id instead"));
-    keys
 }
 
 /// What a delivery report belongs to.
