@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::{Source, VerifyRequest, EXIT_UNREADABLE, EXIT_USAGE};
+use audit_schema::wire::topics;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
@@ -62,7 +63,7 @@ enum Command {
         #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
         /// Processed topic.
-        #[arg(long, default_value = "audit.processed")]
+        #[arg(long, default_value = topics::PROCESSED)]
         topic: String,
         /// Start from the oldest record instead of the end.
         #[arg(long)]
@@ -156,7 +157,7 @@ enum DlqCommand {
         #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
         /// Dead-letter topic (the processor's, or a sink's `<processed>.dlq.<group>`).
-        #[arg(long, default_value = "audit.dlq")]
+        #[arg(long, default_value = topics::DEAD_LETTERS)]
         topic: String,
         /// Print JSON.
         #[arg(long)]
@@ -168,7 +169,7 @@ enum DlqCommand {
         #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
         /// Dead-letter topic.
-        #[arg(long, default_value = "audit.dlq")]
+        #[arg(long, default_value = topics::DEAD_LETTERS)]
         topic: String,
         /// Which dead letter: PARTITION/OFFSET, as `dlq list` prints it.
         #[arg(long, value_parser = parse_position)]
@@ -177,7 +178,7 @@ enum DlqCommand {
         #[arg(long)]
         payload: Option<PathBuf>,
         /// The raw topic.
-        #[arg(long, default_value = "audit.raw")]
+        #[arg(long, default_value = topics::RAW)]
         raw_topic: String,
     },
 }

@@ -26,9 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::source::Source;
 use crate::verify::{self, Verdict, VerifyReport, VerifyRequest};
 
-const RAW: &str = "audit.raw";
-const PROCESSED: &str = "audit.processed";
-const DEAD_LETTERS: &str = "audit.dlq";
+use audit_schema::wire::topics::{DEAD_LETTERS, PROCESSED, RAW};
 const PARTITIONS: i32 = 4;
 /// Marks a directory as the demo's own, so a rerun may empty it.
 const MARKER: &str = ".auditstream-demo";

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use audit_schema::wire::headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message as _;
@@ -46,11 +47,11 @@ impl DeadLetter {
             "{}/{} {} from {}/{}/{}: {} ({} bytes) {}",
             self.partition,
             self.offset,
-            self.header("audit.error.class"),
-            self.header("audit.source.topic"),
-            self.header("audit.source.partition"),
-            self.header("audit.source.offset"),
-            self.header("audit.error.reason"),
+            self.header(headers::ERROR_CLASS),
+            self.header(headers::SOURCE_TOPIC),
+            self.header(headers::SOURCE_PARTITION),
+            self.header(headers::SOURCE_OFFSET),
+            self.header(headers::ERROR_REASON),
             self.bytes,
             self.preview
         )
@@ -111,7 +112,7 @@ pub async fn replay(
         .create()
         .context("Kafka producer")?;
     let from = format!("{dlq_topic}/{partition}/{offset}");
-    let headers = OwnedHeaders::new().insert(Header { key: "audit.replayed_from", value: Some(from.as_str()) });
+    let headers = OwnedHeaders::new().insert(Header { key: headers::REPLAYED_FROM, value: Some(from.as_str()) });
     let mut record = FutureRecord::<[u8], [u8]>::to(raw_topic).payload(&payload).headers(headers);
     if let Some(key) = &key {
         record = record.key(key);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use audit_kafka::topics::{create_topics, partition_count, Created, TopicSpec};
 use audit_kafka::ClientSettings;
+use audit_schema::wire::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 /// What `topics create` makes (also its command line).
@@ -20,13 +21,13 @@ pub struct TopicsPlan {
     #[arg(long, env = "AUDIT_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Raw topic (unredacted events: short retention).
-    #[arg(long, default_value = "audit.raw")]
+    #[arg(long, default_value = topics::RAW)]
     pub raw: String,
     /// Processed topic.
-    #[arg(long, default_value = "audit.processed")]
+    #[arg(long, default_value = topics::PROCESSED)]
     pub processed: String,
     /// Dead-letter topic.
-    #[arg(long, default_value = "audit.dlq")]
+    #[arg(long, default_value = topics::DEAD_LETTERS)]
     pub dead_letter: String,
     /// Partitions of each (raw and processed must match).
     #[arg(long, default_value_t = 12)]

@@ -60,7 +60,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: String::new(),
-            processed_topic: "audit.processed".into(),
+            processed_topic: audit_schema::wire::topics::PROCESSED.into(),
             dead_letter_topic: String::new(),
             session_timeout_ms: 10_000,
             instance_id: None,
@@ -214,7 +214,7 @@ impl SinkConfig {
             return Err(bad("kafka.processed_topic", format!("{:?} is not a valid topic name", k.processed_topic)));
         }
         let dead_letter_topic = if k.dead_letter_topic.is_empty() {
-            format!("{}.dlq.{}", k.processed_topic, k.group_id)
+            format!("{}{}{}", k.processed_topic, audit_schema::wire::topics::SINK_DEAD_LETTERS_INFIX, k.group_id)
         } else {
             k.dead_letter_topic.clone()
         };

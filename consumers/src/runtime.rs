@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use audit_kafka::close_consumer;
 use audit_schema::codec;
+use audit_schema::wire::{dead_letter_class, headers};
 use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -201,7 +202,7 @@ impl<S: Sink> Shared<S> {
                     Err(SinkError::Poison { reason }) => {
                         // Alone: dead-lettered; else its halves are written (and split again) on their own.
                         if let Some(alone) = bisection.poisoned(slice) {
-                            if !self.dead_letter(messages[alone], "poison", &reason).await {
+                            if !self.dead_letter(messages[alone], dead_letter_class::POISON, &reason).await {
                                 return false;
                             }
                         }
@@ -222,12 +223,12 @@ impl<S: Sink> Shared<S> {
         let topic = &self.settings.dead_letter_topic;
         let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "audit.error.class", value: Some(class) })
-            .insert(Header { key: "audit.error.reason", value: Some(reason) })
-            .insert(Header { key: "audit.sink", value: Some(self.sink.name()) })
-            .insert(Header { key: "audit.source.topic", value: Some(m.topic()) })
-            .insert(Header { key: "audit.source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "audit.source.offset", value: Some(offset.as_str()) });
+            .insert(Header { key: headers::ERROR_CLASS, value: Some(class) })
+            .insert(Header { key: headers::ERROR_REASON, value: Some(reason) })
+            .insert(Header { key: headers::SINK, value: Some(self.sink.name()) })
+            .insert(Header { key: headers::SOURCE_TOPIC, value: Some(m.topic()) })
+            .insert(Header { key: headers::SOURCE_PARTITION, value: Some(partition.as_str()) })
+            .insert(Header { key: headers::SOURCE_OFFSET, value: Some(offset.as_str()) });
         // A dead-lettered checkpoint stays marked as one (`auditctl dlq replay` refuses it).
         let kind = audit_kafka::header(m, audit_schema::checkpoint::RECORD_HEADER).flatten();
         let headers = match kind {
@@ -321,7 +322,7 @@ impl<S: Sink> Shared<S> {
                         if !self.write_run(&mut run, &stop).await {
                             return;
                         }
-                        if !self.dead_letter(m, "decode", &reason).await {
+                        if !self.dead_letter(m, dead_letter_class::DECODE, &reason).await {
                             return;
                         }
                     }
@@ -434,11 +435,13 @@ impl<S: Sink> Shared<S> {
 
 /// Reads a processed record into what a sink needs.
 fn to_record(m: &OwnedMessage) -> Result<Record, String> {
-    use audit_schema::checkpoint::{Checkpoint, RECORD_CHECKPOINT, RECORD_HEADER};
+    use audit_schema::checkpoint::Checkpoint;
+    use audit_schema::wire::{headers::RECORD as RECORD_HEADER, RECORD_CHECKPOINT, RECORD_EVENT};
     let payload = m.payload().ok_or("the record has no payload")?;
     let kind = audit_kafka::header(m, RECORD_HEADER);
     match kind {
-        None | Some(Some(b"event")) => {}
+        None => {}
+        Some(Some(k)) if k == RECORD_EVENT.as_bytes() => {}
         Some(Some(k)) if k == RECORD_CHECKPOINT.as_bytes() => {
             let checkpoint = Checkpoint::from_json(payload).map_err(|e| e.to_string())?;
             // Compact, whatever spacing the record had (the signature covers the canonical form).

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use audit_kafka::ClientSettings;
+use audit_schema::wire::topics;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -57,9 +58,9 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "audit-processor".into(),
-            raw_topic: "audit.raw".into(),
-            processed_topic: "audit.processed".into(),
-            dead_letter_topic: "audit.dlq".into(),
+            raw_topic: topics::RAW.into(),
+            processed_topic: topics::PROCESSED.into(),
+            dead_letter_topic: topics::DEAD_LETTERS.into(),
             session_timeout_ms: 10_000,
             instance_id: None,
             accept_raw_loss: false,

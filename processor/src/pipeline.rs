@@ -26,9 +26,10 @@ use crate::config::{LimitsConfig, OutputEncoding, OversizeBehavior};
 use crate::redact::{RedactionPolicy, RedactionReport};
 use crate::sanitize::{first_hidden_character, identifier_hygiene, sanitize_event};
 use crate::settings::Settings;
+use audit_schema::wire::dead_letter_class;
 
 /// Action of a quarantine entry.
-pub const QUARANTINE_ACTION: &str = "audit.quarantined";
+pub use audit_schema::wire::QUARANTINE_ACTION;
 
 /// A raw record as read from the raw topic.
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +67,11 @@ impl DeadLetterClass {
     /// Name used in headers and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            DeadLetterClass::Empty => "empty",
-            DeadLetterClass::Decode => "decode",
-            DeadLetterClass::Invalid => "invalid",
-            DeadLetterClass::Oversize => "oversize",
-            DeadLetterClass::Internal => "internal",
+            DeadLetterClass::Empty => dead_letter_class::EMPTY,
+            DeadLetterClass::Decode => dead_letter_class::DECODE,
+            DeadLetterClass::Invalid => dead_letter_class::INVALID,
+            DeadLetterClass::Oversize => dead_letter_class::OVERSIZE,
+            DeadLetterClass::Internal => dead_letter_class::INTERNAL,
         }
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use audit_kafka::close_consumer;
 use audit_schema::chain::{chain_name, ChainHead, ChainLink};
 use audit_schema::codec;
+use audit_schema::wire::headers;
 use audit_service::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -68,9 +69,6 @@ pub enum RunError {
         source: std::io::Error,
     },
 }
-
-/// Header naming the event id of each processed event (and marking it as the processor's).
-const EVENT_ID_HEADER: &str = "audit.event_id";
 
 /// Most records a lane takes from its queue at once (one span each).
 const BATCH: usize = 256;
@@ -636,7 +634,7 @@ impl Shared {
                 last_offset = batch.last().map(Message::offset),
             );
             for m in &batch {
-                let tp = audit_kafka::header(m, "traceparent").flatten();
+                let tp = audit_kafka::header(m, headers::TRACEPARENT).flatten();
                 if let Some(cx) = tp.and_then(crate::telemetry::span_context) {
                     tracing_opentelemetry::OpenTelemetrySpanExt::add_link(&span, cx);
                 }
@@ -682,7 +680,7 @@ impl Shared {
             if processed.limits.diff_truncated {
                 self.metrics.truncations.with_label_values(&["diff"]).inc();
             }
-            let traceparent = audit_kafka::header(message, "traceparent")
+            let traceparent = audit_kafka::header(message, headers::TRACEPARENT)
                 .flatten()
                 .filter(|tp| tp.len() <= MAX_TRACEPARENT_BYTES)
                 .map(<[u8]>::to_vec);
@@ -696,14 +694,14 @@ impl Shared {
                     format!("{carried} bytes of key and payload, over the dead-letter topic's record size; they stay at the source offset in the raw topic")
                 });
                 let mut headers = OwnedHeaders::new()
-                    .insert(Header { key: "audit.error.class", value: Some(dead.class.as_str()) })
-                    .insert(Header { key: "audit.error.reason", value: Some(dead.reason.as_str()) })
-                    .insert(Header { key: "audit.source.topic", value: Some(raw.topic) })
-                    .insert(Header { key: "audit.source.partition", value: Some(source_partition.as_str()) })
-                    .insert(Header { key: "audit.source.offset", value: Some(source_offset.as_str()) })
-                    .insert(Header { key: "audit.quarantine.event_id", value: Some(processed.event_id.as_str()) });
+                    .insert(Header { key: headers::ERROR_CLASS, value: Some(dead.class.as_str()) })
+                    .insert(Header { key: headers::ERROR_REASON, value: Some(dead.reason.as_str()) })
+                    .insert(Header { key: headers::SOURCE_TOPIC, value: Some(raw.topic) })
+                    .insert(Header { key: headers::SOURCE_PARTITION, value: Some(source_partition.as_str()) })
+                    .insert(Header { key: headers::SOURCE_OFFSET, value: Some(source_offset.as_str()) })
+                    .insert(Header { key: headers::QUARANTINE_EVENT_ID, value: Some(processed.event_id.as_str()) });
                 if let Some(omitted) = &omitted {
-                    headers = headers.insert(Header { key: "audit.payload.omitted", value: Some(omitted.as_str()) });
+                    headers = headers.insert(Header { key: headers::PAYLOAD_OMITTED, value: Some(omitted.as_str()) });
                 }
                 let token = Box::new(Token { lane: state.clone(), raw_offset: None });
                 let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, token).headers(headers);
@@ -721,9 +719,9 @@ impl Shared {
             }
             let token = Box::new(Token { lane: state.clone(), raw_offset: Some(raw.offset) });
             let mut headers =
-                OwnedHeaders::new().insert(Header { key: EVENT_ID_HEADER, value: Some(processed.event_id.as_str()) });
+                OwnedHeaders::new().insert(Header { key: headers::EVENT_ID, value: Some(processed.event_id.as_str()) });
             if let Some(tp) = &traceparent {
-                headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_slice()) });
+                headers = headers.insert(Header { key: headers::TRACEPARENT, value: Some(tp.as_slice()) });
             }
             let mut record = BaseRecord::with_opaque_to(&k.processed_topic, token)
                 .partition(raw.partition)
@@ -867,7 +865,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
                     Ok(found) => found,
                     // The processor marks each event it publishes: one it cannot read back may be
                     // the chain's newest link, and continuing from an older one would fork it.
-                    Err(why) if audit_kafka::header(&m, EVENT_ID_HEADER).is_some() => {
+                    Err(why) if audit_kafka::header(&m, headers::EVENT_ID).is_some() => {
                         unreadable = Some(format!(
                             "record at offset {} of {topic} partition {p} was published by a processor but cannot be read back ({why}); a newer version's format, or a damaged record? Not continuing the chain from an older link",
                             m.offset()

@@ -152,7 +152,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             brokers: "127.0.0.1:9092".into(),
-            topic: "audit.raw".into(),
+            topic: audit_schema::wire::topics::RAW.into(),
             service: String::new(),
             environment: None,
             mode: Mode::Queue,

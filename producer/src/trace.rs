@@ -5,7 +5,7 @@ use audit_schema::Context;
 use opentelemetry::trace::TraceContextExt;
 
 /// Record header name.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = audit_schema::wire::headers::TRACEPARENT;
 
 /// Fills the event's trace ids from the current OpenTelemetry context (when it has a valid span and
 /// the event has none) and returns the `traceparent` header for the record.

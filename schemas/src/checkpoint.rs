@@ -56,10 +56,8 @@ pub struct CheckpointLinks {
 /// The Kafka header naming what a processed-topic record holds. Events carry none (or `event`);
 /// a checkpoint record, published in its chain's partition after the event it covers, carries
 /// [`RECORD_CHECKPOINT`] and the checkpoint JSON as its payload.
-pub const RECORD_HEADER: &str = "audit-record";
-
-/// The [`RECORD_HEADER`] value of a checkpoint record.
-pub const RECORD_CHECKPOINT: &str = "checkpoint";
+pub use crate::wire::headers::RECORD as RECORD_HEADER;
+pub use crate::wire::RECORD_CHECKPOINT;
 
 /// One signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

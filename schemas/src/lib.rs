@@ -34,6 +34,7 @@ pub mod codec;
 pub mod model;
 mod timestamp;
 pub mod validate;
+pub mod wire;
 
 pub use codec::{ContractError, Decoded, WireFormat};
 pub use model::*;
