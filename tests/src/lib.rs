@@ -36,6 +36,7 @@ pub fn unreachable(service: &str, address: &str, error: impl std::fmt::Display) 
 }
 
 pub mod demo;
+pub mod deploy_policy;
 pub mod http_receiver;
 pub mod kafka;
 pub mod pipeline;
