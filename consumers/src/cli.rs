@@ -84,7 +84,7 @@ pub fn main() -> ExitCode {
         if matches!(args.command, Some(Command::Migrate)) {
             let applied = match &settings.store {
                 StoreConfig::Postgres(c) => {
-                    let url = settings.sql_url.clone().unwrap_or_default();
+                    let url = settings.store_url.clone().unwrap_or_default();
                     Some(PostgresSink::connect(&url, c.max_connections, true).await.map(drop))
                 }
                 StoreConfig::Sqlite(c) => Some(SqliteSink::open(&c.path).await.map(drop)),

@@ -124,6 +124,20 @@ pub enum StoreConfig {
     Http(Box<HttpSinkConfig>),
 }
 
+impl StoreConfig {
+    /// Checks the store's own settings (each store's `config.rs`) and gives its connection URL
+    /// or URI where it has one; else the key and what is wrong.
+    pub fn check(&self) -> Result<Option<String>, (&'static str, String)> {
+        Ok(match self {
+            StoreConfig::Jsonl(c) => c.check().map(|()| None)?,
+            StoreConfig::Postgres(c) => Some(c.check()?),
+            StoreConfig::Mongodb(c) => Some(c.check()?),
+            StoreConfig::Sqlite(c) => c.check().map(|()| None)?,
+            StoreConfig::Http(c) => c.check().map(|()| None)?,
+        })
+    }
+}
+
 /// HTTP endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -174,8 +188,8 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     /// Drain deadline.
     pub drain_timeout: Duration,
-    /// The store's connection URL (PostgreSQL, MongoDB).
-    pub sql_url: Option<String>,
+    /// The store's connection URL or URI (PostgreSQL, MongoDB), from its config or environment.
+    pub store_url: Option<String>,
 }
 
 impl SinkConfig {
@@ -252,58 +266,7 @@ impl SinkConfig {
         let Some(store) = &self.store else {
             return Err(bad("store.kind", "missing: choose the store (jsonl, postgres, sqlite, mongodb or http)"));
         };
-        let sql_url = match store {
-            StoreConfig::Jsonl(j) => {
-                if j.dir.as_os_str().is_empty() {
-                    return Err(bad("store.dir", "must name a directory"));
-                }
-                if j.max_file_bytes < 4096 {
-                    return Err(bad("store.max_file_bytes", "must be at least 4096"));
-                }
-                if j.max_file_age_secs == 0 {
-                    return Err(bad("store.max_file_age_secs", "must be positive"));
-                }
-                None
-            }
-            StoreConfig::Postgres(s) => {
-                let url = s
-                    .url
-                    .clone()
-                    .or_else(|| std::env::var("DATABASE_URL").ok())
-                    .ok_or_else(|| bad("store.url", "no PostgreSQL URL: set store.url or DATABASE_URL"))?;
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(bad("store.url", "must be a postgres:// URL"));
-                }
-                if s.max_connections == 0 {
-                    return Err(bad("store.max_connections", "must be positive"));
-                }
-                Some(url)
-            }
-            StoreConfig::Mongodb(m) => {
-                let uri = m
-                    .uri
-                    .clone()
-                    .or_else(|| std::env::var("MONGODB_URI").ok())
-                    .ok_or_else(|| bad("store.uri", "no MongoDB URI: set store.uri or MONGODB_URI"))?;
-                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                    return Err(bad("store.uri", "must be a mongodb:// URI"));
-                }
-                if m.database.is_empty() || m.collection.is_empty() {
-                    return Err(bad("store.collection", "database and collection must not be empty"));
-                }
-                Some(uri)
-            }
-            StoreConfig::Sqlite(q) => {
-                if q.path.as_os_str().is_empty() {
-                    return Err(bad("store.path", "must name the database file"));
-                }
-                None
-            }
-            StoreConfig::Http(h) => {
-                h.check().map_err(|(key, message)| bad(key, message))?;
-                None
-            }
-        };
+        let store_url = store.check().map_err(|(key, message)| bad(key, message))?;
         let http_listen = self
             .http
             .listen
@@ -318,7 +281,7 @@ impl SinkConfig {
             dead_letter_topic,
             http_listen,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
-            sql_url,
+            store_url,
             config: self,
         })
     }

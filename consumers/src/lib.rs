@@ -87,7 +87,7 @@ pub async fn run_store(
     match settings.store.clone() {
         config::StoreConfig::Jsonl(c) => run(settings, Arc::new(jsonl::JsonlSink::new(c)), metrics, shutdown).await,
         config::StoreConfig::Postgres(c) => {
-            let url = settings.sql_url.clone().unwrap_or_default();
+            let url = settings.store_url.clone().unwrap_or_default();
             let sink = postgres::PostgresSink::connect(&url, c.max_connections, c.migrate).await.map_err(fatal)?;
             run(settings, Arc::new(sink), metrics, shutdown).await
         }
@@ -100,7 +100,7 @@ pub async fn run_store(
             run(settings, Arc::new(sink), metrics, shutdown).await
         }
         config::StoreConfig::Mongodb(c) => {
-            let uri = settings.sql_url.clone().unwrap_or_default();
+            let uri = settings.store_url.clone().unwrap_or_default();
             let sink = mongodb::MongoSink::connect(&uri, &c).await.map_err(fatal)?;
             run(settings, Arc::new(sink), metrics, shutdown).await
         }

@@ -28,3 +28,19 @@ impl Default for JsonlConfig {
         }
     }
 }
+
+impl JsonlConfig {
+    /// Checks the settings without I/O: the key and what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(("store.dir", "must name a directory".into()));
+        }
+        if self.max_file_bytes < 4096 {
+            return Err(("store.max_file_bytes", "must be at least 4096".into()));
+        }
+        if self.max_file_age_secs == 0 {
+            return Err(("store.max_file_age_secs", "must be positive".into()));
+        }
+        Ok(())
+    }
+}

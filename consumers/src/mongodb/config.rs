@@ -19,3 +19,22 @@ impl Default for MongoConfig {
         MongoConfig { uri: None, database: "audit".into(), collection: "audit_events".into() }
     }
 }
+
+impl MongoConfig {
+    /// Checks the settings without I/O and gives the connection URI (`store.uri`, else the
+    /// `MONGODB_URI` environment variable); else the key and what is wrong.
+    pub fn check(&self) -> Result<String, (&'static str, String)> {
+        let uri = self
+            .uri
+            .clone()
+            .or_else(|| std::env::var("MONGODB_URI").ok())
+            .ok_or(("store.uri", "no MongoDB URI: set store.uri or MONGODB_URI".to_owned()))?;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(("store.uri", "must be a mongodb:// URI".into()));
+        }
+        if self.database.is_empty() || self.collection.is_empty() {
+            return Err(("store.collection", "database and collection must not be empty".into()));
+        }
+        Ok(uri)
+    }
+}

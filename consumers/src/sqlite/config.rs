@@ -17,3 +17,13 @@ impl Default for SqliteConfig {
         SqliteConfig { path: PathBuf::from("audit.sqlite") }
     }
 }
+
+impl SqliteConfig {
+    /// Checks the settings without I/O: the key and what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err(("store.path", "must name the database file".into()));
+        }
+        Ok(())
+    }
+}
