@@ -18,9 +18,12 @@
 //!   and stored for review (the `audit_event_conflicts` table for PostgreSQL).
 //!
 //! # Layout
-//! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
-//! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
-//! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`] and [`metrics`] (served with `/healthz` and `/readyz` by [`audit_service::serve_ops`]). `docs/SINKS.md` describes each store.
+//! [`runtime`] (the shared consumer and lanes), [`retry`] (backoff, circuit breaker, bisection),
+//! [`sink`] (the trait every store implements), one folder per store with the same shape —
+//! `config.rs` (its settings and their check) and `sink.rs`: [`jsonl`], [`postgres`], [`sqlite`],
+//! [`mongodb`], [`http_sink`] — plus [`config`] (a leaf: the whole config, checked before I/O),
+//! [`client`] (the librdkafka keys a sink fixes) and [`metrics`] (served with `/healthz` and
+//! `/readyz` by [`audit_service::serve_ops`]). `docs/SINKS.md` describes each store.
 
 pub mod cli;
 pub mod client;

@@ -13,7 +13,9 @@
 //!   reason and source in headers, and a quarantine entry takes its place in the chain.
 //!
 //! # Layout
-//! * [`config`]: figment config (defaults ← preset ← TOML ← `AUDIT_*` env), validated before I/O.
+//! * [`config`]: figment config (defaults ← preset ← TOML ← `AUDIT_*` env), checked before I/O; a
+//!   leaf module. [`settings`] compiles it (Kafka client settings, redaction policy, keys) and
+//!   [`client`] names the librdkafka keys the processor fixes.
 //! * [`pipeline`]: decode → [`sanitize`] → validate → normalize → [`redact`] → limits → chain →
 //!   encode, pure and deterministic.
 //! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
