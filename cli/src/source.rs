@@ -18,6 +18,8 @@ use audit_schema::checkpoint::Checkpoint;
 use futures::TryStreamExt as _;
 use serde_json::Value;
 
+mod sink_line;
+
 /// A store to read events from, parsed from `--source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -648,7 +650,7 @@ fn jsonl_line(
         checkpoint: Option<Value>,
     }
     if filter.hashes_only {
-        if let Some(stored) = hashed_line(line, filter) {
+        if let Some(stored) = sink_line::hashed_line(line, filter) {
             return match stored {
                 Some(stored) => each(stored),
                 None => Ok(()),
@@ -677,7 +679,7 @@ fn jsonl_line(
             if filter.chain.as_deref().is_some_and(|c| chain_of(&event) != Some(c)) {
                 return Ok(());
             }
-            if let Err(why) = sink_event_text(line) {
+            if let Err(why) = sink_line::sink_event_text(line) {
                 let reason = format!(
                     "the line is not byte for byte what the sink writes ({why}): readers of the file may see other \
                      content than the canonical form that was hashed; the event is verified as it parses"
@@ -692,88 +694,6 @@ fn jsonl_line(
         },
         Ok(_) => each(unreadable("neither an \"event\" nor a \"checkpoint\" line: not verified".into())),
     }
-}
-
-/// The event text of a JSONL event line exactly as the sink writes it,
-/// `{"partition":p,"offset":o,"event":<the event in canonical form>}`, or why the line is not that.
-fn sink_event_text(line: &[u8]) -> Result<&[u8], String> {
-    use audit_schema::canonical::{check_text, TextForm};
-    let integer = |s: &[u8]| !s.is_empty() && check_text(s, TextForm::Canonical).is_ok() && !s.contains(&b'.');
-    let shape = || -> Option<&[u8]> {
-        let rest = line.strip_prefix(b"{\"partition\":")?;
-        let comma = rest.iter().position(|b| *b == b',')?;
-        let rest = rest.strip_prefix(&rest[..comma]).filter(|_| integer(&rest[..comma]))?;
-        let rest = rest.strip_prefix(b",\"offset\":")?;
-        let comma = rest.iter().position(|b| *b == b',')?;
-        let rest = rest.strip_prefix(&rest[..comma]).filter(|_| integer(&rest[..comma]))?;
-        rest.strip_prefix(b",\"event\":")?.strip_suffix(b"}")
-    };
-    let event = shape().ok_or("not {\"partition\":P,\"offset\":O,\"event\":…} without whitespace")?;
-    check_text(event, TextForm::Canonical).map_err(|e| format!("the event is not in canonical form at {e}"))?;
-    Ok(event)
-}
-
-/// The fast path of a JSONL event line written by the sink (`{"partition":p,"offset":o,"event":…}`,
-/// the event in canonical form): its fields read without building the event, its hash computed
-/// over the stored text itself. `None` when the line is not of that shape or its text does not hash
-/// to its recorded hash as it stands (the caller then reads it the general way, which tells a
-/// non-canonical but intact event from a modified one); `Some(None)` for an event the chain filter
-/// leaves out.
-fn hashed_line(line: &[u8], filter: &ReadFilter) -> Option<Option<Stored>> {
-    use std::borrow::Cow;
-    #[derive(serde::Deserialize)]
-    struct Fields<'a> {
-        #[serde(rename = "eventId", borrow)]
-        event_id: Cow<'a, str>,
-        #[serde(borrow)]
-        action: Cow<'a, str>,
-        #[serde(rename = "receivedAt", borrow)]
-        received_at: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        context: Option<Context<'a>>,
-        #[serde(borrow)]
-        integrity: Integrity<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Context<'a> {
-        #[serde(rename = "tenantId", borrow)]
-        tenant_id: Option<Cow<'a, str>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Integrity<'a> {
-        #[serde(borrow)]
-        chain: Cow<'a, str>,
-        seq: u64,
-        #[serde(rename = "prevHash", borrow)]
-        prev_hash: Cow<'a, str>,
-        #[serde(borrow)]
-        hash: Cow<'a, str>,
-        source: Option<SourceRef>,
-    }
-    #[derive(serde::Deserialize)]
-    struct SourceRef {
-        offset: Option<i64>,
-    }
-    let event = sink_event_text(line).ok()?;
-    let fields: Fields<'_> = serde_json::from_slice(event).ok()?;
-    let i = &fields.integrity;
-    if filter.chain.as_deref().is_some_and(|c| c != i.chain) {
-        return Some(None);
-    }
-    let link = LinkOnly {
-        chain: i.chain.to_string(),
-        seq: i.seq,
-        prev_hash: i.prev_hash.to_string(),
-        hash: i.hash.to_string(),
-        event_id: fields.event_id.to_string(),
-        source_offset: i.source.as_ref().and_then(|s| s.offset),
-        received_at: fields.received_at.as_deref().map(str::to_owned),
-        tenant: fields.context.as_ref().and_then(|c| c.tenant_id.as_deref()).map(str::to_owned),
-    };
-    // Every event is hashed, whatever `filter.tenant` says: the tenant is read from the content,
-    // and content moved to another tenant must not leave that tenant's verification unhashed.
-    let computed_hash = audit_schema::chain::hash_canonical_text(event).filter(|h| *h == link.hash)?;
-    Some(Some(Stored::Hashed { link, computed_hash, quarantined: fields.action == "audit.quarantined" }))
 }
 
 /// Rows of the SQL sinks' `audit_events` table: the link columns, the content only where it is

@@ -598,7 +598,7 @@ fn item(stored: Stored, request: &VerifyRequest, buf: &mut Vec<u8>) -> anyhow::R
                 link,
                 hashed: true,
                 selected,
-                quarantined: event.get("action").and_then(Value::as_str) == Some("audit.quarantined"),
+                quarantined: event.get("action").and_then(Value::as_str) == Some(audit_schema::wire::QUARANTINE_ACTION),
                 // Plain lookups: `Value::pointer` allocates while unescaping each token.
                 source_offset: event
                     .get("integrity")
@@ -698,7 +698,11 @@ pub async fn verify(source: &Source, request: &VerifyRequest, progress: Progress
         } else {
             Some(checkpoints.by_chain.get(&item.link.chain).and_then(|c| c.last_key_value()).map_or(0, |(s, _)| *s))
         };
-        let state = chains.entry(item.link.chain.clone()).or_insert_with(|| ChainState::new(&start));
+        // Looked up before it is inserted: no copy of the chain's name per event.
+        if !chains.contains_key(&item.link.chain) {
+            chains.insert(item.link.chain.clone(), ChainState::new(&start));
+        }
+        let state = chains.get_mut(&item.link.chain).expect("inserted above");
         state.hashed += u64::from(item.hashed);
         state.selected += u64::from(item.selected);
         state.quarantined += u64::from(item.quarantined);

@@ -16,7 +16,7 @@ use std::ops::Range;
 use serde_json::{Map, Number, Value};
 
 mod text;
-pub use text::{check_text, NotCanonical, TextForm};
+pub use text::{check_text, check_text_visiting, MemberVisit, NameSpan, NotCanonical, TextForm};
 
 /// Why a value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -126,10 +126,25 @@ pub fn seal_canonical_spans(
 /// simply not be canonical): then hash the parsed event with [`hash_event_value`].
 pub fn hash_canonical_text(text: &[u8]) -> Option<String> {
     let (from, to) = integrity_hash_member(text)?;
+    let hex = hash_text_without(text, from..to);
+    Some(hex.iter().map(|&b| char::from(b)).collect())
+}
+
+/// SHA-256 over `text` without the bytes `cut`, as lowercase hex digits: the event's hash when
+/// `text` is its canonical form and `cut` its member `integrity.hash` with the comma that separates
+/// it from a neighbour (what [`hash_canonical_text`] finds itself, for readers that found it while
+/// reading the text). No allocation: compare the digits with the recorded hash's bytes.
+pub fn hash_text_without(text: &[u8], cut: Range<usize>) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hasher = Sha256::new();
-    hasher.update(&text[..from]);
-    hasher.update(&text[to..]);
-    Some(hex::encode(hasher.finalize()))
+    hasher.update(&text[..cut.start]);
+    hasher.update(&text[cut.end..]);
+    let mut hex = [0u8; 64];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(hasher.finalize().iter()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    hex
 }
 
 /// The byte range of `"hash":"…"` in the top-level `integrity` object of `text`, with the comma
