@@ -22,6 +22,10 @@ use serde_json::{json, Value};
 
 use crate::config::DetectorsConfig;
 
+mod assignments;
+
+use assignments::{assignments, Assignment};
+
 /// A detector family: one `redaction.detectors` switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Family {
@@ -87,10 +91,26 @@ impl Family {
 enum Gate {
     /// One of these literals (ASCII case ignored).
     Literals(&'static [&'static str]),
-    /// A word of a sensitive key name (the policy's key names and the built-in keys).
-    KeyWords,
+    /// One of these literals (ASCII case ignored), and this byte, which every match holds besides
+    /// (`@` in a URL with credentials, `.` in a JWT). The byte is not part of the policy's version:
+    /// it follows from the regex and changes nothing found.
+    LiteralsAnd(&'static [&'static str], u8),
+    /// A word of a sensitive key name (the policy's key names and the built-in keys), then an
+    /// assignment of the given shape whose key names a secret ([`assignments`]).
+    KeyWords(Assignment),
     /// At least this many ASCII digits.
     Digits(usize),
+}
+
+#[cfg(test)]
+impl Gate {
+    /// The literals of a literal gate.
+    fn literals(self) -> Option<&'static [&'static str]> {
+        match self {
+            Gate::Literals(l) | Gate::LiteralsAnd(l, _) => Some(l),
+            Gate::KeyWords(_) | Gate::Digits(_) => None,
+        }
+    }
 }
 
 /// What a match must pass besides the regex.
@@ -365,7 +385,7 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "jwt",
         family: F::BearerTokens,
-        gate: G::Literals(&["eyJ"]),
+        gate: G::LiteralsAnd(&["eyJ"], b'.'),
         regex: r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)?",
         check: C::Format,
     },
@@ -413,7 +433,7 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "url_credentials",
         family: F::UrlCredentials,
-        gate: G::Literals(&["://"]),
+        gate: G::LiteralsAnd(&["://"], b'@'),
         regex: r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:(?P<secret>[^\s@/]+)@",
         check: C::Format,
     },
@@ -429,7 +449,7 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "secret_assignment",
         family: F::EnvAssignments,
-        gate: G::KeyWords,
+        gate: G::KeyWords(Assignment::Line),
         regex: r#"(?m)^[ \t]*(?:export[ \t]+|set[ \t]+|-[ \t]+)?["']?(?P<name>[A-Za-z_][A-Za-z0-9_.\[\]-]*)["']?[ \t]*(?:=|:[ \t])[ \t]*(?P<secret>[^\s#][^\r\n]*)"#,
         check: C::KeyName,
     },
@@ -438,7 +458,7 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "secret_assignment",
         family: F::EnvAssignments,
-        gate: G::KeyWords,
+        gate: G::KeyWords(Assignment::Inline),
         regex: r#"(?:^|[\s,;{(])["']?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)["']?[ \t]*:[ \t]*(?P<secret>"[^"\r\n]*"|'[^'\r\n]*'|/?[^\s,;})"'/][^\s,;})"']*)"#,
         check: C::KeyName,
     },
@@ -446,7 +466,7 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "url_credentials",
         family: F::UrlCredentials,
-        gate: G::KeyWords,
+        gate: G::KeyWords(Assignment::Query),
         regex: r#"[?&;\t ](?P<name>[A-Za-z0-9_.\[\]-]+)=(?P<secret>[^&\s#;"'<>]+)"#,
         check: C::QueryName,
     },
@@ -499,6 +519,10 @@ pub(super) struct Detectors {
     anchored: u64,
     /// Digit-gated detectors: (digits needed, detector bit).
     digit_gates: Vec<(usize, u64)>,
+    /// Detectors whose matches all hold a byte besides their anchor: (byte, detector bits).
+    required_bytes: Vec<(u8, u64)>,
+    /// Key-named detectors: (the assignment shape their regex reads, detector bit).
+    assignment_gates: Vec<(Assignment, u64)>,
     /// An `authorization_header` detector is on.
     header_lines: bool,
     /// Card numbers stored as JSON numbers are checked too.
@@ -535,6 +559,8 @@ impl Detectors {
         let mut patterns: Vec<String> = Vec::new();
         let mut pattern_masks: Vec<u64> = Vec::new();
         let mut digit_gates = Vec::new();
+        let mut required_bytes: Vec<(u8, u64)> = Vec::new();
+        let mut assignment_gates = Vec::new();
         let mut add = |pattern: &str, bit: u64| {
             let lower = pattern.to_ascii_lowercase();
             match patterns.iter().position(|p| *p == lower) {
@@ -549,7 +575,15 @@ impl Detectors {
             let bit = 1u64 << i;
             match d.gate {
                 Gate::Literals(literals) => literals.iter().for_each(|l| add(l, bit)),
-                Gate::KeyWords => {
+                Gate::LiteralsAnd(literals, byte) => {
+                    literals.iter().for_each(|l| add(l, bit));
+                    match required_bytes.iter_mut().find(|(b, _)| *b == byte) {
+                        Some((_, bits)) => *bits |= bit,
+                        None => required_bytes.push((byte, bit)),
+                    }
+                }
+                Gate::KeyWords(shape) => {
+                    assignment_gates.push((shape, bit));
                     key_anchors.iter().for_each(|w| add(w, bit));
                     if d.check == Check::QueryName {
                         URL_SIGNATURE_WORDS.iter().for_each(|w| add(w, bit));
@@ -580,6 +614,8 @@ impl Detectors {
             pattern_masks,
             anchored,
             digit_gates,
+            required_bytes,
+            assignment_gates,
             card_numbers: config.card_numbers,
             json_strings: config.json_strings,
         }
@@ -618,10 +654,12 @@ impl Detectors {
         mask: &str,
         names_secret: impl Fn(&str, &str, bool) -> bool,
     ) -> Vec<Finding> {
+        let open = self.refine(text, open, &names_secret);
         let mut found: Vec<Finding> = Vec::new();
         let mut accept = |range: Range<usize>, rule: &'static str| {
             let secret = &text[range.clone()];
-            if secret.trim().is_empty() || secret.split(mask).all(|rest| rest.trim().is_empty()) {
+            let leftover = |rest: &str| rest.trim().is_empty();
+            if leftover(secret) || (secret.contains(mask) && secret.split(mask).all(leftover)) {
                 return; // nothing, or what an earlier redaction left
             }
             let counted = !found.iter().any(|f| f.range.start < range.end && range.start < f.range.end);
@@ -660,6 +698,28 @@ impl Detectors {
         found
     }
 
+    /// `open` without the detectors whose regex cannot find a secret in `text` although their gate
+    /// passed: a required byte is missing, or no `name=value` of the shape a key-named detector
+    /// reads has a name that names a secret ([`assignments`]). Exact: every match these skip would
+    /// have been dropped by its check.
+    fn refine(&self, text: &str, mut open: u64, names_secret: &impl Fn(&str, &str, bool) -> bool) -> u64 {
+        for &(byte, bits) in &self.required_bytes {
+            if open & bits != 0 && !text.as_bytes().contains(&byte) {
+                open &= !bits;
+            }
+        }
+        if self.assignment_gates.iter().any(|&(_, bit)| open & bit != 0) {
+            // The value does not matter here: a key that names a secret for some value passes.
+            let found = assignments(text, |name, url_parameter| names_secret(name, "", url_parameter));
+            for &(shape, bit) in &self.assignment_gates {
+                if !found.contains(shape) {
+                    open &= !bit;
+                }
+            }
+        }
+        open
+    }
+
     /// Describes the detectors for the policy version.
     pub(super) fn describe(&self) -> Value {
         Value::Array(
@@ -667,8 +727,9 @@ impl Detectors {
                 .iter()
                 .map(|d| {
                     let gate = match d.gate {
-                        Gate::Literals(l) => json!({"literals": l}),
-                        Gate::KeyWords => json!("key_words"),
+                        // The byte and the assignment shape follow from the regex: not described.
+                        Gate::Literals(l) | Gate::LiteralsAnd(l, _) => json!({"literals": l}),
+                        Gate::KeyWords(_) => json!("key_words"),
                         Gate::Digits(n) => json!({"digits": n}),
                     };
                     json!({"name": d.name, "family": d.family.as_str(), "gate": gate, "regex": d.regex.as_str(), "check": d.check.as_str()})
@@ -1416,7 +1477,7 @@ mod tests {
         let detectors = Detectors::new(&all, &[], false);
         let mut checked = 0;
         for d in &detectors.list {
-            let Gate::Literals(anchors) = d.gate else { continue };
+            let Some(anchors) = d.gate.literals() else { continue };
             for text in &samples {
                 for m in d.regex.find_iter(text) {
                     let found = m.as_str().to_ascii_lowercase();

@@ -248,6 +248,14 @@ impl KeyName {
 /// Whether a value is one the measure rule keeps: a number, a boolean, or text that reads as one
 /// (`"12"`, `"true"`: env files, YAML and query strings carry numbers as text).
 pub(super) fn measurable_text(s: &str) -> bool {
+    // Most text starts with a byte no number or boolean starts with, and no blank `trim` removes
+    // (U+000B is one `is_ascii_whitespace` leaves out; other blanks are not ASCII): decided
+    // without trimming.
+    let Some(&first) = s.as_bytes().first() else { return false };
+    let plain = first.is_ascii() && !first.is_ascii_whitespace() && first != 0x0B;
+    if plain && !matches!(first, b'0'..=b'9' | b'-' | b't' | b'T' | b'f' | b'F') {
+        return false;
+    }
     let s = s.trim();
     if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") {
         return true;
@@ -334,10 +342,10 @@ mod tests {
 
     #[test]
     fn measurable_text_is_numbers_and_booleans() {
-        for s in ["12", "-3", "1.5", "true", "FALSE", " 42 "] {
+        for s in ["12", "-3", "1.5", "true", "FALSE", " 42 ", "\u{B}7", "\u{A0}7\n"] {
             assert!(measurable_text(s), "{s}");
         }
-        for s in ["", "12a", "1.", ".5", "hunter2", "0x1f", "1e5"] {
+        for s in ["", "12a", "1.", ".5", "hunter2", "0x1f", "1e5", "x12", "(12)"] {
             assert!(!measurable_text(s), "{s}");
         }
     }
