@@ -41,3 +41,4 @@ pub mod http_receiver;
 pub mod kafka;
 pub mod pipeline;
 pub mod sinks;
+pub mod tamper;

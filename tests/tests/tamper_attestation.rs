@@ -1,175 +1,29 @@
 //! The tamper suite, classes 5 and 7 of issue 17: every event and every chain attested when keys
 //! are given, pinned keys, and a witness whose entries link. `auditctl verify`, the real binary,
-//! against copies of an `auditctl demo` run, changed as an attacker with write access to the store,
-//! the key directory or the witness file would change them: lines added, removed or swapped with
-//! `std::fs`, SHA-256 recomputed (it needs no secret), checkpoints signed with a key of their own.
-//! Only the processor's private key is out of their reach; the tests use the demo's key solely to
-//! write the witness a processor would have written. Every test asserts the exact findings and the
-//! exit code; untouched controls stay intact.
+//! against copies of an `auditctl demo` run (its JSONL files and SQLite database), PostgreSQL and
+//! MongoDB loaded by their sinks with the demo's events and checkpoints, and processed topics,
+//! changed as an attacker with write access to the store, the key directory or the witness file
+//! would change them: lines added, removed or swapped with `std::fs`, rows inserted and deleted
+//! with raw SQL, documents with the MongoDB driver, records produced (and partitions added) with a
+//! Kafka client of their own, SHA-256 recomputed (it needs no secret), checkpoints signed with a
+//! key of their own. Only the processor's private key is out of their reach; the tests use the
+//! demo's key solely to write the witness a processor would have written (and a processed topic's
+//! key only to publish the checkpoints its processor would have published). Every test asserts the
+//! exact findings and the exit code; untouched controls stay intact.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use audit_schema::checkpoint::{Checkpoint, CheckpointLinks, SigningKey};
-use audit_tests::demo::{copy_dir, demo_store};
+use audit_tests::sinks::Processed;
+use audit_tests::tamper::{
+    append_events, canonical, chain_of, demo, demo_witness, event_line, events, forged_after, forged_chain, head_of,
+    jsonl_copy, keyed, keys_copy, last_file, lines, now_rfc3339, postgres_store, processed_topic, produce_checkpoint,
+    produce_raw, runtime, seq_of, sql, sql_insert, sql_rows, sqlite_copy, text, topic_key, topic_signing_key, verify,
+    verify_error, wrapper, write_lines, MongoStore,
+};
 use auditctl::source::jsonl_files;
+use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;
-
-const AUDITCTL: &str = env!("CARGO_BIN_EXE_audit-test-auditctl");
-const EVENTS: u64 = 300;
-
-fn demo() -> PathBuf {
-    demo_store(Path::new(AUDITCTL), EVENTS)
-}
-
-fn text(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// What `verify --json` said: the exit code and every finding as `(kind, seq)`, sorted.
-#[derive(Debug)]
-struct Outcome {
-    code: i32,
-    findings: Vec<(String, u64)>,
-    report: Value,
-}
-
-impl Outcome {
-    #[track_caller]
-    fn expect(&self, code: i32, kinds: &[(&str, u64)]) -> &Outcome {
-        let mut want: Vec<(String, u64)> = kinds.iter().map(|(k, s)| ((*k).to_owned(), *s)).collect();
-        want.sort();
-        assert_eq!(self.findings, want, "{:#}", self.report);
-        assert_eq!(self.code, code, "exit code: {:#}", self.report);
-        self
-    }
-
-    fn chain(&self, chain: &str) -> &Value {
-        self.report["chains"].as_array().unwrap().iter().find(|c| c["chain"] == chain).expect("the chain")
-    }
-}
-
-fn verify(source: &Path, args: &[&str]) -> Outcome {
-    verify_source(&text(source), args)
-}
-
-fn verify_source(source: &str, args: &[&str]) -> Outcome {
-    let out = Command::new(AUDITCTL).args(["verify", "--json", "--source", source]).args(args).output().unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("verify printed no report ({e}): exit {code}: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    assert_eq!(report["exitCode"], code, "the report carries the exit code");
-    let per_chain = report["chains"].as_array().unwrap().iter().flat_map(|c| c["findings"].as_array().unwrap());
-    let mut findings: Vec<(String, u64)> = per_chain
-        .chain(report["storeFindings"].as_array().unwrap())
-        .map(|f| {
-            assert!(f["chain"].is_string() && f["detail"].is_string(), "{f}");
-            (f["kind"].as_str().unwrap().to_owned(), f["seq"].as_u64().unwrap())
-        })
-        .collect();
-    findings.sort();
-    Outcome { code, findings, report }
-}
-
-/// `verify` when it stops before any report: the exit code and standard error.
-fn verify_error(source: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(AUDITCTL).args(["verify", "--source", &text(source)]).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// A private copy of the demo's JSONL directory.
-fn jsonl_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&demo().join("jsonl"), dir.path());
-    dir
-}
-
-/// A verifier's key directory: the demo's public key and its keyring (not the private key).
-fn keys_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["checkpoint.pub", "keyring"] {
-        std::fs::copy(demo().join("keys").join(name), dir.path().join(name)).unwrap();
-    }
-    dir
-}
-
-fn last_file(dir: &Path, p: i32) -> PathBuf {
-    jsonl_files(&dir.join(format!("partition-{p}"))).unwrap().pop().unwrap()
-}
-
-fn lines(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file).unwrap().lines().map(str::to_owned).collect()
-}
-
-fn write_lines(file: &Path, lines: &[String]) {
-    std::fs::write(file, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-}
-
-fn wrapper(line: &str) -> Value {
-    serde_json::from_str(line).unwrap()
-}
-
-/// The events of partition `p` of `dir`, in file order.
-fn events(dir: &Path, p: i32) -> Vec<Value> {
-    let mut out = Vec::new();
-    for file in jsonl_files(&dir.join(format!("partition-{p}"))).unwrap() {
-        out.extend(lines(&file).iter().filter_map(|l| wrapper(l).get("event").cloned()));
-    }
-    out
-}
-
-fn seq_of(event: &Value) -> u64 {
-    event["integrity"]["seq"].as_u64().unwrap()
-}
-
-/// `event` sealed as the processor seals one: its hash recomputed over everything else.
-fn seal(mut event: Value) -> Value {
-    let hash = audit_schema::chain::hash_event_value(&event).unwrap();
-    event["integrity"]["hash"] = Value::String(hash);
-    event
-}
-
-/// A JSONL line as the sink writes one: the event in its canonical form.
-fn event_line(partition: i32, offset: i64, event: &Value) -> String {
-    let canonical = String::from_utf8(audit_schema::canonical::canonicalize(event).unwrap()).unwrap();
-    format!(r#"{{"partition":{partition},"offset":{offset},"event":{canonical}}}"#)
-}
-
-/// `n` events that continue `last` with correct links: what someone appends who knows SHA-256.
-fn forged_after(last: &Value, n: u64, received_at: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut prev = last.clone();
-    for i in 1..=n {
-        let mut e = prev.clone();
-        e["eventId"] = Value::String(format!("01JZZZZZZZZZZZZZ{:010}", seq_of(last) + i));
-        e["receivedAt"] = Value::String(received_at.to_owned());
-        e["integrity"]["seq"] = Value::from(seq_of(&prev) + 1);
-        e["integrity"]["prevHash"] = prev["integrity"]["hash"].clone();
-        let offset = prev["integrity"]["source"]["offset"].as_i64().unwrap() + 1;
-        e["integrity"]["source"]["offset"] = Value::from(offset);
-        e = seal(e);
-        out.push(e.clone());
-        prev = e;
-    }
-    out
-}
-
-/// Appends `forged` to the newest file of partition `p` (Kafka offsets after the last line's).
-fn append_events(dir: &Path, p: i32, forged: &[Value]) {
-    let file = last_file(dir, p);
-    let mut all = lines(&file);
-    let mut offset = all.iter().map(|l| wrapper(l)["offset"].as_i64().unwrap()).max().unwrap();
-    for e in forged {
-        offset += 1;
-        all.push(event_line(p, offset, e));
-    }
-    write_lines(&file, &all);
-}
-
-fn now_rfc3339(shift: chrono::TimeDelta) -> String {
-    (chrono::Utc::now() + shift).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
 
 /// The demo's processor key: only for writing the witness the processor would have written.
 fn processor_key() -> SigningKey {
@@ -224,18 +78,6 @@ fn write_witness(file: &Path, entries: &[Checkpoint]) {
     std::fs::write(file, text).unwrap();
 }
 
-fn keyed<'a>(keys: &'a str, witness: Option<&'a str>) -> Vec<&'a str> {
-    let mut args = vec!["--public-key", keys];
-    if let Some(w) = witness {
-        args.extend(["--checkpoints", w]);
-    }
-    args
-}
-
-fn head_of(dir: &Path, p: i32) -> u64 {
-    seq_of(events(dir, p).last().unwrap())
-}
-
 // --------------------------------------------------------------------------------------- controls
 
 #[test]
@@ -243,7 +85,7 @@ fn control_untouched_stores_with_pinned_keys_and_witnesses_stay_intact() {
     let dir = jsonl_copy();
     let keys = keys_copy();
     let k = text(keys.path());
-    let demo_witness = text(&demo().join("witness/checkpoints.jsonl"));
+    let demo_witness = demo_witness();
     let out = verify(dir.path(), &keyed(&k, Some(&demo_witness)));
     out.expect(0, &[]);
     assert_eq!(out.report["inputs"], "key_and_witness");
@@ -252,7 +94,7 @@ fn control_untouched_stores_with_pinned_keys_and_witnesses_stay_intact() {
         assert_eq!(chain["checkpointedSeq"], chain["headSeq"], "the final checkpoint covers the head: {chain}");
     }
     let sqlite = format!("sqlite:{}", text(&demo().join("audit.db")));
-    verify_source(&sqlite, &keyed(&k, Some(&demo_witness))).expect(0, &[]);
+    verify(&sqlite, &keyed(&k, Some(&demo_witness))).expect(0, &[]);
     // The key file itself, the keyring file, and the demo's own key directory.
     verify(dir.path(), &keyed(&text(&keys.path().join("checkpoint.pub")), None)).expect(0, &[]);
     verify(dir.path(), &keyed(&text(&keys.path().join("keyring")), None)).expect(0, &[]);
@@ -267,55 +109,368 @@ fn control_untouched_stores_with_pinned_keys_and_witnesses_stay_intact() {
 }
 
 // -------------------------------------------------------------------- class 5: every event attested
+//
+// Every store holds the demo's chains and the checkpoints its sink stored (one final checkpoint a
+// chain, at its head, signed when the demo's processor released it). The same attacks run on each
+// kind of store, each through what an attacker with write access to it uses.
+
+/// A store holding the demo's chains, as an attacker with write access sees it.
+trait Store {
+    /// `verify`'s source for it.
+    fn source(&self) -> String;
+    /// The events of `chain` as the store holds them, in seq order.
+    fn chain(&self, chain: &str) -> Vec<Value>;
+    /// Adds `events` (of one chain, in seq order) as its sink would have stored them.
+    fn add(&self, events: &[Value]);
+    /// Deletes the checkpoints the sink stored for `chain`.
+    fn delete_checkpoints(&self, chain: &str);
+}
+
+/// `p` of a chain named `audit.raw/<p>`: the partition it is stored in.
+fn partition_of(chain: &str) -> i32 {
+    chain.rsplit_once('/').unwrap().1.parse().unwrap()
+}
+
+/// A private copy of the demo's JSONL directory, edited with `std::fs`.
+struct Jsonl(tempfile::TempDir);
+
+impl Store for Jsonl {
+    fn source(&self) -> String {
+        text(self.0.path())
+    }
+
+    fn chain(&self, chain: &str) -> Vec<Value> {
+        events(self.0.path(), partition_of(chain))
+    }
+
+    fn add(&self, forged: &[Value]) {
+        let p = partition_of(chain_of(&forged[0]));
+        let partition = self.0.path().join(format!("partition-{p}"));
+        if partition.exists() {
+            return append_events(self.0.path(), p, forged);
+        }
+        // A partition of its own, in a file named by its first offset as the sink names one.
+        std::fs::create_dir_all(&partition).unwrap();
+        let offset = |e: &Value| e["integrity"]["source"]["offset"].as_i64().unwrap();
+        let text_lines: Vec<String> = forged.iter().map(|e| event_line(p, offset(e), e)).collect();
+        write_lines(&partition.join(format!("{:020}.jsonl", offset(&forged[0]))), &text_lines);
+    }
+
+    fn delete_checkpoints(&self, chain: &str) {
+        without_stored_checkpoints(self.0.path(), partition_of(chain));
+    }
+}
+
+/// A SQL store, changed with raw SQL: a private copy of the demo's SQLite database, or a fresh
+/// PostgreSQL database its sink loaded with the demo's events and checkpoints.
+struct Sql {
+    source: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Sql {
+    fn sqlite() -> Sql {
+        let (dir, source) = sqlite_copy();
+        Sql { source, _dir: Some(dir) }
+    }
+
+    fn postgres() -> Sql {
+        Sql { source: postgres_store(), _dir: None }
+    }
+}
+
+impl Store for Sql {
+    fn source(&self) -> String {
+        self.source.clone()
+    }
+
+    fn chain(&self, chain: &str) -> Vec<Value> {
+        let select = format!("SELECT CAST(event AS TEXT) FROM audit_events WHERE chain = '{chain}' ORDER BY seq");
+        sql_rows(&self.source, &[select]).iter().map(|row| serde_json::from_str(&row[0]).unwrap()).collect()
+    }
+
+    fn add(&self, forged: &[Value]) {
+        let p = partition_of(chain_of(&forged[0]));
+        let newest = format!(
+            "SELECT CAST(COALESCE(MAX(kafka_offset), -1) AS TEXT) FROM audit_events WHERE kafka_partition = {p}"
+        );
+        let after: i64 = sql(&self.source, &[newest])[0].parse().unwrap();
+        let inserts: Vec<String> = forged.iter().zip(after + 1..).map(|(e, offset)| sql_insert(e, p, offset)).collect();
+        sql(&self.source, &inserts[..]);
+    }
+
+    fn delete_checkpoints(&self, chain: &str) {
+        sql(&self.source, &[format!("DELETE FROM audit_checkpoints WHERE chain = '{chain}'")]);
+    }
+}
+
+/// A fresh MongoDB database its sink loaded, changed with the driver.
+impl Store for MongoStore {
+    fn source(&self) -> String {
+        self.source.clone()
+    }
+
+    fn chain(&self, chain: &str) -> Vec<Value> {
+        self.with("audit_events", async |c| {
+            let mut cursor = c.find(doc! {"integrity.chain": chain}).sort(doc! {"integrity.seq": 1}).await.unwrap();
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap() {
+                let mut document = cursor.deserialize_current().unwrap();
+                document.remove("_id");
+                out.push(Bson::Document(document).into_relaxed_extjson());
+            }
+            out
+        })
+    }
+
+    fn add(&self, forged: &[Value]) {
+        let documents: Vec<Document> = forged
+            .iter()
+            .map(|e| {
+                let mut d = mongodb::bson::to_document(e).unwrap();
+                d.insert("_id", e["eventId"].as_str().unwrap());
+                d
+            })
+            .collect();
+        self.with("audit_events", async |c| c.insert_many(documents).await.unwrap());
+    }
+
+    fn delete_checkpoints(&self, chain: &str) {
+        self.with("audit_events_checkpoints", async |c| c.delete_many(doc! {"checkpoint.chain": chain}).await.unwrap());
+    }
+}
+
+/// The untouched store with the key, and with the witness too: intact, every chain attested up to
+/// its head.
+fn keyed_control(store: &dyn Store) {
+    let keys = keys_copy();
+    let k = text(keys.path());
+    for witness in [None, Some(demo_witness())] {
+        let out = verify(store.source(), &keyed(&k, witness.as_deref()));
+        out.expect(0, &[]);
+        let chains = out.report["chains"].as_array().unwrap();
+        assert_eq!(chains.len(), 4, "{:#}", out.report);
+        for chain in chains {
+            assert_eq!(chain["unattestedEvents"], 0, "{chain}");
+            assert_eq!(chain["checkpointedSeq"], chain["headSeq"], "the final checkpoint covers the head: {chain}");
+        }
+    }
+}
+
+/// Events with correct links appended after a chain's final checkpoint: one to chain 0, checked
+/// with the key; three to chain 2, checked against the witness too. Without a key they pass.
+fn forged_tails(new: impl Fn() -> Box<dyn Store>) {
+    let keys = keys_copy();
+    let k = text(keys.path());
+    let witness = demo_witness();
+    for (p, n, with_witness) in [(0, 1, false), (2, 3, true)] {
+        let store = new();
+        let chain = format!("audit.raw/{p}");
+        let last = store.chain(&chain).pop().unwrap();
+        let head = seq_of(&last);
+        store.add(&forged_after(&last, n, &now_rfc3339(chrono::TimeDelta::zero())));
+        verify(store.source(), &[]).expect(0, &[]);
+        let out = verify(store.source(), &keyed(&k, with_witness.then_some(witness.as_str())));
+        out.expect(1, &[("after_final_checkpoint", head + 1)]);
+        assert_eq!(out.one("after_final_checkpoint").chain, chain);
+        assert_eq!(out.unattested(&chain), (Some(head + 1), Some(n)));
+    }
+}
+
+/// A chain added with every hash recomputed and linked from the genesis: chain 0 copied whole as
+/// `audit.raw/9`, and two events of chain 1 as `audit.raw/8`. Without a key they pass.
+fn forged_chains(new: impl Fn() -> Box<dyn Store>) {
+    let keys = keys_copy();
+    let k = text(keys.path());
+    let witness = demo_witness();
+    for (from, to, take) in [(0, 9, usize::MAX), (1, 8, 2)] {
+        let store = new();
+        let forged = forged_chain(store.chain(&format!("audit.raw/{from}")).into_iter().take(take), to);
+        store.add(&forged);
+        verify(store.source(), &[]).expect(0, &[]);
+        for args in [keyed(&k, None), keyed(&k, Some(&witness))] {
+            let out = verify(store.source(), &args);
+            out.expect(1, &[("unattested_chain", 1)]);
+            let chain = format!("audit.raw/{to}");
+            assert_eq!(out.one("unattested_chain").chain, chain);
+            assert_eq!(out.unattested(&chain), (Some(1), Some(forged.len() as u64)));
+        }
+    }
+}
+
+/// Chain 3's stored checkpoints deleted: with the key alone the chain is unattested, the witness
+/// still attests it; then a tail forged after its head: the witness's final checkpoint shows it.
+fn deleted_checkpoints(new: impl Fn() -> Box<dyn Store>) {
+    let keys = keys_copy();
+    let k = text(keys.path());
+    let witness = demo_witness();
+    let store = new();
+    let chain = "audit.raw/3";
+    store.delete_checkpoints(chain);
+    let last = store.chain(chain).pop().unwrap();
+    let head = seq_of(&last);
+    verify(store.source(), &[]).expect(0, &[]);
+    let out = verify(store.source(), &keyed(&k, None));
+    out.expect(1, &[("unattested_chain", 1)]);
+    assert_eq!((out.one("unattested_chain").chain.as_str(), out.unattested(chain)), (chain, (Some(1), Some(head))));
+    verify(store.source(), &keyed(&k, Some(&witness))).expect(0, &[]);
+
+    store.add(&forged_after(&last, 2, &now_rfc3339(chrono::TimeDelta::zero())));
+    let out = verify(store.source(), &keyed(&k, None));
+    out.expect(1, &[("unattested_chain", 1)]);
+    assert_eq!(out.unattested(chain), (Some(1), Some(head + 2)));
+    let out = verify(store.source(), &keyed(&k, Some(&witness)));
+    out.expect(1, &[("after_final_checkpoint", head + 1)]);
+    assert_eq!(out.unattested(chain), (Some(head + 1), Some(2)));
+}
+
+/// The keyed control, then every attack above, each on a fresh store `new` makes.
+fn every_attack(new: fn() -> Box<dyn Store>) {
+    keyed_control(&*new());
+    forged_tails(new);
+    forged_chains(new);
+    deleted_checkpoints(new);
+}
+
+fn jsonl() -> Box<dyn Store> {
+    Box::new(Jsonl(jsonl_copy()))
+}
 
 #[test]
 fn a_forged_tail_after_the_final_checkpoint_is_tampered() {
-    let keys = keys_copy();
-    let k = text(keys.path());
-    let witness = text(&demo().join("witness/checkpoints.jsonl"));
-    // One event appended to chain 0; three to chain 2, checked against the witness too.
-    for (p, n, with_witness) in [(0, 1, false), (2, 3, true)] {
-        let dir = jsonl_copy();
-        let head = head_of(dir.path(), p);
-        let last = events(dir.path(), p).pop().unwrap();
-        append_events(dir.path(), p, &forged_after(&last, n, &now_rfc3339(chrono::TimeDelta::zero())));
-        // The links are right: without a key it passes.
-        verify(dir.path(), &[]).expect(0, &[]);
-        let out = verify(dir.path(), &keyed(&k, with_witness.then_some(witness.as_str())));
-        out.expect(1, &[("after_final_checkpoint", head + 1)]);
-        let chain = out.chain(&format!("audit.raw/{p}"));
-        assert_eq!((chain["unattestedFrom"].as_u64(), chain["unattestedEvents"].as_u64()), (Some(head + 1), Some(n)));
-    }
+    forged_tails(jsonl);
 }
 
 #[test]
 fn a_forged_extra_chain_with_correct_links_is_tampered() {
-    let keys = keys_copy();
-    let k = text(keys.path());
-    let witness = text(&demo().join("witness/checkpoints.jsonl"));
-    // Chain 0 copied whole as chain audit.raw/9, and two events of chain 1 as audit.raw/8.
-    for (from, to, take) in [(0, 9, usize::MAX), (1, 8, 2)] {
-        let dir = jsonl_copy();
-        let mut prev_hash = "0".repeat(64);
-        let mut forged = Vec::new();
-        for e in events(dir.path(), from).into_iter().take(take) {
-            let mut e = e;
-            e["integrity"]["chain"] = Value::String(format!("audit.raw/{to}"));
-            e["integrity"]["prevHash"] = Value::String(prev_hash.clone());
-            e["integrity"]["source"]["partition"] = Value::from(to);
-            e["eventId"] = Value::String(format!("01JYYYYYYYYYYY{to}{:011}", seq_of(&e)));
-            let e = seal(e);
-            prev_hash = e["integrity"]["hash"].as_str().unwrap().to_owned();
-            forged.push(e);
+    forged_chains(jsonl);
+}
+
+#[test]
+fn a_chain_whose_stored_checkpoints_were_deleted_is_unattested() {
+    deleted_checkpoints(jsonl);
+}
+
+#[test]
+fn class5_sqlite_every_event_and_chain_is_attested() {
+    every_attack(|| Box::new(Sql::sqlite()));
+}
+
+#[test]
+fn class5_postgres_every_event_and_chain_is_attested() {
+    every_attack(|| Box::new(Sql::postgres()));
+}
+
+#[test]
+fn class5_mongodb_every_event_and_chain_is_attested() {
+    every_attack(|| Box::new(MongoStore::new()));
+}
+
+// The processed topic: checkpoints travel as `audit-record: checkpoint` records after the events
+// they cover, in the chain's partition. A topic is append-only to its writers (DeleteRecords only
+// cuts a partition's start, class 8), so no checkpoint can be deleted from it alone; events and
+// chains can be appended by anyone allowed to produce.
+
+/// Produces `events` as records the processor would have published (canonical JSON) with a
+/// client of the attacker's own.
+fn produce_events(topic: &Processed, p: i32, events: &[Value]) {
+    for e in events {
+        produce_raw(topic, p, Some(&canonical(e)));
+    }
+}
+
+#[test]
+fn class5_processed_topic_forged_tails_are_reported() {
+    // Chain 0 released: the processor signs its head again, as final, naming the checkpoint
+    // before it.
+    let (source, topic, keys) = processed_topic(2, 40, true);
+    let key = topic_key(&keys);
+    let signer = topic_signing_key();
+    let stored = topic.checkpoints.iter().find(|c| c["chain"] == "audit.raw/0").unwrap().clone();
+    let stored = Checkpoint::from_value(stored).unwrap();
+    let links = CheckpointLinks { prev: Some(stored.digest()), is_final: true };
+    let released = signer.sign_linked(&stored.chain, stored.seq, &stored.hash, "2026-11-26T12:00:01.000Z", links);
+    produce_checkpoint(&topic, 0, &released);
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(0, &[]);
+    for chain in ["audit.raw/0", "audit.raw/1"] {
+        assert_eq!(out.unattested(chain), (None, Some(0)));
+    }
+
+    // Two events forged after it.
+    let head = stored.seq;
+    produce_events(&topic, 0, &forged_after(topic.published[&0].last().unwrap(), 2, &now_rfc3339(-MINUTE)));
+    verify(&source, &[]).expect(0, &[]);
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(1, &[("after_final_checkpoint", head + 1)]);
+    assert_eq!(out.one("after_final_checkpoint").chain, "audit.raw/0");
+    assert_eq!(out.unattested("audit.raw/0"), (Some(head + 1), Some(2)));
+
+    // After chain 1's newest checkpoint, which is not final: one event received a minute ago is a
+    // live chain's tail, counted; one more that claims a receipt two hours ago makes it incomplete.
+    let (source, topic, keys) = processed_topic(2, 40, true);
+    let key = topic_key(&keys);
+    let last = topic.published[&1].last().unwrap();
+    let head = seq_of(last);
+    let fresh = forged_after(last, 1, &now_rfc3339(-MINUTE));
+    produce_events(&topic, 1, &fresh);
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(0, &[]);
+    assert_eq!(out.unattested("audit.raw/1"), (Some(head + 1), Some(1)));
+    produce_events(&topic, 1, &forged_after(&fresh[0], 1, &now_rfc3339(chrono::TimeDelta::hours(-2))));
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(2, &[("unattested_tail", head + 1)]);
+    assert_eq!(out.one("unattested_tail").chain, "audit.raw/1");
+    assert_eq!(out.unattested("audit.raw/1"), (Some(head + 1), Some(2)));
+}
+
+const MINUTE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+#[test]
+fn class5_processed_topic_forged_chains_are_unattested() {
+    let (source, topic, keys) = processed_topic(2, 40, true);
+    let key = topic_key(&keys);
+    // Chain 0 copied whole as audit.raw/9, written into partition 1 after chain 1's checkpoint.
+    let copy = forged_chain(topic.published[&0].iter().cloned(), 9);
+    produce_events(&topic, 1, &copy);
+    verify(&source, &[]).expect(0, &[]);
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(1, &[("unattested_chain", 1)]);
+    assert_eq!(out.one("unattested_chain").chain, "audit.raw/9");
+    assert_eq!(out.unattested("audit.raw/9"), (Some(1), Some(copy.len() as u64)));
+
+    // A partition added to the topic, holding a two-event chain of its own (audit.raw/2).
+    add_partitions(&topic, 3);
+    let two = forged_chain(topic.published[&1].iter().take(2).cloned(), 2);
+    produce_events(&topic, 2, &two);
+    verify(&source, &[]).expect(0, &[]);
+    let out = verify(&source, &["--public-key", &key]);
+    out.expect(1, &[("unattested_chain", 1), ("unattested_chain", 1)]);
+    assert_eq!(out.unattested("audit.raw/2"), (Some(1), Some(2)));
+    // Checked alone, no checkpoint of that chain is found at all: not attested, so not verified
+    // (`no_checkpoints` is "of --chain", docs/CLI.md).
+    verify(&source, &["--public-key", &key, "--chain", "audit.raw/2"]).expect(4, &[("no_checkpoints", 0)]);
+}
+
+/// Grows the topic to `count` partitions (CreatePartitions) with an admin client of the
+/// attacker's own, and waits until the broker's metadata shows them.
+fn add_partitions(topic: &Processed, count: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &topic.bootstrap).create().unwrap();
+    let results = runtime()
+        .block_on(admin.create_partitions(&[NewPartitions::new(&topic.topic, count)], &AdminOptions::new()))
+        .unwrap();
+    results[0].as_ref().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metadata = admin.inner().fetch_metadata(Some(&topic.topic), std::time::Duration::from_secs(5)).unwrap();
+        if metadata.topics()[0].partitions().len() == count {
+            return;
         }
-        let partition = dir.path().join(format!("partition-{to}"));
-        std::fs::create_dir_all(&partition).unwrap();
-        let offset = |e: &Value| e["integrity"]["source"]["offset"].as_i64().unwrap();
-        let text_lines: Vec<String> = forged.iter().map(|e| event_line(to, offset(e), e)).collect();
-        write_lines(&partition.join(format!("{:020}.jsonl", offset(&forged[0]))), &text_lines);
-        verify(dir.path(), &[]).expect(0, &[]);
-        verify(dir.path(), &keyed(&k, None)).expect(1, &[("unattested_chain", 1)]);
-        verify(dir.path(), &keyed(&k, Some(&witness))).expect(1, &[("unattested_chain", 1)]);
+        assert!(std::time::Instant::now() < deadline, "the topic never showed {count} partitions");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -363,7 +518,7 @@ fn an_unattested_tail_older_than_the_grace_is_incomplete_and_a_fresh_one_is_coun
     assert_eq!(out.chain("audit.raw/0")["unattestedFrom"], newest + 1);
     assert_eq!(out.chain("audit.raw/0")["unattestedEvents"], head + 1 - newest);
     // The demo's witness still holds the final checkpoint: the tail after it is caught at once.
-    let demo_witness = text(&demo().join("witness/checkpoints.jsonl"));
+    let demo_witness = demo_witness();
     verify(dir.path(), &keyed(&k, Some(&demo_witness))).expect(1, &[("after_final_checkpoint", head + 1)]);
 }
 
