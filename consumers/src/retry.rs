@@ -135,7 +135,11 @@ pub struct Bisection {
 impl Bisection {
     /// A batch of `len` records.
     pub fn new(len: usize) -> Bisection {
-        Bisection { pending: if len == 0 { Vec::new() } else { vec![0..len] } }
+        let mut pending = Vec::new();
+        if len > 0 {
+            pending.push(0..len);
+        }
+        Bisection { pending }
     }
 
     /// The next slice to write.
