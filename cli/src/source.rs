@@ -920,18 +920,65 @@ fn same_instant(column: &str, event: &str) -> bool {
     matches!((nanos(column), nanos(event)), (Some(c), Some(e)) if (c - e).abs() < 1_000)
 }
 
-/// The signed checkpoints of an `audit_checkpoints` table, as stored (a row whose checkpoint
-/// column does not decode is reported as what it is).
-fn checkpoint_row<R>(row: &R) -> Stored
+/// The columns of `audit_checkpoints` read beside the signed checkpoint, in this order after it:
+/// what people query must be what was signed.
+const CHECKPOINT_COLUMNS: [&str; 5] = ["chain", "seq", "hash", "key_id", "signature"];
+
+/// A row of an `audit_checkpoints` table: its signed checkpoint, as stored (one that does not
+/// decode is reported as what it is), and a `column_mismatch` when a column says something else
+/// than the signed checkpoint. Rows are chosen by the signed chain, never by the column.
+fn checkpoint_row<R>(
+    row: &R,
+    filter: &ReadFilter,
+    each: &mut (dyn FnMut(Stored) -> anyhow::Result<()> + Send),
+) -> anyhow::Result<()>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    match row.try_get::<String, _>(0) {
-        Ok(text) => stored_checkpoint(text.as_bytes(), || "a row of audit_checkpoints".into()),
-        Err(e) => Stored::BadCheckpoint { origin: "a row of audit_checkpoints".into(), reason: e.to_string() },
+    let origin = || "a row of audit_checkpoints".to_owned();
+    let text = match row.try_get::<String, _>(0) {
+        Ok(text) => text,
+        Err(e) => return each(Stored::BadCheckpoint { origin: origin(), reason: e.to_string() }),
+    };
+    let checkpoint = match Checkpoint::from_json(text.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => return each(Stored::BadCheckpoint { origin: origin(), reason: e.to_string() }),
+    };
+    if filter.chain.as_deref().is_some_and(|chain| chain != checkpoint.chain) {
+        return Ok(());
     }
+    let column = |i: usize| row.try_get::<String, _>(i).ok();
+    let columns = [column(1), row.try_get::<i64, _>(2).ok().map(|n| n.to_string()), column(3), column(4), column(5)];
+    let signed = [
+        checkpoint.chain.clone(),
+        checkpoint.seq.to_string(),
+        checkpoint.hash.clone(),
+        checkpoint.key_id.clone(),
+        checkpoint.signature.clone(),
+    ];
+    let differ: Vec<String> = CHECKPOINT_COLUMNS
+        .iter()
+        .zip(columns.iter().zip(&signed))
+        .filter(|(_, (column, signed))| column.as_deref() != Some(signed.as_str()))
+        .map(|(name, (column, _))| format!("{name} = {}", column.as_deref().map_or("?".into(), |c| format!("{c:?}"))))
+        .collect();
+    if !differ.is_empty() {
+        each(Stored::Unread(Box::new(Unread {
+            kind: UnreadKind::ColumnMismatch,
+            location: format!("audit_checkpoints row of chain {:?} seq {}", checkpoint.chain, checkpoint.seq),
+            chain: Some(checkpoint.chain.clone()),
+            seq: Some(checkpoint.seq),
+            event_id: None,
+            reason: format!(
+                "the row's {} differ from its signed checkpoint: queries by those columns see another checkpoint than the one verified",
+                differ.join(", ")
+            ),
+        })))?;
+    }
+    each(Stored::Checkpoint(Box::new(checkpoint)))
 }
 
 async fn read_postgres(
@@ -950,12 +997,11 @@ async fn read_postgres(
         .context("looking for audit_checkpoints in PostgreSQL")?;
     if table.is_some() {
         let mut rows = sqlx::query(
-            "SELECT checkpoint::text FROM audit_checkpoints WHERE $1::text IS NULL OR chain = $1 ORDER BY chain, seq",
+            "SELECT checkpoint::text, chain, seq::int8, hash, key_id, signature FROM audit_checkpoints ORDER BY chain, seq",
         )
-        .bind(filter.chain.as_deref())
         .fetch(&mut conn);
         while let Some(row) = rows.try_next().await.context("reading audit_checkpoints from PostgreSQL")? {
-            each(checkpoint_row(&row))?;
+            checkpoint_row(&row, filter, each)?;
         }
     }
     // The source offset as text: a cast in SQL would fail the whole query on one edited event.
@@ -999,14 +1045,15 @@ async fn read_sqlite(
             .await
             .with_context(|| format!("reading {}", path.display()))?;
     if table.is_some() {
-        let mut rows =
-            sqlx::query("SELECT checkpoint FROM audit_checkpoints WHERE ?1 IS NULL OR chain = ?1 ORDER BY chain, seq")
-                .bind(filter.chain.as_deref())
-                .fetch(&mut conn);
+        let mut rows = sqlx::query(
+            "SELECT checkpoint, CAST(chain AS TEXT), CAST(seq AS INTEGER), CAST(hash AS TEXT), CAST(key_id AS TEXT), \
+             CAST(signature AS TEXT) FROM audit_checkpoints ORDER BY chain, seq",
+        )
+        .fetch(&mut conn);
         while let Some(row) =
             rows.try_next().await.with_context(|| format!("reading audit_checkpoints from {}", path.display()))?
         {
-            each(checkpoint_row(&row))?;
+            checkpoint_row(&row, filter, each)?;
         }
     }
     // json_extract fails the whole query on text that is not JSON: only valid JSON is asked.

@@ -19,7 +19,7 @@ use audit_tests::tamper::{
     append_events, canonical, chain_of, demo, demo_witness, event_line, events, forged_after, forged_chain, head_of,
     jsonl_copy, keyed, keys_copy, last_file, lines, now_rfc3339, postgres_store, processed_topic, produce_checkpoint,
     produce_raw, runtime, seq_of, sql, sql_insert, sql_rows, sqlite_copy, text, topic_key, topic_signing_key, verify,
-    verify_error, wrapper, write_lines, MongoStore,
+    verify_error, wrapper, write_lines, Found, MongoStore,
 };
 use auditctl::source::jsonl_files;
 use mongodb::bson::{doc, Bson, Document};
@@ -359,6 +359,36 @@ fn class5_sqlite_every_event_and_chain_is_attested() {
 #[test]
 fn class5_postgres_every_event_and_chain_is_attested() {
     every_attack(|| Box::new(Sql::postgres()));
+}
+
+/// A checkpoint row whose query columns were moved to another chain and seq: reported as a
+/// `column_mismatch` of the chain its signed content names, and still counted for that chain, so
+/// `--chain` selects it by content (not `no_checkpoints`).
+fn moved_checkpoint_columns(store: &Sql) {
+    let keys = keys_copy();
+    let k = text(keys.path());
+    sql(&store.source, &["UPDATE audit_checkpoints SET chain = 'audit.raw/x', seq = 1 WHERE chain = 'audit.raw/3'"]);
+    let head = seq_of(&store.chain("audit.raw/3").pop().unwrap());
+    for only in [None, Some("audit.raw/3")] {
+        let mut args = keyed(&k, None);
+        if let Some(chain) = only {
+            args.extend(["--chain", chain]);
+        }
+        let out = verify(store.source(), &args);
+        let moved: Vec<&Found> = out.findings.iter().filter(|f| f.kind == "column_mismatch").collect();
+        assert!(!moved.is_empty(), "{:#}", out.report);
+        assert!(moved.iter().all(|f| f.chain == "audit.raw/3"), "{moved:#?}");
+        assert_eq!(out.code, 1, "{:#}", out.report);
+        assert!(out.findings.iter().all(|f| f.kind == "column_mismatch"), "{:#}", out.report);
+        let chain = out.report["chains"].as_array().unwrap().iter().find(|c| c["chain"] == "audit.raw/3").unwrap();
+        assert_eq!(chain["checkpointedSeq"], head, "the moved checkpoint still attests its chain: {chain}");
+    }
+}
+
+#[test]
+fn class2_sql_checkpoint_columns_must_equal_the_signed_checkpoint() {
+    moved_checkpoint_columns(&Sql::sqlite());
+    moved_checkpoint_columns(&Sql::postgres());
 }
 
 #[test]
