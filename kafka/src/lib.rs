@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 
+pub mod lanes;
 pub mod topics;
 
 /// The value of the first header of `m` named `key`: `None` when there is no such header,
