@@ -135,7 +135,12 @@ pub struct Bisection {
 impl Bisection {
     /// A batch of `len` records.
     pub fn new(len: usize) -> Bisection {
-        Bisection { pending: if len == 0 { Vec::new() } else { vec![0..len] } }
+        // The whole batch is the one slice to write first.
+        let mut pending = Vec::with_capacity(1);
+        if len > 0 {
+            pending.push(0..len);
+        }
+        Bisection { pending }
     }
 
     /// The next slice to write.

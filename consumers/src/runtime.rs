@@ -55,8 +55,8 @@ impl<S: Sink> LaneHandler for SinkLanes<S> {
         Ok(StartAt::Committed)
     }
 
-    fn run_lane(self: Arc<Self>, lane: Lane) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move { self.lane(lane).await }
+    async fn run_lane(self: Arc<Self>, lane: Lane) {
+        self.lane(lane).await
     }
 
     fn polled(&self) {
@@ -400,7 +400,6 @@ fn to_record(m: &OwnedMessage) -> Result<Record, String> {
     };
     Ok(Record::Event(SinkRecord { partition: m.partition(), offset: m.offset(), event_id, hash, event, json }))
 }
-
 
 /// Runs `sink` until `shutdown` (then drains, commits and returns `Ok`) or a fatal error.
 pub fn run_blocking<S: Sink>(

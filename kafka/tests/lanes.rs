@@ -95,32 +95,30 @@ impl LaneHandler for Probe {
         (self.start)(partition)
     }
 
-    fn run_lane(self: Arc<Self>, lane: Lane) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move {
-            let Lane { partition, mut records, acks, stop } = lane;
-            if self.return_at_once {
-                return;
-            }
-            if self.ignore_stop {
-                std::future::pending::<()>().await;
-            }
-            let limit = self.ack_below.get(&partition).copied().unwrap_or(i64::MAX);
-            loop {
-                while !self.reading.load(Ordering::Acquire) {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                        () = stop.requested() => return,
-                    }
+    async fn run_lane(self: Arc<Self>, lane: Lane) {
+        let Lane { partition, mut records, acks, stop } = lane;
+        if self.return_at_once {
+            return;
+        }
+        if self.ignore_stop {
+            std::future::pending::<()>().await;
+        }
+        let limit = self.ack_below.get(&partition).copied().unwrap_or(i64::MAX);
+        loop {
+            while !self.reading.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    () = stop.requested() => return,
                 }
-                let m = tokio::select! {
-                    m = records.recv() => m,
-                    () = stop.requested() => None,
-                };
-                let Some(m) = m else { return };
-                self.seen.lock().unwrap().entry(partition).or_default().push(m.offset());
-                if m.offset() < limit {
-                    acks.ack(m.offset());
-                }
+            }
+            let m = tokio::select! {
+                m = records.recv() => m,
+                () = stop.requested() => None,
+            };
+            let Some(m) = m else { return };
+            self.seen.lock().unwrap().entry(partition).or_default().push(m.offset());
+            if m.offset() < limit {
+                acks.ack(m.offset());
             }
         }
     }
@@ -256,8 +254,8 @@ async fn a_full_lane_is_not_fed_and_the_poll_loop_keeps_turning() {
     probe.reading.store(false, Ordering::Release);
     let shutdown = CancellationToken::new();
     let handle = tokio::runtime::Handle::current();
-    let (p, s) = (probe.clone(), shutdown.clone());
-    let engine = tokio::task::spawn_blocking(move || lanes::run(config(&cluster, "full"), p, handle, s));
+    let (p, s, config) = (probe.clone(), shutdown.clone(), config(&cluster, "full"));
+    let engine = tokio::task::spawn_blocking(move || lanes::run(config, p, handle, s));
     let started = Instant::now();
     while probe.full.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
