@@ -324,3 +324,37 @@ async fn a_lane_that_ends_while_assigned_stops_the_engine() {
         other => panic!("expected a fatal stop, got {other:?}"),
     }
 }
+
+/// The release deadline is a tokio timer: on paused time, an hour-long deadline passes as soon as
+/// the clock is advanced past it, and the aborted lanes are still released through the handler.
+#[tokio::test(start_paused = true)]
+async fn the_release_deadline_is_kept_on_tokio_time() {
+    let cluster = cluster();
+    let mut probe = Probe::new(|_| Ok(StartAt::Committed));
+    probe.ignore_stop = true;
+    let probe = Arc::new(probe);
+    let mut config = config(&cluster, "paused");
+    config.release_timeout = Duration::from_secs(3600);
+    let shutdown = CancellationToken::new();
+    let handle = tokio::runtime::Handle::current();
+    let (p, s) = (probe.clone(), shutdown.clone());
+    let engine = tokio::task::spawn_blocking(move || lanes::run(config, p, handle, s));
+    // A running engine inhibits auto-advance: the test moves the clock itself.
+    let started = Instant::now();
+    while probe.full.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+        tokio::task::yield_now().await;
+    }
+    assert!(probe.full.load(Ordering::Relaxed) > 0, "the lanes were assigned");
+    shutdown.cancel();
+    let stopping = Instant::now();
+    while !engine.is_finished() && stopping.elapsed() < Duration::from_secs(30) {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(engine.is_finished(), "an hour of paused time ends the release");
+    engine.await.unwrap().unwrap();
+    let mut released = probe.released.lock().unwrap().clone();
+    released.sort();
+    assert_eq!(released, [0, 1]);
+}
