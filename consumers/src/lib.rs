@@ -18,7 +18,8 @@
 //!   and stored for review (the `audit_event_conflicts` table for PostgreSQL).
 //!
 //! # Layout
-//! [`runtime`] (the shared consumer, lanes and retries), [`sink`] (the trait every store
+//! [`runtime`] (the lane handler: batching, retries, dead letters; the consumer group and the
+//! lanes themselves are [`audit_kafka::lanes`]), [`sink`] (the trait every store
 //! implements), one folder per store with the same shape — `config.rs` and `sink.rs`: [`jsonl`],
 //! [`postgres`], [`sqlite`], [`mongodb`], [`http_sink`] — plus [`config`] and [`metrics`] (served with `/healthz` and `/readyz` by [`audit_service::serve_ops`]). `docs/SINKS.md` describes each store.
 
