@@ -18,7 +18,8 @@
 //!   and stored for review (the `audit_event_conflicts` table for PostgreSQL).
 //!
 //! # Layout
-//! [`runtime`] (the shared consumer and lanes), [`retry`] (backoff, circuit breaker, bisection),
+//! [`runtime`] (the lane handler: batching, retries, dead letters; the consumer group and the
+//! lanes themselves are [`audit_kafka::lanes`]), [`retry`] (backoff, circuit breaker, bisection),
 //! [`sink`] (the trait every store implements), one folder per store with the same shape —
 //! `config.rs` (its settings and their check) and `sink.rs`: [`jsonl`], [`postgres`], [`sqlite`],
 //! [`mongodb`], [`http_sink`] — plus [`config`] (a leaf: the whole config, checked before I/O),

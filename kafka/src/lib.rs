@@ -9,6 +9,10 @@
 //!   `BaseConsumer` runs librdkafka's close with no time limit, which hangs while the broker is
 //!   unreachable (and was seen to hang against rdkafka's mock cluster); this closes with a
 //!   deadline instead.
+//! * [`lanes`]: the partition-lane engine every at-least-once consumer service runs on: the
+//!   consumer group, one ordered lane per assigned partition, handler-chosen start offsets,
+//!   offsets stored only after the handler acknowledges them, back-pressure, release deadlines,
+//!   fatal and interrupted stops, close. A service is a [`lanes::LaneHandler`].
 //! * [`topics`]: creating topics and reading partition counts, used by `auditctl topics create`, the
 //!   processor's start-up check and the tests.
 //!
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 
+pub mod lanes;
 pub mod topics;
 
 /// The value of the first header of `m` named `key`: `None` when there is no such header,
