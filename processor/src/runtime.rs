@@ -979,14 +979,12 @@ pub(crate) fn run_blocking(
         .kafka
         .client_config(&consumer_required(k.accept_raw_loss))
         .map_err(|e| RunError::Kafka(e.to_string()))?;
-    cconf
-        .set("group.id", &k.group_id)
-        .set("session.timeout.ms", k.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (k.session_timeout_ms / 4).max(250).to_string())
-        .set("auto.commit.interval.ms", "1000");
-    if let Some(id) = &k.instance_id {
-        cconf.set("group.instance.id", id);
+    audit_kafka::lanes::GroupMember {
+        group_id: k.group_id.clone(),
+        session_timeout_ms: k.session_timeout_ms,
+        instance_id: k.instance_id.clone(),
     }
+    .apply(&mut cconf);
     let consumer: BaseConsumer<RebalanceContext> = cconf
         .create_with_context(RebalanceContext { shared: shared.clone() })
         .map_err(|e| RunError::Kafka(format!("consumer: {e}")))?;
