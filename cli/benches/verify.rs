@@ -10,6 +10,7 @@ use std::time::Instant;
 use audit_processor::config::ProcessorConfig;
 use audit_processor::pipeline::{Pipeline, RawRecord};
 use audit_schema::chain::{chain_name, ChainHead};
+use auditctl::source::Location;
 use auditctl::{verify, Source, Verdict, VerifyRequest};
 use serde_json::json;
 
@@ -72,7 +73,11 @@ fn main() {
     for round in 1..=3 {
         let started = Instant::now();
         let report = runtime
-            .block_on(verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default(), &mut |_| {}))
+            .block_on(verify(
+                &Source::Store(Location::Jsonl(dir.path().to_owned())),
+                &VerifyRequest::default(),
+                &mut |_| {},
+            ))
             .expect("verify");
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(report.verdict, Verdict::Intact);

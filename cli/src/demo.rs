@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Diff, Outcome, Target};
-use audit_sink::config::{JsonlConfig, SqliteConfig, StoreConfig};
 use audit_sink::metrics::SinkMetrics;
+use audit_sink::stores::jsonl::JsonlConfig;
+use audit_sink::stores::sqlite::SqliteConfig;
+use audit_sink::stores::StoreConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::source::Source;
+use crate::source::{Location, Source};
 use crate::verify::{self, Verdict, VerifyReport, VerifyRequest};
 
 use audit_schema::wire::topics::{DEAD_LETTERS, PROCESSED, RAW};
@@ -309,7 +311,7 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     say("all events stored; verifying every chain from each sink");
 
     let mut verified = Vec::new();
-    for source in [Source::Sqlite(sqlite_path), Source::Jsonl(jsonl_dir)] {
+    for source in [Source::Store(Location::Sqlite(sqlite_path)), Source::Store(Location::Jsonl(jsonl_dir))] {
         let request = VerifyRequest {
             checkpoints: Some(witness.clone()),
             public_keys: vec![public_key.clone()],

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StoreConfig;
 use crate::metrics::SinkMetrics;
-use crate::postgres::PostgresSink;
-use crate::sqlite::SqliteSink;
-use crate::{Settings, SinkConfig};
+use crate::SinkConfig;
 
 /// Writes processed audit events into a store, as its own consumer group.
 #[derive(Debug, Parser)]
@@ -32,16 +29,6 @@ enum Command {
     Migrate,
 }
 
-fn kind(settings: &Settings) -> &'static str {
-    match settings.store {
-        StoreConfig::Jsonl(_) => "jsonl",
-        StoreConfig::Postgres(_) => "postgres",
-        StoreConfig::Mongodb(_) => "mongodb",
-        StoreConfig::Sqlite(_) => "sqlite",
-        StoreConfig::Http(_) => "http",
-    }
-}
-
 /// Exit codes: 0 clean shutdown, 1 runtime failure, 2 invalid config.
 pub fn main() -> ExitCode {
     let args = Args::parse();
@@ -57,7 +44,7 @@ pub fn main() -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(e) => eprintln!("cannot print the config: {e}"),
         }
-        eprintln!("audit-sink: config OK ({} sink, group {})", kind(&settings), settings.config.kafka.group_id);
+        eprintln!("audit-sink: config OK ({} sink, group {})", settings.store.kind(), settings.config.kafka.group_id);
         return ExitCode::SUCCESS;
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.config.log_filter)
@@ -74,7 +61,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         audit_service::cancel_on_signal(shutdown.clone());
-        let metrics = match SinkMetrics::new(kind(&settings), &settings.config.kafka.group_id) {
+        let metrics = match SinkMetrics::new(settings.store.kind(), &settings.config.kafka.group_id) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("audit-sink: metrics: {e}");
@@ -82,15 +69,8 @@ pub fn main() -> ExitCode {
             }
         };
         if matches!(args.command, Some(Command::Migrate)) {
-            let applied = match &settings.store {
-                StoreConfig::Postgres(c) => {
-                    let url = settings.store_url.clone().unwrap_or_default();
-                    Some(PostgresSink::connect(&url, c.max_connections, true).await.map(drop))
-                }
-                StoreConfig::Sqlite(c) => Some(SqliteSink::open(&c.path).await.map(drop)),
-                // Stores without migrations: `migrate` runs the sink as usual.
-                _ => None,
-            };
+            // Stores without migrations: `migrate` runs the sink as usual.
+            let applied = settings.store.migrate(settings.store_url.as_deref()).await;
             match applied {
                 Some(Ok(())) => {
                     eprintln!("audit-sink: migrations applied");

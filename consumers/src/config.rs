@@ -11,11 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use crate::http_sink::HttpSinkConfig;
-pub use crate::jsonl::JsonlConfig;
-pub use crate::mongodb::MongoConfig;
-pub use crate::postgres::PostgresConfig;
-pub use crate::sqlite::SqliteConfig;
+pub use crate::stores::StoreConfig;
 
 /// A config value that is not acceptable, with its key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,36 +104,6 @@ impl Default for RetryConfig {
     }
 }
 
-/// Which store, and its settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StoreConfig {
-    /// JSONL files.
-    Jsonl(JsonlConfig),
-    /// PostgreSQL.
-    Postgres(PostgresConfig),
-    /// MongoDB.
-    Mongodb(MongoConfig),
-    /// SQLite (single-machine and local use).
-    Sqlite(SqliteConfig),
-    /// HTTP: generic NDJSON / JSON array, Splunk HEC, Elasticsearch / OpenSearch `_bulk`.
-    Http(Box<HttpSinkConfig>),
-}
-
-impl StoreConfig {
-    /// Checks the store's own settings (each store's `config.rs`) and gives its connection URL
-    /// or URI where it has one; else the key and what is wrong.
-    pub fn check(&self) -> Result<Option<String>, (&'static str, String)> {
-        Ok(match self {
-            StoreConfig::Jsonl(c) => c.check().map(|()| None)?,
-            StoreConfig::Postgres(c) => Some(c.check()?),
-            StoreConfig::Mongodb(c) => Some(c.check()?),
-            StoreConfig::Sqlite(c) => c.check().map(|()| None)?,
-            StoreConfig::Http(c) => c.check().map(|()| None)?,
-        })
-    }
-}
-
 /// HTTP endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,7 +128,7 @@ pub struct SinkConfig {
     pub batch: BatchConfig,
     /// Retries and circuit breaker.
     pub retry: RetryConfig,
-    /// The store (`kind = "jsonl"`, `"postgres"`, `"sqlite"`, `"mongodb"` or `"http"`, plus its settings); required.
+    /// The store (`kind`, one of `stores::KINDS`, plus that store's settings); required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreConfig>,
     /// HTTP endpoints.
@@ -264,7 +230,9 @@ impl SinkConfig {
             return Err(bad("retry.failure_threshold", "must be positive"));
         }
         let Some(store) = &self.store else {
-            return Err(bad("store.kind", "missing: choose the store (jsonl, postgres, sqlite, mongodb or http)"));
+            let (last, others) = crate::stores::KINDS.split_last().unwrap_or((&"", &[]));
+            let kinds = format!("{} or {last}", others.join(", "));
+            return Err(bad("store.kind", format!("missing: choose the store ({kinds})")));
         };
         let store_url = store.check().map_err(|(key, message)| bad(key, message))?;
         let http_listen = self

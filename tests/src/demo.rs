@@ -56,8 +56,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn jsonl_records(jsonl: &Path) -> (Vec<SinkRecord>, Vec<CheckpointRecord>) {
     let mut events = Vec::new();
     let mut checkpoints = Vec::new();
-    for (_, partition) in auditctl::source::jsonl_partitions(jsonl).expect("a JSONL directory") {
-        for file in auditctl::source::jsonl_files(&partition).expect("its files") {
+    for (_, partition) in audit_sink::stores::jsonl::jsonl_partitions(jsonl).expect("a JSONL directory") {
+        for file in audit_sink::stores::jsonl::jsonl_files(&partition).expect("its files") {
             for line in std::fs::read_to_string(file).expect("a plain JSONL file").lines() {
                 let wrapper: Value = serde_json::from_str(line).expect("a JSON line");
                 let partition = wrapper["partition"].as_i64().expect("partition") as i32;

@@ -4,7 +4,7 @@
 //! the `Authorization` header, and can be told to fail (status + `Retry-After` for a while) or to
 //! refuse one event's content (400).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,6 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-
-use crate::sinks::Target;
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -211,65 +209,4 @@ fn generic(s: &mut State, path: &str, body: &[u8]) -> Response {
         return axum::Json(json!({"text": "Success", "code": 0})).into_response();
     }
     StatusCode::OK.into_response()
-}
-
-/// The HTTP sink in `elasticsearch` format against the receiver, with bearer authentication.
-#[derive(Debug, Clone)]
-pub struct HttpTarget {
-    /// The receiver.
-    pub receiver: Receiver,
-}
-
-/// The index the target's sink writes.
-pub const INDEX: &str = "audit-events";
-const TOKEN: &str = "s3cret-token-for-tests";
-
-impl HttpTarget {
-    /// A fresh receiver requiring `Authorization: Bearer <token>`.
-    pub fn new() -> Self {
-        let receiver = Receiver::start();
-        receiver.state().authorization = Some(format!("Bearer {TOKEN}"));
-        HttpTarget { receiver }
-    }
-}
-
-impl Default for HttpTarget {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Target for HttpTarget {
-    fn name(&self) -> &'static str {
-        "http"
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AUDIT_STORE__KIND".into(), "http".into()),
-            ("AUDIT_STORE__FORMAT".into(), "elasticsearch".into()),
-            ("AUDIT_STORE__URL".into(), self.receiver.url("/_bulk")),
-            ("AUDIT_STORE__INDEX".into(), INDEX.into()),
-            ("AUDIT_STORE__AUTH__SCHEME".into(), "bearer".into()),
-            ("AUDIT_STORE__AUTH__SECRET_ENV".into(), "AUDIT_TEST_HTTP_TOKEN".into()),
-            ("AUDIT_TEST_HTTP_TOKEN".into(), TOKEN.into()),
-        ]
-    }
-
-    fn read_back(&self) -> BTreeMap<i32, Vec<Value>> {
-        let mut out: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
-        for e in self.receiver.documents(INDEX) {
-            let p = e["integrity"]["source"]["partition"].as_i64().unwrap_or(-1) as i32;
-            out.entry(p).or_default().push(e);
-        }
-        out
-    }
-
-    fn conflicts(&self) -> Option<usize> {
-        Some(self.receiver.documents(&format!("{INDEX}-conflicts")).len())
-    }
-
-    fn checkpoints(&self) -> Vec<Value> {
-        self.receiver.documents(&format!("{INDEX}-checkpoints"))
-    }
 }

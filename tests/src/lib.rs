@@ -41,4 +41,5 @@ pub mod http_receiver;
 pub mod kafka;
 pub mod pipeline;
 pub mod sinks;
+pub mod stores;
 pub mod tamper;

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use audit_sink::sink::Sink as _;
-use auditctl::source::jsonl_files;
+use audit_sink::stores::jsonl::jsonl_files;
 use serde_json::Value;
 
 use crate::demo::{copy_dir, demo_store, jsonl_records};
-use crate::sinks::{PostgresTarget, Processed};
+use crate::sinks::Processed;
+use crate::stores::postgres::PostgresTarget;
 
 /// How many events the demo run holds.
 pub const EVENTS: u64 = 300;
@@ -366,7 +367,7 @@ pub fn postgres_store() -> String {
     let (events, checkpoints) = jsonl_records(&demo().join("jsonl"));
     runtime().block_on(async move {
         let db = PostgresTarget::new(None).await;
-        let sink = audit_sink::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
+        let sink = audit_sink::stores::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
         sink.write(&events).await.unwrap();
         sink.write_checkpoints(&checkpoints).await.unwrap();
         db.url().to_owned()
@@ -464,13 +465,13 @@ impl MongoStore {
         let (events, checkpoints) = jsonl_records(&demo().join("jsonl"));
         let uri = crate::mongodb_uri();
         let database = crate::unique_name("tamper").replace('-', "_");
-        let config = audit_sink::config::MongoConfig {
+        let config = audit_sink::stores::mongodb::MongoConfig {
             uri: Some(uri.clone()),
             database: database.clone(),
             collection: "audit_events".into(),
         };
         runtime().block_on(async {
-            let sink = audit_sink::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
+            let sink = audit_sink::stores::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
             sink.write(&events).await.unwrap();
             sink.write_checkpoints(&checkpoints).await.unwrap();
         });

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome};
 use audit_tests::kafka::{read_topic, PrivateBroker, PrivateCluster};
 use audit_tests::pipeline::{source_offsets, terminate, verify, Topology};
-use audit_tests::sinks::{spawn_sink, wait_stored, JsonlTarget, PostgresTarget, Target};
+use audit_tests::sinks::{spawn_sink, wait_stored, Target};
+use audit_tests::stores::jsonl::JsonlTarget;
+use audit_tests::stores::postgres::PostgresTarget;
 use audit_tests::unique_name;
 use serde_json::Value;
 

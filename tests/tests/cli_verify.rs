@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use audit_sink::sink::{CheckpointRecord, Sink, SinkRecord};
+use audit_sink::stores::jsonl::{jsonl_files, jsonl_partitions};
 use audit_tests::demo::{copy_dir, demo_store, jsonl_records};
-use auditctl::source::{jsonl_files, jsonl_partitions};
+use auditctl::source::Location;
 use auditctl::{verify, Source, Verdict, VerifyReport, VerifyRequest};
 use serde_json::Value;
 
@@ -79,7 +80,9 @@ fn kinds(report: &VerifyReport) -> Vec<(String, u64)> {
 #[test]
 fn the_demo_chains_verify_intact_from_both_sinks() {
     let dir = demo_dir();
-    for source in [Source::Jsonl(dir.join("jsonl")), Source::Sqlite(dir.join("audit.db"))] {
+    for source in
+        [Source::Store(Location::Jsonl(dir.join("jsonl"))), Source::Store(Location::Sqlite(dir.join("audit.db")))]
+    {
         let report = run_verify(&source, &VerifyRequest::default());
         assert_eq!(report.verdict, Verdict::Intact, "{source}: {:?}", kinds(&report));
         // Every good event, the 40 KiB one, and the two bad records (one event, one quarantine entry).
@@ -102,7 +105,7 @@ fn an_edited_field_is_reported_as_modified_at_its_seq() {
     lines[4] = wrapper.to_string();
     write_lines(&file, &lines);
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &VerifyRequest::default());
     assert_eq!(report.verdict, Verdict::Tampered);
     assert_eq!(kinds(&report), vec![("modified".to_owned(), seq)]);
     let finding = report.findings().next().unwrap();
@@ -123,7 +126,7 @@ fn a_deleted_event_is_reported_as_missing() {
     write_lines(&file, &lines);
     let seq = removed["integrity"]["seq"].as_u64().unwrap();
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &VerifyRequest::default());
     assert_eq!(report.verdict, Verdict::Tampered);
     assert_eq!(kinds(&report), vec![("missing".to_owned(), seq)], "{:?}", report.findings().collect::<Vec<_>>());
 }
@@ -136,7 +139,7 @@ fn two_swapped_events_are_reported_as_reordered() {
     write_lines(&file, &lines);
     let later = event_of(&lines[11])["integrity"]["seq"].as_u64().unwrap();
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &VerifyRequest::default());
     assert_eq!(report.verdict, Verdict::Tampered);
     let found = kinds(&report);
     assert!(found.contains(&("reordered".to_owned(), later)), "{found:?}");
@@ -156,7 +159,7 @@ fn a_second_event_at_one_seq_is_reported_as_a_fork() {
     lines.insert(6, serde_json::json!({"partition": 0, "offset": 999_999, "event": forged}).to_string());
     write_lines(&file, &lines);
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &VerifyRequest::default());
     assert_eq!(report.verdict, Verdict::Tampered);
     assert_eq!(kinds(&report), vec![("forked".to_owned(), seq)]);
 }
@@ -189,7 +192,7 @@ fn a_raw_record_no_event_accounts_for_is_reported_as_incomplete() {
     }
     write_lines(&file, &out);
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &VerifyRequest::default());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &VerifyRequest::default());
     assert_eq!(kinds(&report), vec![("unaccounted_input".to_owned(), seq)]);
     assert_eq!(report.verdict, Verdict::Incomplete);
     let (code, _) = auditctl(&["verify", "--source", dir.path().to_str().unwrap()]);
@@ -218,7 +221,7 @@ fn an_edited_row_in_sqlite_is_reported_and_a_tenant_filter_hashes_only_that_tena
             .unwrap();
         row
     });
-    let source = Source::Sqlite(db.clone());
+    let source = Source::Store(Location::Sqlite(db.clone()));
     let report = run_verify(&source, &VerifyRequest::default());
     let mut found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.event_id.clone())).collect();
     found.sort();
@@ -238,7 +241,7 @@ fn an_edited_row_in_sqlite_is_reported_and_a_tenant_filter_hashes_only_that_tena
 
 #[test]
 fn a_chain_and_time_window_are_verified_on_their_own() {
-    let source = Source::Jsonl(demo_dir().join("jsonl"));
+    let source = Source::Store(Location::Jsonl(demo_dir().join("jsonl")));
     let all = run_verify(&source, &VerifyRequest::default());
     let chain = all.chains[1].chain.clone();
     let report = run_verify(&source, &VerifyRequest { chain: Some(chain.clone()), ..VerifyRequest::default() });
@@ -278,11 +281,11 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
     let victim = records[42].event_id.clone();
     let keyed = VerifyRequest { public_keys: vec![demo_dir().join("keys/checkpoint.pub")], ..VerifyRequest::default() };
 
-    let db = audit_tests::sinks::PostgresTarget::new(None).await;
-    let sink = audit_sink::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
+    let db = audit_tests::stores::postgres::PostgresTarget::new(None).await;
+    let sink = audit_sink::stores::postgres::PostgresSink::connect(db.url(), 2, true).await.unwrap();
     sink.write(&records).await.unwrap();
     sink.write_checkpoints(&checkpoints).await.unwrap();
-    let source = Source::Postgres(db.url().to_owned());
+    let source = Source::Store(Location::Postgres(db.url().to_owned()));
     let report = verify(&source, &keyed, &mut |_| {}).await.unwrap();
     assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
     assert_eq!(report.events, records.len() as u64);
@@ -306,12 +309,12 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
 
     let uri = audit_tests::mongodb_uri();
     let database = format!("verify_{}", std::process::id());
-    let config = audit_sink::config::MongoConfig {
+    let config = audit_sink::stores::mongodb::MongoConfig {
         uri: Some(uri.clone()),
         database: database.clone(),
         collection: "audit_events".into(),
     };
-    let sink = audit_sink::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
+    let sink = audit_sink::stores::mongodb::MongoSink::connect(&uri, &config).await.unwrap();
     sink.write(&records).await.unwrap();
     sink.write_checkpoints(&checkpoints).await.unwrap();
     let (base, query) = uri.split_once('?').unwrap_or((&uri, ""));
@@ -397,7 +400,7 @@ fn newest_checkpoints() -> std::collections::BTreeMap<String, u64> {
 
 #[test]
 fn the_demo_chains_reach_their_signed_checkpoints() {
-    let report = run_verify(&Source::Jsonl(demo_dir().join("jsonl")), &with_checkpoints());
+    let report = run_verify(&Source::Store(Location::Jsonl(demo_dir().join("jsonl"))), &with_checkpoints());
     assert_eq!(report.verdict, Verdict::Intact, "{:?}", kinds(&report));
     let newest = newest_checkpoints();
     assert!(report.checkpoints >= newest.len() as u64);
@@ -418,7 +421,7 @@ fn a_truncated_tail_verifies_alone_but_not_against_the_newest_checkpoint() {
     let mut lines: Vec<String> = std::fs::read_to_string(last).unwrap().lines().map(str::to_owned).collect();
     lines.truncate(lines.len() - 3);
     write_lines(last, &lines);
-    let source = Source::Jsonl(dir.path().to_owned());
+    let source = Source::Store(Location::Jsonl(dir.path().to_owned()));
 
     let alone = run_verify(&source, &VerifyRequest::default());
     assert_eq!(alone.verdict, Verdict::Intact, "a chain alone cannot show a cut tail");
@@ -466,7 +469,7 @@ fn a_forged_checkpoint_fails_its_signature() {
     write_lines(&witness, &lines);
 
     let request = VerifyRequest { checkpoints: Some(witness), ..with_checkpoints() };
-    let report = run_verify(&Source::Jsonl(demo_dir().join("jsonl")), &request);
+    let report = run_verify(&Source::Store(Location::Jsonl(demo_dir().join("jsonl"))), &request);
     assert_eq!(report.verdict, Verdict::Tampered);
     let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.chain.as_str(), f.seq)).collect();
     assert_eq!(found, vec![("forged_checkpoint", chain.as_str(), seq), ("forged_checkpoint", chain.as_str(), 1)]);
@@ -481,7 +484,7 @@ fn a_forged_checkpoint_fails_its_signature() {
 fn a_rewritten_chain_verifies_alone_but_not_against_its_checkpoint() {
     let dir = jsonl_copy();
     let changed_seq = rewrite_partition_0(dir.path());
-    let source = Source::Jsonl(dir.path().to_owned());
+    let source = Source::Store(Location::Jsonl(dir.path().to_owned()));
     assert_eq!(run_verify(&source, &VerifyRequest::default()).verdict, Verdict::Intact, "links alone hold");
     let report = run_verify(&source, &with_checkpoints());
     assert_eq!(report.verdict, Verdict::Tampered);
@@ -500,7 +503,10 @@ fn with_stored_checkpoints() -> VerifyRequest {
 #[test]
 fn the_checkpoints_a_sink_stored_are_checked_with_the_public_key_alone() {
     let witnessed = std::fs::read_to_string(demo_dir().join("witness/checkpoints.jsonl")).unwrap().lines().count();
-    for source in [Source::Jsonl(demo_dir().join("jsonl")), Source::Sqlite(demo_dir().join("audit.db"))] {
+    for source in [
+        Source::Store(Location::Jsonl(demo_dir().join("jsonl"))),
+        Source::Store(Location::Sqlite(demo_dir().join("audit.db"))),
+    ] {
         let report = run_verify(&source, &with_stored_checkpoints());
         assert_eq!(report.verdict, Verdict::Intact, "{source}: {:?}", kinds(&report));
         assert_eq!(report.checkpoints, witnessed as u64, "{source}: every checkpoint reached the sink");
@@ -554,7 +560,7 @@ fn rewrite_partition_0(dir: &Path) -> u64 {
 fn a_rewritten_chain_is_caught_by_the_checkpoints_its_own_store_holds() {
     let dir = jsonl_copy_with_checkpoints();
     let changed_seq = rewrite_partition_0(dir.path());
-    let source = Source::Jsonl(dir.path().to_owned());
+    let source = Source::Store(Location::Jsonl(dir.path().to_owned()));
     assert_eq!(run_verify(&source, &VerifyRequest::default()).verdict, Verdict::Intact, "links alone hold");
     let report = run_verify(&source, &with_stored_checkpoints());
     assert_eq!(report.verdict, Verdict::Tampered);
@@ -587,7 +593,7 @@ fn a_cut_tail_is_caught_by_a_stored_checkpoint_unless_it_went_too_and_then_by_th
         dir
     };
     let dir = cut(true);
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &with_stored_checkpoints());
     assert_eq!(kinds(&report), vec![("truncated".to_owned(), checkpointed - 2)]);
     assert_eq!(report.verdict, Verdict::Incomplete);
 
@@ -596,7 +602,7 @@ fn a_cut_tail_is_caught_by_a_stored_checkpoint_unless_it_went_too_and_then_by_th
     // that what is left is not attested (with the demo's one checkpoint per chain, the whole
     // chain; with older checkpoints left, the events after them once they are old).
     let dir = cut(false);
-    let source = Source::Jsonl(dir.path().to_owned());
+    let source = Source::Store(Location::Jsonl(dir.path().to_owned()));
     let alone = run_verify(&source, &with_stored_checkpoints());
     let unattested = alone.findings().all(|f| ["unattested_chain", "unattested_tail"].contains(&f.kind.as_str()));
     assert!(unattested, "{:?}", kinds(&alone));
@@ -617,7 +623,7 @@ fn a_checkpoint_forged_into_a_store_fails_its_signature() {
     lines.push(forged.to_string());
     write_lines(&file, &lines);
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &with_stored_checkpoints());
     assert_eq!(report.verdict, Verdict::Tampered);
     let found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.seq)).collect();
     assert_eq!(found, vec![("forged_checkpoint", seq)]);
@@ -663,11 +669,11 @@ fn a_checkpoint_stored_long_after_its_event_is_checked_in_a_second_pass() {
     };
     for recent_heads in [Some(4), None] {
         let dir = store(false);
-        let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &request(recent_heads));
+        let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &request(recent_heads));
         assert_eq!(report.verdict, Verdict::Intact, "{recent_heads:?}: {:?}", kinds(&report));
         assert_eq!(report.checkpoints, 1);
         let dir = store(true);
-        let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &request(recent_heads));
+        let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &request(recent_heads));
         assert_eq!(kinds(&report), vec![("checkpoint_mismatch".to_owned(), 10)], "{recent_heads:?}");
     }
 }
@@ -687,7 +693,7 @@ fn two_signed_checkpoints_that_disagree_and_a_broken_stored_one_are_reported() {
     lines.push(r#"{"partition":0,"offset":999999,"checkpoint":{"kind":"audit.checkpoint","seq":"x"}}"#.to_owned());
     write_lines(&file, &lines);
 
-    let report = run_verify(&Source::Jsonl(dir.path().to_owned()), &with_stored_checkpoints());
+    let report = run_verify(&Source::Store(Location::Jsonl(dir.path().to_owned())), &with_stored_checkpoints());
     assert_eq!(report.verdict, Verdict::Tampered);
     let mut found: Vec<_> = report.findings().map(|f| (f.kind.as_str(), f.seq)).collect();
     found.sort();

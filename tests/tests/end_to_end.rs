@@ -7,9 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use audit_producer::{Actor, AuditEventInput, AuditLogger, Context, Outcome, Target as EventTarget};
-use audit_tests::http_receiver::HttpTarget;
 use audit_tests::pipeline::{terminate, verify, Topology};
-use audit_tests::sinks::{spawn_sink, JsonlTarget, MongoTarget, PostgresTarget, SqliteTarget, Target};
+use audit_tests::sinks::{spawn_sink, Target};
+use audit_tests::stores::http::HttpTarget;
+use audit_tests::stores::jsonl::JsonlTarget;
+use audit_tests::stores::mongodb::MongoTarget;
+use audit_tests::stores::postgres::PostgresTarget;
+use audit_tests::stores::sqlite::SqliteTarget;
 use audit_tests::unique_name;
 use serde_json::{json, Value};
 

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use audit_tests::kafka::delete_records;
 use audit_tests::pipeline::{produce, raw_event, terminate, Topology};
-use audit_tests::sinks::{spawn_sink, wait_stored, JsonlTarget, Processed, Target};
+use audit_tests::sinks::{spawn_sink, wait_stored, Processed, Target};
+use audit_tests::stores::jsonl::JsonlTarget;
 use audit_tests::unique_name;
+use auditctl::source::Location;
 use auditctl::{Source, Verdict, VerifyRequest};
 
 const PROCESSOR: &str = env!("CARGO_BIN_EXE_audit-test-processor");
@@ -122,9 +124,13 @@ async fn events_deleted_before_a_sink_stored_them_stop_it_unless_loss_is_accepte
     terminate(&accepting.child);
     assert!(accepting.child.wait().unwrap().success());
 
-    let report = auditctl::verify(&Source::Jsonl(target.dir().to_owned()), &VerifyRequest::default(), &mut |_| {})
-        .await
-        .unwrap();
+    let report = auditctl::verify(
+        &Source::Store(Location::Jsonl(target.dir().to_owned())),
+        &VerifyRequest::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     let finding = the_only_finding(&report, "missing", 101, "seqs 101..=150");
     eprintln!("COUNTS: 200 events, 50 deleted; 150 stored; verify: {finding}");
 }

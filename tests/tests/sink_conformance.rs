@@ -6,13 +6,9 @@
 
 use std::time::Duration;
 
-use audit_tests::http_receiver::HttpTarget;
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::{terminate, verify};
-use audit_tests::sinks::{
-    http_get, metric, spawn_sink, wait_stored, JsonlTarget, MongoTarget, PostgresTarget, Processed, SqliteTarget,
-    Target,
-};
+use audit_tests::sinks::{http_get, metric, spawn_sink, wait_stored, Processed, Target};
 use audit_tests::unique_name;
 use serde_json::Value;
 
@@ -300,9 +296,10 @@ macro_rules! conformance {
     };
 }
 
-conformance!(jsonl, JsonlTarget::new());
-conformance!(jsonl_gzip, JsonlTarget::gzip());
-conformance!(postgres, PostgresTarget::new(None).await);
-conformance!(mongodb, MongoTarget::new());
-conformance!(sqlite, SqliteTarget::new());
-conformance!(http, HttpTarget::new());
+// One line per store (its fixture is `tests/src/stores/<kind>.rs`).
+conformance!(jsonl, audit_tests::stores::jsonl::JsonlTarget::new());
+conformance!(jsonl_gzip, audit_tests::stores::jsonl::JsonlTarget::gzip());
+conformance!(postgres, audit_tests::stores::postgres::PostgresTarget::new(None).await);
+conformance!(mongodb, audit_tests::stores::mongodb::MongoTarget::new());
+conformance!(sqlite, audit_tests::stores::sqlite::SqliteTarget::new());
+conformance!(http, audit_tests::stores::http::HttpTarget::new());

@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use audit_tests::http_receiver::{HttpTarget, Receiver};
+use audit_tests::http_receiver::Receiver;
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::terminate;
 use audit_tests::sinks::{http_get, metric, spawn_sink, wait_stored, Processed, Target};
+use audit_tests::stores::http::HttpTarget;
 use audit_tests::unique_name;
 use serde_json::Value;
 

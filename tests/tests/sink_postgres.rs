@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use audit_tests::kafka::read_topic;
 use audit_tests::pipeline::terminate;
-use audit_tests::sinks::{
-    http_get, metric, spawn_sink, wait_stored, PostgresTarget, PrivatePostgres, Processed, Target,
-};
+use audit_tests::sinks::{http_get, metric, spawn_sink, wait_stored, Processed, Target};
+use audit_tests::stores::postgres::PostgresTarget;
+use audit_tests::stores::postgres::PrivatePostgres;
 use audit_tests::unique_name;
 use serde_json::Value;
 

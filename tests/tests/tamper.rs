@@ -16,12 +16,12 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use audit_sink::stores::jsonl::{jsonl_files, jsonl_partitions};
 use audit_tests::demo::copy_dir;
 use audit_tests::tamper::{
     chain_of, demo_key, event_of, file_of, jsonl_copy, lines, nth_event, postgres_store, processed_topic, produce_raw,
     runtime, seq_of, sql, sqlite_copy, text, topic_key, verify, verify_text, write_lines, MongoStore,
 };
-use auditctl::source::{jsonl_files, jsonl_partitions};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use audit_schema::checkpoint::{Checkpoint, CheckpointLinks, SigningKey};
+use audit_sink::stores::jsonl::jsonl_files;
 use audit_tests::sinks::Processed;
 use audit_tests::tamper::{
     append_events, canonical, chain_of, demo, demo_witness, event_line, events, forged_after, forged_chain, head_of,
@@ -21,7 +22,6 @@ use audit_tests::tamper::{
     produce_raw, runtime, seq_of, sql, sql_insert, sql_rows, sqlite_copy, text, topic_key, topic_signing_key, verify,
     verify_error, wrapper, write_lines, Found, MongoStore,
 };
-use auditctl::source::jsonl_files;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! SQLite: the same tables as PostgreSQL (`consumers/migrations/sqlite/`), for single-machine and
+//! SQLite: the same tables as PostgreSQL (`migrations/` beside this file), for single-machine and
 //! local use. One transaction per batch in WAL mode with `synchronous = FULL`, so a batch is
 //! durable at `COMMIT`; `INSERT … ON CONFLICT (event_id) DO NOTHING` keeps it idempotent. One
 //! connection writes (SQLite has a single writer); lanes take turns.
@@ -9,10 +9,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
-use crate::sql::EventRow;
+use crate::stores::sql::row::EventRow;
 
 /// The migrations shipped with this build.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/stores/sqlite/migrations");
 
 /// The SQLite sink.
 #[derive(Debug, Clone)]

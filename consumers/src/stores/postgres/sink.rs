@@ -1,6 +1,6 @@
 //! PostgreSQL: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (event_id) DO NOTHING` per batch, in
 //! a transaction with the conflict check, so a batch is durable at `COMMIT` and idempotent on
-//! `eventId`. Migrations (`consumers/migrations/postgres/`) are compiled in.
+//! `eventId`. Migrations (`migrations/` beside this file) are compiled in.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::sink::{CheckpointRecord, Sink, SinkError, SinkRecord, WriteOutcome};
-use crate::sql::EventRow;
+use crate::stores::sql::row::EventRow;
 
 /// The PostgreSQL sink.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub struct PostgresSink {
 }
 
 /// The migrations shipped with this build.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/stores/postgres/migrations");
 
 /// Classifies a database error once: retriable, poison or fatal.
 pub fn classify(e: &sqlx::Error) -> SinkError {

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use audit_schema::canonical::{check_text, check_text_visiting, NameSpan, TextForm};
 
-use super::{LinkOnly, ReadFilter, Stored};
+use crate::stores::read::{LinkOnly, ReadFilter, Stored};
 
 /// The event text of a JSONL event line exactly as the sink writes it,
 /// `{"partition":p,"offset":o,"event":<the event in canonical form>}`, or why the line is not that.
