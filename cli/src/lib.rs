@@ -4,7 +4,9 @@
 //!   PostgreSQL, SQLite, MongoDB or the processed topic) and reports every break: content that
 //!   does not hash to its recorded hash, broken links, missing or reordered seqs, forks, and raw
 //!   input no event accounts for, and whatever it could not read or verify. Exit codes: 0 intact,
-//!   1 tampered, 2 incomplete, 3 unreadable, 4 unverified, 5 partial.
+//!   1 tampered, 2 incomplete, 3 unreadable, 4 unverified, 5 partial. `verify/report.rs` holds the
+//!   verdicts, findings and report, `verify/checkpoints.rs` the pinned keys, signed checkpoints and
+//!   attestation.
 //! * [`keys`]: `auditctl keys generate`, the Ed25519 pair the processor signs checkpoints with;
 //!   `verify --checkpoints --public-key` checks a store's chains against them.
 //! * [`topics`]: `auditctl topics create`, the three topics with matching partitions and retention.

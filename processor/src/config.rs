@@ -1,6 +1,12 @@
 //! Processor configuration: figment merges built-in defaults ← a preset ← a TOML file ← `AUDIT_*`
 //! environment variables into [`ProcessorConfig`]; [`ProcessorConfig::validate`] checks every value
 //! without I/O and names the key of anything wrong.
+//!
+//! Each section is a serde struct here; the `[redaction]` section is in `redaction.rs` and the
+//! presets in `preset.rs`. A leaf module: it imports no runtime and no pipeline module.
+
+mod preset;
+mod redaction;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +17,9 @@ use audit_schema::wire::topics;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use preset::Preset;
+pub use redaction::{DetectorsConfig, RedactionConfig, ReplaceConfig, RuleConfig};
 
 /// A config value that is not acceptable, with its key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,155 +148,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// One configured redaction rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// A key name, matched like the built-in keys (case and spelling variants).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// A dot path with `*` (one segment) and `**` (any depth) wildcards, e.g. `metadata.users.*.ssn`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// A regular expression over key names.
-    #[serde(default)]
-    pub key_pattern: Option<String>,
-    /// `mask` (default) or `hmac` (a keyed token: equal values stay joinable, unreadable).
-    #[serde(default)]
-    pub replace: ReplaceConfig,
-}
-
-/// Replacement of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplaceConfig {
-    /// The mask string.
-    #[default]
-    Mask,
-    /// `hmac:<32 hex>` = HMAC-SHA256 under the configured key.
-    Hmac,
-}
-
-/// Value detectors: secrets and personal data hiding inside strings, by family. Each family's
-/// detectors, their names in reports and what they match are listed in `docs/PRIVACY.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorsConfig {
-    /// `Bearer`/`Basic`/`Token` credentials, JWTs anywhere in text, `Authorization:` header lines
-    /// (`jwt`, `bearer`, `authorization_header`).
-    pub bearer_tokens: bool,
-    /// `user:password@` in URLs of any scheme (also an empty user), URL parameters and form fields
-    /// whose name is a sensitive key (`token=`, `password=`, `X-Amz-Signature=`), `curl -u user:pw`
-    /// (`url_credentials`, `curl_credentials`).
-    pub url_credentials: bool,
-    /// PEM, OpenSSH, PGP and PuTTY private-key blocks (`private_key`).
-    pub private_keys: bool,
-    /// Payment card numbers: 13–19 digits with an issuer's prefix and length, passing the Luhn
-    /// check, in strings and as JSON numbers (`card_number`).
-    pub card_numbers: bool,
-    /// AWS access key ids and the secret keys beside them, Google API keys, Azure storage account
-    /// and shared access keys (`aws_access_key_id`, `aws_secret_access_key`, `google_api_key`,
-    /// `azure_storage_key`).
-    pub cloud_keys: bool,
-    /// GitHub classic, fine-grained and app/OAuth tokens; GitLab tokens (`github_classic_token`,
-    /// `github_fine_grained_token`, `github_app_token`, `gitlab_token`).
-    pub source_host_tokens: bool,
-    /// Slack tokens and webhook URLs (`slack_token`, `slack_webhook`).
-    pub chat_tokens: bool,
-    /// Stripe secret and restricted keys, webhook secrets (`stripe_secret_key`,
-    /// `stripe_webhook_secret`).
-    pub payment_keys: bool,
-    /// OpenAI, Anthropic and Hugging Face keys (`openai_api_key`, `anthropic_api_key`,
-    /// `huggingface_token`).
-    pub ai_keys: bool,
-    /// npm, PyPI and Docker Hub tokens (`npm_token`, `pypi_token`, `dockerhub_token`).
-    pub registry_tokens: bool,
-    /// SendGrid keys, Twilio SIDs and auth tokens in a string that names Twilio
-    /// (`sendgrid_api_key`, `twilio_key`).
-    pub messaging_keys: bool,
-    /// `KEY=value` lines of env files, `password: value` lines of YAML and `password = value` of INI
-    /// text, and `name: value` inside a line, where the key names a secret
-    /// (`secret_assignment`).
-    pub env_assignments: bool,
-    /// Strings holding a JSON object or array are parsed, redacted with the whole policy and put
-    /// back as compact JSON (what is found counts under the rule that found it).
-    pub json_strings: bool,
-    /// US social security numbers: `AAA-GG-SSSS` or `AAA GG SSSS` with the validity rules, or nine
-    /// digits right after `SSN`/`social security number` (`ssn`).
-    pub ssn: bool,
-    /// IBANs passing their country's length and the mod-97 check (`iban`). Off by default (account
-    /// numbers are what payment audit trails are about); `strict-multi-tenant` turns it on.
-    pub iban: bool,
-}
-
-impl Default for DetectorsConfig {
-    fn default() -> Self {
-        DetectorsConfig {
-            bearer_tokens: true,
-            url_credentials: true,
-            private_keys: true,
-            card_numbers: true,
-            cloud_keys: true,
-            source_host_tokens: true,
-            chat_tokens: true,
-            payment_keys: true,
-            ai_keys: true,
-            registry_tokens: true,
-            messaging_keys: true,
-            env_assignments: true,
-            json_strings: true,
-            ssn: true,
-            iban: false,
-        }
-    }
-}
-
-/// Redaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedactionConfig {
-    /// On by default; turning it off is recorded in every event's `redaction.policy`.
-    pub enabled: bool,
-    /// Mask string.
-    pub mask: String,
-    /// Use the built-in keys (password, passwd, pwd, pass, pin, cvv, ssn, otp, token, secret,
-    /// credential, apiKey, privateKey, authorization, cookie... the list is in `docs/PRIVACY.md`).
-    /// Key names in text (`DB_PASSWORD=…`, `?token=…`) are checked against the built-in keys even
-    /// when this is off.
-    pub default_keys: bool,
-    /// Extra key names (masked).
-    pub keys: Vec<String>,
-    /// Dot paths to mask.
-    pub paths: Vec<String>,
-    /// Key-name regular expressions to mask.
-    pub key_patterns: Vec<String>,
-    /// Rules with their own replacement.
-    pub rules: Vec<RuleConfig>,
-    /// Value detectors.
-    pub detectors: DetectorsConfig,
-    /// Environment variable holding the HMAC key (for `replace = "hmac"` rules).
-    pub hmac_key_env: Option<String>,
-    /// File holding the HMAC key.
-    pub hmac_key_file: Option<PathBuf>,
-}
-
-impl Default for RedactionConfig {
-    fn default() -> Self {
-        RedactionConfig {
-            enabled: true,
-            mask: "***".into(),
-            default_keys: true,
-            keys: Vec::new(),
-            paths: Vec::new(),
-            key_patterns: Vec::new(),
-            rules: Vec::new(),
-            detectors: DetectorsConfig::default(),
-            hmac_key_env: None,
-            hmac_key_file: None,
-        }
-    }
-}
-
 /// HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -401,58 +261,6 @@ pub struct ProcessorConfig {
     pub checkpoint: CheckpointConfig,
     /// Telemetry.
     pub telemetry: TelemetryConfig,
-}
-
-/// Named starting points, after the seed's presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    /// Strict validation and action naming, oversize events rejected, JSON-free Avro output, and
-    /// IBANs redacted (SSNs are by default).
-    StrictMultiTenant,
-    /// Lenient, conservative limits, long drain.
-    SelfHosted,
-    /// Lenient, larger limits with truncation instead of rejection.
-    HighThroughput,
-}
-
-impl Preset {
-    /// Parses `strict-multi-tenant`, `self-hosted`, `high-throughput`.
-    pub fn parse(name: &str) -> Result<Preset, ConfigError> {
-        match name {
-            "strict-multi-tenant" => Ok(Preset::StrictMultiTenant),
-            "self-hosted" => Ok(Preset::SelfHosted),
-            "high-throughput" => Ok(Preset::HighThroughput),
-            other => {
-                Err(bad("preset", format!("{other:?} is not one of strict-multi-tenant, self-hosted, high-throughput")))
-            }
-        }
-    }
-
-    /// The preset's config.
-    pub fn config(self) -> ProcessorConfig {
-        let mut c = ProcessorConfig::default();
-        match self {
-            Preset::StrictMultiTenant => {
-                c.processing.strict = true;
-                c.processing.strict_action_naming = true;
-                c.limits.oversize = OversizeBehavior::Reject;
-                c.redaction.detectors.iban = true;
-            }
-            Preset::SelfHosted => {
-                c.shutdown.drain_timeout_ms = 30_000;
-                c.limits.max_event_bytes = 32 * 1024;
-                c.limits.max_metadata_bytes = 16 * 1024;
-                c.limits.max_diff_bytes = 16 * 1024;
-            }
-            Preset::HighThroughput => {
-                c.limits.oversize = OversizeBehavior::Truncate;
-                c.limits.max_event_bytes = 256 * 1024;
-                c.limits.max_metadata_bytes = 64 * 1024;
-                c.limits.max_diff_bytes = 64 * 1024;
-            }
-        }
-        c
-    }
 }
 
 impl ProcessorConfig {
@@ -638,44 +446,5 @@ mod tests {
         std::fs::write(&path, "[limits]\nmax_event_byte = 5\n").unwrap();
         let err = ProcessorConfig::load(Some(&path)).unwrap_err();
         assert!(err.to_string().contains("max_event_byte"), "{err}");
-    }
-
-    #[test]
-    fn presets_are_valid() {
-        for name in ["strict-multi-tenant", "self-hosted", "high-throughput"] {
-            Preset::parse(name).unwrap().config().validate().unwrap();
-        }
-        assert!(Preset::parse("fast").is_err());
-    }
-
-    #[test]
-    fn strict_multi_tenant_redacts_ibans_and_the_default_does_not() {
-        let iban = "DE59 1001 0010 0000 1234 56";
-        let note = |config: ProcessorConfig| {
-            let policy = config.validate().unwrap().policy;
-            let mut v = serde_json::json!({"note": format!("refund to {iban}")});
-            let mut report = crate::redact::RedactionReport::default();
-            policy.redact("metadata", &mut v, &mut report);
-            (v["note"].as_str().unwrap().to_owned(), report.by_rule.get("iban").copied())
-        };
-        let strict = Preset::parse("strict-multi-tenant").unwrap().config();
-        assert!(strict.redaction.detectors.iban && strict.redaction.detectors.ssn);
-        assert_eq!(note(strict), ("refund to ***".to_owned(), Some(1)));
-        assert_eq!(note(ProcessorConfig::default()), (format!("refund to {iban}"), None));
-        let strict_version = Preset::StrictMultiTenant.config().validate().unwrap().policy.version().to_owned();
-        assert_ne!(strict_version, ProcessorConfig::default().validate().unwrap().policy.version());
-    }
-
-    #[test]
-    fn detector_families_are_switched_in_the_file_and_unknown_ones_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.toml");
-        std::fs::write(&path, "[redaction.detectors]\nssn = false\niban = true\ncloud_keys = false\n").unwrap();
-        let c = ProcessorConfig::load(Some(&path)).unwrap();
-        assert!(!c.redaction.detectors.ssn && c.redaction.detectors.iban && !c.redaction.detectors.cloud_keys);
-        assert!(c.redaction.detectors.bearer_tokens, "the others keep their defaults");
-        std::fs::write(&path, "[redaction.detectors]\nssns = false\n").unwrap();
-        let err = ProcessorConfig::load(Some(&path)).unwrap_err();
-        assert!(err.to_string().contains("ssns"), "{err}");
     }
 }

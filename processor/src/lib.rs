@@ -14,10 +14,15 @@
 //!
 //! # Layout
 //! * [`config`]: figment config (defaults ← preset ← TOML ← `AUDIT_*` env), checked before I/O; a
-//!   leaf module. [`settings`] compiles it (Kafka client settings, redaction policy, keys) and
-//!   [`client`] names the librdkafka keys the processor fixes.
+//!   leaf module (`config/preset.rs`, `config/redaction.rs` for the `[redaction]` section).
+//!   [`settings`] compiles it (Kafka client settings, redaction policy, keys) and [`client`] names
+//!   the librdkafka keys the processor fixes.
 //! * [`pipeline`]: decode → [`sanitize`] → validate → normalize → [`redact`] → limits → chain →
-//!   encode, pure and deterministic.
+//!   encode, pure and deterministic (`pipeline/input.rs` makes the event, `pipeline/limits.rs`
+//!   applies the size limits; [`sanitize`] keeps the identifier rule in `sanitize/identifiers.rs`).
+//! * [`redact`]: the policy (`redact/rules.rs` which rule matches, `redact/walk.rs` the walk,
+//!   `redact/keys.rs` key names) and the value detectors (`redact/detectors.rs`, the engine in
+//!   `detectors/compiled.rs`, one module per kind of secret beside it).
 //! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
 //! * [`metrics`]: the metric names, served with `/healthz` and `/readyz` by [`audit_service::serve_ops`].
 //!

@@ -54,7 +54,10 @@
 //! logged and kept in `failed.spool`; `flush`/`shutdown` report what is still pending.
 //!
 //! # Layout
-//! [`config`] (keys and validation), [`spool`] (segment files), [`partition`] (murmur2),
+//! The logger's API is `logger.rs`, its builder `logger/builder.rs`, its Kafka side (delivery
+//! reports, spool replay, maintenance) `logger/delivery.rs`. [`config`] (keys and validation),
+//! [`spool`] (segment files: `spool/frame.rs` the format, `spool/recovery.rs` reopening,
+//! `spool/failed.rs` refused events), [`partition`] (murmur2),
 //! [`metrics`] (Prometheus names), [`trace`] (W3C traceparent); the `axum` feature adds
 //! [`axum_layer`]. `docs/PRODUCER.md` covers modes, spool, guarantees and limits.
 

@@ -8,16 +8,23 @@
 //! records before it are replayed in order, ahead of anything new.
 //!
 //! A lock on `spool.lock` keeps two processes from sharing a spool directory.
+//!
+//! Layout: `frame.rs` is the file format, `recovery.rs` opening a spool left by a previous run,
+//! `failed.rs` the log of events the broker refused; this module appends, acknowledges, rotates
+//! and reads.
+
+mod failed;
+mod frame;
+mod recovery;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Largest payload a frame may claim; anything larger is corruption.
-const MAX_FRAME: u32 = 64 * 1024 * 1024;
-const HEADER: usize = 8;
-const SEGMENT_SUFFIX: &str = ".spool";
+pub use failed::FailedLog;
+use frame::{encode_frame, frame_at, segment_path};
+pub use recovery::Recovery;
 
 /// Failures of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -78,28 +85,6 @@ pub struct SpoolRecord {
     pub value: Vec<u8>,
 }
 
-impl SpoolRecord {
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.key);
-        let tp = self.traceparent.as_deref().unwrap_or_default().as_bytes();
-        out.extend_from_slice(&(tp.len() as u16).to_le_bytes());
-        out.extend_from_slice(tp);
-        out.extend_from_slice(&self.value);
-    }
-
-    fn decode(payload: &[u8]) -> Option<SpoolRecord> {
-        let key_len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-        let key = payload.get(4..4 + key_len)?.to_vec();
-        let at = 4 + key_len;
-        let tp_len = u16::from_le_bytes(payload.get(at..at + 2)?.try_into().ok()?) as usize;
-        let tp = payload.get(at + 2..at + 2 + tp_len)?;
-        let traceparent = if tp.is_empty() { None } else { Some(String::from_utf8(tp.to_vec()).ok()?) };
-        let value = payload.get(at + 2 + tp_len..)?.to_vec();
-        Some(SpoolRecord { key, traceparent, value })
-    }
-}
-
 /// Where a record lives: segment id and byte offset of its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
@@ -117,17 +102,6 @@ struct Segment {
     sealed: bool,
 }
 
-/// What opening the spool found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Records left by a previous run, to be replayed.
-    pub records: u64,
-    /// Segments they are in.
-    pub segments: usize,
-    /// Bytes cut from torn or corrupt segment tails.
-    pub bytes_cut: u64,
-}
-
 /// The spool of one producer instance.
 #[derive(Debug)]
 pub struct Spool {
@@ -143,107 +117,7 @@ pub struct Spool {
     frame: Vec<u8>,
 }
 
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}{SEGMENT_SUFFIX}"))
-}
-
-/// Reads frames from `bytes` starting at 0; returns (record count, bytes of whole valid frames).
-fn scan_frames(bytes: &[u8]) -> (u64, u64) {
-    let mut at = 0usize;
-    let mut records = 0;
-    while let Some((_, next)) = frame_at(bytes, at) {
-        at = next;
-        records += 1;
-    }
-    (records, at as u64)
-}
-
-/// The payload range of the valid frame at `at`, and the offset after it.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(std::ops::Range<usize>, usize)> {
-    let header = bytes.get(at..at + HEADER)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?);
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if len == 0 || len > MAX_FRAME {
-        return None;
-    }
-    let start = at + HEADER;
-    let end = start + len as usize;
-    let payload = bytes.get(start..end)?;
-    (crc32fast::hash(payload) == crc).then_some((start..end, end))
-}
-
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, recovering what a previous run left.
-    pub fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        max_bytes: u64,
-        fsync: FsyncPolicy,
-    ) -> Result<(Spool, Recovery), SpoolError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join("spool.lock");
-        let lock =
-            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { dir: dir.display().to_string() }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
-
-        let mut ids: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let entry = entry.map_err(io_err(dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name.strip_suffix(SEGMENT_SUFFIX).and_then(|s| s.parse::<u64>().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-
-        let mut recovery = Recovery::default();
-        let mut segments = BTreeMap::new();
-        let mut total_bytes = 0;
-        for id in &ids {
-            let path = segment_path(dir, *id);
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            let (records, valid) = scan_frames(&bytes);
-            if valid < bytes.len() as u64 {
-                let cut = bytes.len() as u64 - valid;
-                tracing::warn!(segment = %path.display(), bytes_cut = cut, records_kept = records, "spool segment had a torn or corrupt tail; cut it");
-                recovery.bytes_cut += cut;
-                let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
-                f.set_len(valid).map_err(io_err(&path))?;
-                f.sync_all().map_err(io_err(&path))?;
-            }
-            if records == 0 {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                continue;
-            }
-            recovery.records += records;
-            recovery.segments += 1;
-            total_bytes += valid;
-            segments.insert(*id, Segment { records, acked: 0, bytes: valid, sealed: true });
-        }
-
-        let active_id = ids.last().map_or(1, |last| last + 1);
-        let active = Self::create_segment(dir, active_id)?;
-        segments.insert(active_id, Segment { records: 0, acked: 0, bytes: 0, sealed: false });
-        let spool = Spool {
-            dir: dir.to_owned(),
-            _lock: lock,
-            segment_bytes,
-            max_bytes,
-            fsync,
-            segments,
-            active_id,
-            active,
-            total_bytes,
-            frame: Vec::with_capacity(4096),
-        };
-        Ok((spool, recovery))
-    }
-
     fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
         let path = segment_path(dir, id);
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
@@ -406,67 +280,12 @@ impl Spool {
     }
 }
 
-/// Events the broker refused for good, kept (same framing as the spool) for an operator to inspect
-/// or resend; never replayed automatically.
-#[derive(Debug)]
-pub struct FailedLog {
-    path: PathBuf,
-    file: File,
-    frame: Vec<u8>,
-}
-
-impl FailedLog {
-    /// File name inside the spool directory.
-    pub const FILE: &'static str = "failed.spool";
-
-    /// Opens `dir/failed.spool` for appending.
-    pub fn open(dir: &Path) -> Result<FailedLog, SpoolError> {
-        let path = dir.join(Self::FILE);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        Ok(FailedLog { path, file, frame: Vec::new() })
-    }
-
-    /// Appends and syncs one record.
-    pub fn append(&mut self, record: &SpoolRecord) -> Result<(), SpoolError> {
-        encode_frame(record, &mut self.frame);
-        self.file.write_all(&self.frame).map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))
-    }
-
-    /// Reads every record of a failed log (for tools and tests).
-    pub fn read_all(dir: &Path) -> Result<Vec<SpoolRecord>, SpoolError> {
-        let path = dir.join(Self::FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        let mut out = Vec::new();
-        let mut at = 0;
-        while let Some((range, next)) = frame_at(&bytes, at) {
-            out.extend(SpoolRecord::decode(&bytes[range]));
-            at = next;
-        }
-        Ok(out)
-    }
-}
-
-/// Writes `record` framed (`len | crc32 | payload`) into `out`, replacing its contents.
-fn encode_frame(record: &SpoolRecord, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&[0; HEADER]);
-    record.encode_into(out);
-    let len = (out.len() - HEADER) as u32;
-    let crc = crc32fast::hash(&out[HEADER..]);
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-}
-
 #[cfg(test)]
 mod tests {
+    use super::frame::SEGMENT_SUFFIX;
     use super::*;
 
-    fn record(i: u32) -> SpoolRecord {
+    pub(super) fn record(i: u32) -> SpoolRecord {
         SpoolRecord {
             key: format!("tenant-{}", i % 3).into_bytes(),
             traceparent: i
@@ -476,70 +295,8 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path) -> (Spool, Recovery) {
+    pub(super) fn open(dir: &Path) -> (Spool, Recovery) {
         Spool::open(dir, 256, 1 << 20, FsyncPolicy::Never).unwrap()
-    }
-
-    #[test]
-    fn records_survive_reopening_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut spool, rec) = open(dir.path());
-            assert_eq!(rec, Recovery::default());
-            for i in 0..20 {
-                spool.append(&record(i)).unwrap();
-            }
-        }
-        let (spool, rec) = open(dir.path());
-        assert_eq!(rec.records, 20);
-        assert!(rec.segments > 1, "small segments rotate");
-        let (records, _) = spool.read_from(spool.start(), 100).unwrap();
-        let got: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
-        assert_eq!(got, (0..20).map(record).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_and_never_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Never).unwrap();
-            for i in 0..5 {
-                spool.append(&record(i)).unwrap();
-            }
-        }
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&seg).unwrap();
-        let full = bytes.len();
-        // A half-written sixth frame: header promising 100 bytes, then 10.
-        bytes.extend_from_slice(&100u32.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.extend_from_slice(&[7; 10]);
-        fs::write(&seg, &bytes).unwrap();
-
-        let (spool, rec) = Spool::open(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Never).unwrap();
-        assert_eq!(rec.records, 5);
-        assert_eq!(rec.bytes_cut, 18);
-        assert_eq!(fs::metadata(&seg).unwrap().len() as usize, full);
-        let (records, _) = spool.read_from(spool.start(), 100).unwrap();
-        assert_eq!(records.len(), 5);
-    }
-
-    #[test]
-    fn a_corrupt_frame_ends_the_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Never).unwrap();
-            for i in 0..5 {
-                spool.append(&record(i)).unwrap();
-            }
-        }
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&seg).unwrap();
-        let last = bytes.len() - 3;
-        bytes[last] ^= 0xff; // flip a payload byte of the fifth record
-        fs::write(&seg, &bytes).unwrap();
-        let (_, rec) = Spool::open(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Never).unwrap();
-        assert_eq!(rec.records, 4, "the record that fails its CRC is not replayed");
     }
 
     #[test]
@@ -575,14 +332,6 @@ mod tests {
         }
         let err = err.expect("the cap is reached");
         assert!(err.to_string().contains("is full"), "{err}");
-    }
-
-    #[test]
-    fn a_second_process_cannot_share_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = open(dir.path());
-        let err = Spool::open(dir.path(), 256, 1 << 20, FsyncPolicy::Never).unwrap_err();
-        assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
     }
 
     #[test]

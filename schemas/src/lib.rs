@@ -8,12 +8,13 @@
 //! # Layout
 //! * [`model`]: the Rust types, field for field the JSON Schemas (a drift test keeps them equal).
 //! * [`codec`]: decoding JSON or Avro with errors that name the field ([`ContractError`]), strict or
-//!   lenient about unknown fields, and encoding.
+//!   lenient about unknown fields (`codec/reading.rs`), and encoding.
 //! * [`avro`]: Avro single-object encoding; the writer schema's CRC-64-AVRO fingerprint travels in each
-//!   record, so no registry server is needed.
+//!   record, so no registry server is needed (`avro/encode.rs`, `avro/decode.rs`).
 //! * [`canonical`]: RFC 8785 canonical JSON.
 //! * [`chain`]: the hash chain: `hash = SHA-256(canonical(event without integrity.hash))`, the genesis
-//!   rule, and [`chain::verify_chain`], which names the first break and its kind.
+//!   rule, hashing stored canonical text (`chain/text_hash.rs`), and [`chain::verify_chain`]
+//!   (`chain/verify.rs`), which names the first break and its kind.
 //!
 //! Everything here is pure: no I/O, no clock except [`Timestamp::now`].
 //!

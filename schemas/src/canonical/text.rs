@@ -1,5 +1,8 @@
 //! Whether stored JSON text is the form the processor published, checked on the bytes themselves
 //! (no parse into a map, which would merge duplicate members and read aliases as what they alias).
+//!
+//! A little over 500 lines because it is one recursive-descent checker of one grammar (its
+//! numbers, strings, member order and nesting call each other), with its tests.
 
 use std::cmp::Ordering;
 
