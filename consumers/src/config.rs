@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use audit_kafka::lanes::GroupMember;
 use audit_kafka::ClientSettings;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -184,9 +185,9 @@ impl SinkConfig {
     /// Checks every value without I/O.
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let k = &self.kafka;
-        if k.group_id.trim().is_empty() {
-            return Err(bad("kafka.group_id", "must name this sink's consumer group (each sink has its own)"));
-        }
+        GroupMember::new(&k.group_id, k.session_timeout_ms, k.instance_id.as_deref())
+            .validate()
+            .map_err(|(key, message)| bad(format!("kafka.{key}"), message))?;
         let topic_ok = |t: &str| {
             !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         };
@@ -200,9 +201,6 @@ impl SinkConfig {
         };
         if !topic_ok(&dead_letter_topic) {
             return Err(bad("kafka.dead_letter_topic", format!("{dead_letter_topic:?} is not a valid topic name")));
-        }
-        if !(1_000..=300_000).contains(&k.session_timeout_ms) {
-            return Err(bad("kafka.session_timeout_ms", "must be between 1000 and 300000"));
         }
         let mut kafka = ClientSettings::new(k.brokers.clone(), format!("audit-sink/{}", k.group_id));
         kafka.pass_through = k.librdkafka.clone();

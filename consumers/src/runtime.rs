@@ -42,7 +42,6 @@ struct SinkLanes<S: Sink> {
     settings: Settings,
     sink: Arc<S>,
     metrics: SinkMetrics,
-    health: Arc<Health>,
     dead_letters: FutureProducer,
     circuit: CircuitBreaker,
     backoff: Backoff,
@@ -57,14 +56,6 @@ impl<S: Sink> LaneHandler for SinkLanes<S> {
 
     async fn run_lane(self: Arc<Self>, lane: Lane) {
         self.lane(lane).await
-    }
-
-    fn polled(&self) {
-        self.health.polled();
-    }
-
-    fn ready(&self, ready: bool) {
-        self.health.set_ready(ready);
     }
 
     fn assigned(&self, lanes: usize) {
@@ -419,17 +410,15 @@ pub fn run_blocking<S: Sink>(
         settings.kafka.client_config(&consumer_required(k.accept_loss)).map_err(|e| RunError::Kafka(e.to_string()))?;
     let config = EngineConfig {
         client,
-        group: GroupMember {
-            group_id: k.group_id.clone(),
-            session_timeout_ms: k.session_timeout_ms,
-            instance_id: k.instance_id.clone(),
-        },
+        group: GroupMember::new(&k.group_id, k.session_timeout_ms, k.instance_id.as_deref()),
         topic: k.processed_topic.clone(),
         lane_capacity: settings.config.batch.max_events.max(64) * 2,
         release_timeout: settings.drain_timeout,
         // A sink's start is the group's committed offset: never unavailable.
         start_retry: Duration::ZERO,
         offset_gone: OFFSET_GONE.into(),
+        lag_interval: None,
+        liveness: Some(health),
     };
     let handler = Arc::new(SinkLanes {
         circuit: CircuitBreaker::new(&settings.config.retry),
@@ -437,7 +426,6 @@ pub fn run_blocking<S: Sink>(
         settings,
         sink,
         metrics,
-        health,
         dead_letters,
     });
     lanes::run(config, handler, runtime, shutdown).map_err(|e| match e {

@@ -12,7 +12,10 @@
 //! * [`lanes`]: the partition-lane engine every at-least-once consumer service runs on: the
 //!   consumer group, one ordered lane per assigned partition, handler-chosen start offsets,
 //!   offsets stored only after the handler acknowledges them, back-pressure, release deadlines,
-//!   fatal and interrupted stops, close. A service is a [`lanes::LaneHandler`].
+//!   fatal and interrupted stops, lag, close. A service is a [`lanes::LaneHandler`]; its
+//!   consumer's fixed keys come from [`lanes::consumer_keys`] and its group membership is a
+//!   [`lanes::GroupMember`] (checked by [`lanes::GroupMember::validate`]). The processor and every
+//!   sink run on it.
 //! * [`topics`]: creating topics and reading partition counts, used by `auditctl topics create`, the
 //!   processor's start-up check and the tests.
 //!

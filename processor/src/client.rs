@@ -1,33 +1,20 @@
 //! The librdkafka settings the processor fixes and why: its clients are built with them, and
 //! config validation refuses them as pass-through options. A leaf: no runtime in here.
 
+use audit_kafka::lanes::{consumer_keys, OffsetGone};
 use audit_kafka::Required;
 
-/// The raw-topic consumer's fixed keys.
+/// The raw-topic consumer's fixed keys (the lane engine's). A lane resumes at an explicit offset
+/// (from the processed tail); the reset policy only decides what happens when that offset is gone
+/// from the raw topic.
 pub(crate) fn consumer_required(accept_raw_loss: bool) -> Vec<Required> {
-    let mut r = audit_kafka::AT_LEAST_ONCE_CONSUMER.to_vec();
-    r.push(Required::fixed(
-        "partition.assignment.strategy",
-        "range,roundrobin",
-        "lanes are handed over whole on revoke (eager rebalancing)",
-    ));
-    // A lane resumes at an explicit offset (from the processed tail); the reset policy only
-    // decides what happens when that offset is gone from the raw topic.
-    r.push(if accept_raw_loss {
-        Required::fixed(
-            "auto.offset.reset",
-            "earliest",
-            "kafka.accept_raw_loss continues after raw records that are gone",
-        )
+    consumer_keys(if accept_raw_loss {
+        OffsetGone::Earliest { reason: "kafka.accept_raw_loss continues after raw records that are gone" }
     } else {
-        Required::fixed(
-            "auto.offset.reset",
-            "error",
-            "raw records gone before they were processed stop the processor (kafka.accept_raw_loss)",
-        )
-    });
-    r.push(Required::fixed("enable.partition.eof", "false", "the consumer reads a never-ending stream"));
-    r
+        OffsetGone::Stop {
+            reason: "raw records gone before they were processed stop the processor (kafka.accept_raw_loss)",
+        }
+    })
 }
 
 /// The producer's fixed keys (processed events, dead letters, checkpoints).

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use audit_kafka::lanes::GroupMember;
 use audit_kafka::ClientSettings;
 use audit_schema::wire::topics;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -312,15 +313,9 @@ impl ProcessorConfig {
                 "raw, processed and dead-letter topics must be three different topics",
             ));
         }
-        if k.group_id.trim().is_empty() {
-            return Err(bad("kafka.group_id", "must not be empty"));
-        }
-        if k.instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
-            return Err(bad("kafka.instance_id", "must be 1 to 249 characters"));
-        }
-        if !(1_000..=300_000).contains(&k.session_timeout_ms) {
-            return Err(bad("kafka.session_timeout_ms", "must be between 1000 and 300000"));
-        }
+        GroupMember::new(&k.group_id, k.session_timeout_ms, k.instance_id.as_deref())
+            .validate()
+            .map_err(|(key, message)| bad(format!("kafka.{key}"), message))?;
         let mut kafka = ClientSettings::new(k.brokers.clone(), "audit-processor");
         kafka.pass_through = k.librdkafka.clone();
         let protected = crate::client::protected_keys();

@@ -23,7 +23,12 @@
 //! * [`redact`]: the policy (`redact/rules.rs` which rule matches, `redact/walk.rs` the walk,
 //!   `redact/keys.rs` key names) and the value detectors (`redact/detectors.rs`, the engine in
 //!   `detectors/compiled.rs`, one module per kind of secret beside it).
-//! * [`runtime`]: the consumer, lanes, producer, tail recovery, rebalance and drain.
+//! * `lane/`: the processor as a handler of the partition-lane engine ([`audit_kafka::lanes`]),
+//!   which owns the consumer group, the ordered lanes, back-pressure, offset storing, release
+//!   and close. `lane/tail.rs` recovers each lane's chain head (and so its start offset) from the
+//!   processed tail; `lane/handler.rs` runs the pipeline over a lane's records and signs
+//!   checkpoints (`checkpoints.rs`); `lane/publish.rs` is the idempotent producer and the
+//!   deliveries that acknowledge raw offsets; `lane/topics.rs` checks the topics at start.
 //! * [`metrics`]: the metric names, served with `/healthz` and `/readyz` by [`audit_service::serve_ops`].
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`], which loads config, starts telemetry and
@@ -33,18 +38,20 @@ mod checkpoints;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod lane;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;
-pub mod runtime;
 pub mod sanitize;
 pub mod settings;
 pub mod telemetry;
 
 use std::sync::Arc;
 
+use audit_kafka::lanes::EngineError;
+
 pub use config::{ConfigError, ProcessorConfig};
-pub use runtime::RunError;
+pub use lane::RunError;
 pub use settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +66,7 @@ const MAX_INTERRUPTIONS: usize = 5;
 /// Runs the processor until `shutdown` is cancelled (then drains within
 /// `shutdown.drain_timeout_ms`, commits and returns `Ok`) or a fatal error.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), RunError> {
-    let metrics = metrics::ProcessorMetrics::new().map_err(|e| RunError::Fatal(format!("metrics: {e}")))?;
+    let metrics = metrics::ProcessorMetrics::new().map_err(|e| RunError::Setup(format!("metrics: {e}")))?;
     run_with_metrics(settings, metrics, shutdown).await
 }
 
@@ -86,16 +93,18 @@ pub async fn run_with_metrics(
         let (settings, run_metrics, run_health, run_shutdown) =
             (settings.clone(), metrics.clone(), health.clone(), shutdown.clone());
         let result =
-            tokio::task::spawn_blocking(move || runtime::run_blocking(settings, run_metrics, run_health, run_shutdown))
+            tokio::task::spawn_blocking(move || lane::run_blocking(settings, run_metrics, run_health, run_shutdown))
                 .await
-                .unwrap_or_else(|e| Err(RunError::Fatal(format!("processor thread panicked: {e}"))));
+                .unwrap_or_else(|e| Err(EngineError::Fatal(format!("processor thread panicked: {e}")).into()));
         interruptions.retain(|at| at.elapsed() < RESTART_PATIENCE);
         match result {
-            Err(RunError::Interrupted(reason)) if interruptions.len() < MAX_INTERRUPTIONS => {
+            Err(RunError::Lanes(EngineError::Interrupted(reason))) if interruptions.len() < MAX_INTERRUPTIONS => {
                 tracing::warn!(%reason, "starting the Kafka clients again");
                 interruptions.push_back(std::time::Instant::now());
             }
-            Err(RunError::Kafka(reason) | RunError::Topology(reason)) if !interruptions.is_empty() => {
+            Err(
+                RunError::Client(reason) | RunError::Topology(reason) | RunError::Lanes(EngineError::Kafka(reason)),
+            ) if !interruptions.is_empty() => {
                 tracing::warn!(%reason, "the broker is not back yet; trying again");
             }
             other => break other,

@@ -1,7 +1,8 @@
 //! What the two long-running services, `audit-processor` and `audit-sink`, share around their
 //! work, so that both answer probes and stop the same way:
 //! * [`Health`]: readiness (set once start-up checks pass and the consumer is subscribed) and
-//!   liveness (the time of the poll loop's last turn);
+//!   liveness (the time of the poll loop's last turn), as the partition-lane engine reports them
+//!   (`audit_kafka::lanes::Liveness`);
 //! * [`serve_ops`]: `/metrics` (whatever text the service renders), `/healthz` (200 while the poll
 //!   loop turns, 503 once it has been stuck for [`STALL_LIMIT`]) and `/readyz` (200 when ready);
 //! * [`cancel_on_signal`]: SIGTERM or SIGINT cancels the service's shutdown token, which starts
@@ -55,6 +56,17 @@ impl Health {
     /// Whether the poll loop has not turned yet.
     fn starting(&self) -> bool {
         self.last_poll_ms.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The partition-lane engine reports its poll loop and its subscription here.
+impl audit_kafka::lanes::Liveness for Health {
+    fn polled(&self) {
+        Health::polled(self);
+    }
+
+    fn ready(&self, ready: bool) {
+        self.set_ready(ready);
     }
 }
 

@@ -150,7 +150,7 @@ impl Pipeline {
         let log = std::fs::read_to_string(self.logs.path().join("processor.log")).unwrap_or_default();
         Recoveries {
             client_restarts: log.matches("starting the Kafka clients again").count(),
-            tail_retries: log.matches("processed tail unavailable; asking again").count(),
+            tail_retries: log.matches("the partition's start is unavailable; asking again").count(),
         }
     }
 }

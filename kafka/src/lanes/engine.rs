@@ -61,6 +61,12 @@ impl<H: LaneHandler> Shared<H> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn liveness(&self, tell: impl FnOnce(&dyn super::Liveness)) {
+        if let Some(liveness) = &self.config.liveness {
+            tell(liveness.as_ref());
+        }
+    }
+
     fn fatal(&self, message: String) {
         self.slot.put(EngineError::Fatal(message));
     }
@@ -128,7 +134,8 @@ impl<H: LaneHandler> Shared<H> {
         self.handler.assigned(self.lanes().len());
     }
 
-    /// Stores the lane's acknowledged offset when it moved (librdkafka commits `acked + 1`).
+    /// Stores the lane's acknowledged offset when it moved (librdkafka commits `acked + 1`). The
+    /// one place offsets reach the consumer.
     fn store_offset<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, p: i32, acks: &Acks, stored: &mut i64) {
         let acked = acks.acked();
         if acked > *stored {
@@ -302,11 +309,14 @@ pub fn run<H: LaneHandler>(
     // The rebalance callback splits each assigned partition into its own queue.
     let _ = shared.consumer.set(Arc::downgrade(&consumer));
     consumer.subscribe(&[topic.as_str()]).map_err(|e| EngineError::Kafka(format!("subscribe: {e}")))?;
-    shared.handler.ready(true);
+    shared.liveness(|l| l.ready(true));
 
     let mut feeder = Feeder::default();
+    let lag_interval = shared.config.lag_interval;
+    // Tokio time (paused in tests), like the release deadline.
+    let mut next_lag = lag_interval.map(|every| tokio::time::Instant::now() + every);
     let result = loop {
-        shared.handler.polled();
+        shared.liveness(|l| l.polled());
         if let Some(error) = shared.slot.get() {
             break Err(error);
         }
@@ -314,17 +324,36 @@ pub fn run<H: LaneHandler>(
             break Ok(());
         }
         turn(&shared, &consumer, &mut feeder);
+        if let (Some(every), Some(next)) = (lag_interval, next_lag) {
+            if tokio::time::Instant::now() >= next {
+                next_lag = Some(tokio::time::Instant::now() + every);
+                report_lag(&shared, &consumer);
+            }
+        }
     };
-    shared.handler.ready(false);
+    shared.liveness(|l| l.ready(false));
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
     shared.queues().clear();
+    shared.handler.leaving();
     let Ok(consumer) = Arc::try_unwrap(consumer) else {
         return result.and(Err(EngineError::Fatal("the consumer is still shared at shutdown".into())));
     };
     let outcome = close_consumer(consumer, CLOSE_DEADLINE);
     tracing::info!(?outcome, "left the consumer group");
     result
+}
+
+/// Tells the handler how far each lane is behind its partition's end (a partition whose end
+/// cannot be read now is left out until the next time).
+fn report_lag<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>>) {
+    let acked: Vec<(i32, i64)> = shared.lanes().iter().map(|(p, l)| (*p, l.acks.acked())).collect();
+    for (p, acked) in acked {
+        match consumer.fetch_watermarks(&shared.config.topic, p, Duration::from_millis(500)) {
+            Ok((_, high)) => shared.handler.lag(p, (high - (acked + 1)).max(0)),
+            Err(error) => tracing::debug!(partition = p, %error, "no high watermark for the lag"),
+        }
+    }
 }
 
 /// One turn of the poll loop: the main queue, then each partition queue whose lane has room, then

@@ -20,7 +20,15 @@
 //!   finishes its own work for the partition before the offset is stored and committed;
 //! * **fatal and interrupted stops** ([`Stop`]): the first reason stays; a fatal stop asks for a
 //!   non-zero exit, an interrupted one for the clients to start again in the same process;
-//! * **close**: the consumer leaves the group within a deadline ([`crate::close_consumer`]).
+//! * **liveness**: each turn of the poll loop, and readiness while subscribed ([`Liveness`]);
+//! * **lag**: every [`EngineConfig::lag_interval`], each lane's distance from its partition's
+//!   end ([`LaneHandler::lag`]);
+//! * **close**: once every lane is released the handler finishes what must end before the
+//!   member leaves ([`LaneHandler::leaving`]), then the consumer leaves the group within a
+//!   deadline ([`crate::close_consumer`]).
+//!
+//! Offsets reach the consumer in one place (the engine's `store_offset`), so that a handler that
+//! will commit them itself (inside a producer transaction) changes that place only.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -87,6 +95,26 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
+    /// The member of `group_id` with its session timeout and static membership.
+    pub fn new(group_id: &str, session_timeout_ms: u64, instance_id: Option<&str>) -> Self {
+        GroupMember { group_id: group_id.into(), session_timeout_ms, instance_id: instance_id.map(str::to_owned) }
+    }
+
+    /// Checks the settings without I/O; an error names the field (`group_id`, `instance_id`,
+    /// `session_timeout_ms`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.group_id.trim().is_empty() {
+            return Err(("group_id", "must name this member's consumer group".into()));
+        }
+        if self.instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
+            return Err(("instance_id", "must be 1 to 249 characters".into()));
+        }
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(("session_timeout_ms", "must be between 1000 and 300000".into()));
+        }
+        Ok(())
+    }
+
     /// Sets the member's keys on `config`, with stored offsets committed every second.
     pub fn apply(&self, config: &mut ClientConfig) {
         config
@@ -119,6 +147,57 @@ pub struct EngineConfig {
     /// What the engine says (fatal) when a partition's start offset is gone from the topic
     /// (`auto.offset.reset = error`): what it means for the service and what to do.
     pub offset_gone: String,
+    /// How often each lane's lag is reported ([`LaneHandler::lag`]); `None`: never.
+    pub lag_interval: Option<Duration>,
+    /// Where the engine reports that it is alive and ready (the service's health endpoints).
+    pub liveness: Option<Arc<dyn Liveness>>,
+}
+
+/// What the engine tells a service's health endpoints (`audit_service::Health` is one).
+pub trait Liveness: Send + Sync + std::fmt::Debug {
+    /// A turn of the poll loop.
+    fn polled(&self);
+
+    /// The engine is subscribed (`true`) or draining (`false`).
+    fn ready(&self, ready: bool);
+}
+
+/// What an engine consumer does when a partition's start offset is gone from the topic (retention
+/// removed it, or the topic was recreated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetGone {
+    /// Stop, fatal ([`EngineConfig::offset_gone`] says why): `reason` is shown when a pass-through
+    /// option tries to change it (e.g. the setting that accepts the loss).
+    Stop {
+        /// Why the choice is fixed.
+        reason: &'static str,
+    },
+    /// Continue from the earliest record still there, leaving the gap for verification to report.
+    Earliest {
+        /// Why the choice is fixed (the setting that chose it).
+        reason: &'static str,
+    },
+}
+
+/// The librdkafka keys every engine consumer fixes: at-least-once offsets
+/// ([`crate::AT_LEAST_ONCE_CONSUMER`]), eager assignment (a lane is handed over whole on revoke),
+/// no end-of-partition events (a lane reads a never-ending stream) and `auto.offset.reset`. The
+/// engine assigns each partition at an explicit offset ([`StartAt`]); the reset only decides what
+/// happens when that offset is gone from the topic.
+pub fn consumer_keys(gone: OffsetGone) -> Vec<crate::Required> {
+    use crate::Required;
+    let mut keys = crate::AT_LEAST_ONCE_CONSUMER.to_vec();
+    keys.push(Required::fixed(
+        "partition.assignment.strategy",
+        "range,roundrobin",
+        "lanes are handed over whole on revoke (eager rebalancing)",
+    ));
+    keys.push(Required::fixed("enable.partition.eof", "false", "a lane reads a never-ending stream"));
+    keys.push(match gone {
+        OffsetGone::Stop { reason } => Required::fixed("auto.offset.reset", "error", reason),
+        OffsetGone::Earliest { reason } => Required::fixed("auto.offset.reset", "earliest", reason),
+    });
+    keys
 }
 
 /// A service that consumes a topic through the engine: where each partition starts, what its
@@ -140,23 +219,27 @@ pub trait LaneHandler: Send + Sync + 'static {
         let _ = (partition, deadline, stop);
     }
 
-    /// Each turn of the poll loop (liveness).
-    fn polled(&self) {}
-
-    /// The engine is subscribed (`true`) or draining (`false`).
-    fn ready(&self, ready: bool) {
-        let _ = ready;
-    }
-
     /// The number of lanes after an assignment change.
     fn assigned(&self, lanes: usize) {
         let _ = lanes;
     }
 
-    /// The lane of `partition` has no room: its queue is left unread for now.
+    /// The lane of `partition` has no room: its queue is left unread for now (called at each
+    /// turn of the poll loop while it stays full).
     fn lane_full(&self, partition: i32) {
         let _ = partition;
     }
+
+    /// Every [`EngineConfig::lag_interval`]: the lane of `partition` is `records` behind its
+    /// partition's end (the high watermark less the offset after the acknowledged one).
+    fn lag(&self, partition: i32, records: i64) {
+        let _ = (partition, records);
+    }
+
+    /// Every lane is released and its offset stored; the consumer commits and leaves the group
+    /// next. What must not outlive this member's place in the group ends here (e.g. output that
+    /// would land after the partitions' next owner has started).
+    fn leaving(&self) {}
 }
 
 /// One partition's lane, as the handler runs it.
