@@ -25,7 +25,7 @@ use apache_avro::Schema;
 use digest::Digest;
 use serde_json::Value as Json;
 
-use crate::codec::ContractError;
+use crate::contract::ContractError;
 
 pub use decode::{decode_event, decode_input, decode_to_json};
 pub use encode::{encode_event, encode_event_value, encode_event_value_known, encode_input, Known};

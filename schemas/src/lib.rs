@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //! * [`model`]: the Rust types, field for field the JSON Schemas (a drift test keeps them equal).
-//! * [`codec`]: decoding JSON or Avro with errors that name the field ([`ContractError`]), strict or
-//!   lenient about unknown fields (`codec/reading.rs`), and encoding.
+//! * [`contract`]: reading a JSON value as a contract type, strict or lenient about unknown fields
+//!   (`contract/reading.rs`), with errors that name the field ([`ContractError`]).
+//! * [`codec`]: wire detection, decoding JSON or Avro bytes (through [`contract`]) and encoding.
 //! * [`avro`]: Avro single-object encoding; the writer schema's CRC-64-AVRO fingerprint travels in each
 //!   record, so no registry server is needed (`avro/encode.rs`, `avro/decode.rs`).
 //! * [`canonical`]: RFC 8785 canonical JSON.
@@ -32,6 +33,7 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod codec;
+pub mod contract;
 pub mod model;
 mod timestamp;
 pub mod validate;

@@ -4,6 +4,9 @@
 //! processed topic published by the processor's pipeline); and what an attacker with write access
 //! uses on them — files edited with `std::fs`, raw SQL through sqlx, the MongoDB driver, a Kafka
 //! client of their own, SHA-256 recomputed (it needs no secret) — never the project's writers.
+//!
+//! Over 500 lines because it is the suite's whole toolkit (stores, attacks, findings) in one place;
+//! the three suites read it side by side.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! an edited field, a deleted event, two events swapped, a forked seq, a skipped raw record. Each
 //! test asserts that verify reports exactly that break, with the chain, seq and event id, and the
 //! binary's exit code for it.
+//!
+//! One suite of one contract (verify's findings per kind of break), kept in one file although it
+//! is over 500 lines: each test is a short scenario and they share the fixtures at the top.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,7 +6,7 @@ use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use serde_json::{Map, Value as Json};
 
-use crate::codec::{event_from_value, input_from_value, ContractError};
+use crate::contract::{event_from_value, input_from_value, ContractError};
 use crate::validate::ValidationOptions;
 use crate::{AuditEvent, AuditEventInput, Timestamp};
 

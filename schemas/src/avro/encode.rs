@@ -4,7 +4,7 @@
 use apache_avro::Schema;
 use serde_json::Value as Json;
 
-use crate::codec::ContractError;
+use crate::contract::ContractError;
 use crate::{AuditEvent, AuditEventInput, Timestamp};
 
 use super::{avro_err, field_path, is_json_text, mismatch, schema, Record, KNOWN, SINGLE_OBJECT_MAGIC};
