@@ -43,3 +43,4 @@ pub mod pipeline;
 pub mod sinks;
 pub mod stores;
 pub mod tamper;
+pub mod workload;
