@@ -203,7 +203,10 @@ impl ProcessorLanes {
         if let Some(dead) = &processed.dead_letter {
             self.metrics.dead_lettered.with_label_values(&[dead.class.as_str()]).inc();
             tracing::warn!(partition = raw.partition, offset = raw.offset, class = dead.class.as_str(), reason = %dead.reason, "dead letter");
-            if !self.publisher.dead_letter(lane, &raw, dead, &processed.event_id) {
+            // The quarantine entry is published only once its dead letter is delivered: a kill
+            // between the two would otherwise leave the entry in the chain (the next owner
+            // resumes after it) and the raw record in no dead-letter topic.
+            if !self.publisher.dead_letter(lane, &raw, dead, &processed.event_id) || !lane.wait_settled() {
                 return false;
             }
         }

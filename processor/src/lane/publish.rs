@@ -89,6 +89,20 @@ impl LaneOutput {
         }
     }
 
+    /// Waits until everything handed to the producer so far is delivered; false when a delivery
+    /// failed for good or the lane is stopped first.
+    pub(super) fn wait_settled(&self) -> bool {
+        loop {
+            if self.halted() {
+                return false;
+            }
+            if self.in_flight.load(Ordering::Acquire) <= 0 {
+                return !self.failed.load(Ordering::Acquire);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The lane took `n` records; true when it had been reported stalled (it is not any more).
     pub(super) fn took(&self, n: usize) -> bool {
         self.taken.fetch_add(n as u64, Ordering::AcqRel);
