@@ -92,15 +92,12 @@ impl LaneOutput {
     /// Waits until everything handed to the producer so far is delivered; false when a delivery
     /// failed for good or the lane is stopped first.
     pub(super) fn wait_settled(&self) -> bool {
-        loop {
-            if self.halted() {
-                return false;
-            }
-            if self.in_flight.load(Ordering::Acquire) <= 0 {
+        while !self.halted() {
+            if self.wait_delivered(tokio::time::Instant::now() + Duration::from_millis(50)) == 0 {
                 return !self.failed.load(Ordering::Acquire);
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
+        false
     }
 
     /// The lane took `n` records; true when it had been reported stalled (it is not any more).
