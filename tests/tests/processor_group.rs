@@ -230,6 +230,10 @@ async fn three_instances_through_kill_9_and_pauses(guarantee: &str, pauses_plann
         "the verdict says whether anything is off the chain"
     );
     let chained: usize = raw.values().sum::<i64>() as usize;
+    // What the instances said about their transactions (exactly_once): the fenced zombies.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let fenced = text.lines().filter(|l| l.contains("is fenced") || l.contains("transaction not committed")).count();
+    eprintln!("LOG ({guarantee}): {fenced} lines of fenced or aborted transactions");
     eprintln!(
         "COUNTS ({guarantee}): {logged} events logged, {chained} chained exactly once over {} partitions; {kills} kills, \
          {pauses} pauses of {PAUSE:?}, {exited} instances exited by themselves; {off} events published off the \

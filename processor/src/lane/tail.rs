@@ -106,8 +106,11 @@ impl TailReader {
             )));
         }
         // Read from the last record to the end (records may arrive meanwhile); when the newest
-        // records are not events of ours (checkpoints, foreign records), step back 1,000 at a time.
+        // records are not events of ours (checkpoints, foreign records, and in a partition
+        // written in transactions the commit marker that ends it, which no reader receives),
+        // step back 16, then 1,000 at a time.
         let mut start = (high - 1).max(low);
+        let mut back = 16;
         loop {
             let (found, visible) = read_last_event(reader, topic, p, start)?;
             if let Some(link) = found {
@@ -136,7 +139,8 @@ impl TailReader {
                 }
                 return Err(TailError::Broken(format!("processed partition {p} has records but no auditstream event")));
             }
-            start = (start - 1000).max(low);
+            start = (start - back).max(low);
+            back = 1000;
         }
     }
 
