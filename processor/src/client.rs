@@ -126,8 +126,14 @@ mod tests {
         assert_eq!(ids.for_partition(0), "audit-processor.audit.processed.0");
         assert_eq!(ids.for_partition(11), "audit-processor.audit.processed.11");
         // Another group, or another processed topic, never shares an id (they would fence each other).
-        assert_ne!(TransactionalIds::new("audit-processor-b", "audit.processed").unwrap().for_partition(0), ids.for_partition(0));
-        assert_ne!(TransactionalIds::new("audit-processor", "audit.processed2").unwrap().for_partition(0), ids.for_partition(0));
+        assert_ne!(
+            TransactionalIds::new("audit-processor-b", "audit.processed").unwrap().for_partition(0),
+            ids.for_partition(0)
+        );
+        assert_ne!(
+            TransactionalIds::new("audit-processor", "audit.processed2").unwrap().for_partition(0),
+            ids.for_partition(0)
+        );
     }
 
     #[test]

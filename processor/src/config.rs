@@ -681,7 +681,8 @@ mod tests {
         assert_eq!(ProcessorConfig::default().kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"idempotent\"\ntransaction_interval_ms = 250\n").unwrap();
+        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"idempotent\"\ntransaction_interval_ms = 250\n")
+            .unwrap();
         let c = ProcessorConfig::load(Some(&path)).unwrap();
         assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::Idempotent);
         assert_eq!(c.kafka.transaction_interval_ms, 250);

@@ -333,11 +333,13 @@ async fn a_transaction_cut_by_kill_9_between_produce_and_commit_stays_invisible_
     let t = Topology::create(1, None).await;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processor.log");
-    let uncommitted = |n: usize| read_topic_isolated(&t.bootstrap, &t.processed, n, Duration::from_millis(300), "read_uncommitted");
+    let uncommitted =
+        |n: usize| read_topic_isolated(&t.bootstrap, &t.processed, n, Duration::from_millis(300), "read_uncommitted");
     let committed = |n: usize| read_topic(&t.bootstrap, &t.processed, n, Duration::from_millis(300));
     let batch = |from: u64| -> Vec<(String, Vec<u8>)> { (from..from + 100).map(raw_event).collect() };
     let send = |records: &[(String, Vec<u8>)]| {
-        let parts: Vec<RecordParts<'_>> = records.iter().map(|(k, v)| (Some(k.as_str()), v.as_slice(), &[][..])).collect();
+        let parts: Vec<RecordParts<'_>> =
+            records.iter().map(|(k, v)| (Some(k.as_str()), v.as_slice(), &[][..])).collect();
         produce(&t.bootstrap, &t.raw, 0, &parts);
     };
 
@@ -379,7 +381,10 @@ async fn a_transaction_cut_by_kill_9_between_produce_and_commit_stays_invisible_
         "the aborted records are still in the log, for read_uncommitted readers only"
     );
     let resumed: Vec<(i32, u64)> = resume_points(&log);
-    assert!(resumed.iter().filter(|(_, seq)| *seq == 100).count() >= 2, "both later instances resumed at seq 100: {resumed:?}");
+    assert!(
+        resumed.iter().filter(|(_, seq)| *seq == 100).count() >= 2,
+        "both later instances resumed at seq 100: {resumed:?}"
+    );
     // What an auditor runs on the processed topic: intact, no gap.
     let source: auditctl::Source = format!("kafka://{}/{}", t.bootstrap, t.processed).parse().unwrap();
     let report = auditctl::verify(&source, &auditctl::VerifyRequest::default(), &mut |_| {}).await.unwrap();

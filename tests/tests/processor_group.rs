@@ -88,8 +88,8 @@ async fn exactly_once_three_instances_through_kill_9_and_pauses_chain_every_raw_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_and_verify_reports_every_fork()
-{
+async fn idempotent_three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_and_verify_reports_every_fork(
+) {
     three_instances_through_kill_9_and_pauses("idempotent", 5).await;
 }
 

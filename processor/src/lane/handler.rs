@@ -169,11 +169,10 @@ impl ProcessorLanes {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // Wake up for the open transaction's commit, too.
-            let wait = out
-                .txn
-                .as_ref()
-                .and_then(LaneTransactions::due_at)
-                .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), IDLE));
+            let wait =
+                out.txn.as_ref().and_then(LaneTransactions::due_at).map_or(IDLE, |at| {
+                    at.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), IDLE)
+                });
             match records.recv_timeout(wait) {
                 Ok(m) => batch.push(m),
                 Err(RecvTimeout::Timeout) if !out.halted() => {
@@ -357,7 +356,10 @@ impl ProcessorLanes {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if lane.failed() || left.is_zero() {
             if !lane.failed() {
-                tracing::warn!(partition = lane.partition, "released past the drain deadline; its open transaction is aborted");
+                tracing::warn!(
+                    partition = lane.partition,
+                    "released past the drain deadline; its open transaction is aborted"
+                );
             }
             txn.abort(Duration::from_secs(1));
             return;

@@ -411,7 +411,9 @@ impl Publisher {
                 Err((error, _)) if lane.txn.is_some() => {
                     // E.g. fenced: the producer cannot take records any more.
                     lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    lane.transaction_failed(TxnError::Aborted(format!("cannot hand a record to the producer: {error}")));
+                    lane.transaction_failed(TxnError::Aborted(format!(
+                        "cannot hand a record to the producer: {error}"
+                    )));
                     return false;
                 }
                 Err((error, _)) => {
