@@ -50,8 +50,10 @@ pub(super) struct ProcessorLanes {
     pub(super) transactions: Mutex<BTreeMap<i32, LaneTransactions>>,
 }
 
-/// How long a lane's commit may take before its transaction is aborted.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a lane's commit may take before its transaction is aborted: a slow broker (deliveries
+/// held back) delays the lane, as in `idempotent` mode, until shortly before the broker itself
+/// would abort the transaction (`transaction.timeout.ms`, 60 s).
+const COMMIT_PATIENCE: Duration = Duration::from_secs(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -307,8 +309,10 @@ impl ProcessorLanes {
         if txn.due_at().is_none_or(|at| at > Instant::now()) {
             return true;
         }
-        match self.commit(lane, txn, COMMIT_TIMEOUT) {
+        match self.commit(lane, txn, COMMIT_PATIENCE, &|| lane.halted()) {
             Ok(()) => true,
+            // Released while committing: the release commits it.
+            Err(TxnError::Unavailable(_)) if lane.halted() => false,
             Err(error) => {
                 lane.transaction_failed(error);
                 false
@@ -318,8 +322,14 @@ impl ProcessorLanes {
 
     /// Commits the lane's open transaction; then the raw offsets it covered are acknowledged (for
     /// lag) and its checkpoints witnessed. A failed commit is aborted: nothing of it is visible.
-    fn commit(&self, lane: &LaneOutput, txn: &LaneTransactions, timeout: Duration) -> Result<(), TxnError> {
-        match txn.commit(timeout) {
+    fn commit(
+        &self,
+        lane: &LaneOutput,
+        txn: &LaneTransactions,
+        timeout: Duration,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<(), TxnError> {
+        match txn.commit(timeout, stopping) {
             Ok(committed) => {
                 if let Some(offset) = committed.raw_offset {
                     lane.acks.ack(offset);
@@ -334,6 +344,7 @@ impl ProcessorLanes {
                 }
                 Ok(())
             }
+            Err(TxnError::Unavailable(m)) if stopping() => Err(TxnError::Unavailable(m)),
             Err(error) => {
                 let result = if matches!(error, TxnError::Fenced(_)) { "fenced" } else { "aborted" };
                 self.metrics.transactions.with_label_values(&[result]).inc();
@@ -365,6 +376,7 @@ impl ProcessorLanes {
             return;
         }
         self.checkpoint(lane, None, Due::Final);
-        let _ = self.commit(lane, txn, left);
+        // A commit that fails, or is not done by the deadline, is aborted: nothing of it is visible.
+        let _ = self.commit(lane, txn, left, &|| false);
     }
 }

@@ -82,6 +82,8 @@ fn classify(error: &KafkaError) -> TxnError {
         return TxnError::Fenced(text);
     }
     match error {
+        // rust-rdkafka flushes before it commits: a flush that timed out can be asked again.
+        KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => TxnError::Unavailable(text),
         KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fenced(text),
         KafkaError::Transaction(e) if e.txn_requires_abort() => TxnError::Aborted(text),
         KafkaError::Transaction(e) if e.is_retriable() => TxnError::Unavailable(text),
@@ -185,16 +187,19 @@ impl LaneTransactions {
         Some(if open.records >= self.max_records { since } else { since + self.interval })
     }
 
-    /// Commits the open transaction within `timeout` (asking again while the broker says the call
-    /// can be retried). A failed commit is aborted here: nothing of it becomes visible.
-    pub(super) fn commit(&self, timeout: Duration) -> Result<Committed, TxnError> {
+    /// Commits the open transaction within `timeout`, asking again (a second at a time) while the
+    /// broker is slow to take its records, so a slow broker delays the lane instead of costing it
+    /// the transaction. When `stopping()` says the lane is released meanwhile, the transaction is
+    /// left open for the release to commit ([`TxnError::Unavailable`]). A failed commit is aborted
+    /// here: nothing of it becomes visible.
+    pub(super) fn commit(&self, timeout: Duration, stopping: &dyn Fn() -> bool) -> Result<Committed, TxnError> {
         let deadline = Instant::now() + timeout;
         let mut open = self.open();
         if open.since.is_none() {
             return Ok(Committed::default());
         }
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
             match self.producer.commit_transaction(left) {
                 Ok(()) => {
                     let done = std::mem::take(&mut *open);
@@ -205,8 +210,10 @@ impl LaneTransactions {
                     });
                 }
                 Err(e) => match classify(&e) {
-                    TxnError::Unavailable(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
+                    TxnError::Unavailable(m) if Instant::now() < deadline => {
+                        if stopping() {
+                            return Err(TxnError::Unavailable(m));
+                        }
                     }
                     failed => {
                         *open = Open::default();
