@@ -243,3 +243,28 @@ impl LaneTransactions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_errors_are_classified_once() {
+        let kind = |e: KafkaError| match classify(&e) {
+            TxnError::Fenced(_) => "fenced",
+            TxnError::Aborted(_) => "aborted",
+            TxnError::Unavailable(_) => "unavailable",
+            TxnError::Unsupported(_) => "unsupported",
+        };
+        // A flush that timed out inside a commit is asked again, not aborted.
+        assert_eq!(kind(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)), "unavailable");
+        for code in [RDKafkaErrorCode::ProducerFenced, RDKafkaErrorCode::InvalidProducerEpoch, RDKafkaErrorCode::Fenced]
+        {
+            assert_eq!(kind(KafkaError::MessageProduction(code)), "fenced", "{code:?}");
+        }
+        for code in [RDKafkaErrorCode::UnsupportedVersion, RDKafkaErrorCode::TransactionalIdAuthorizationFailed] {
+            assert_eq!(kind(KafkaError::MessageProduction(code)), "unsupported", "{code:?}");
+        }
+        assert_eq!(kind(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)), "aborted");
+    }
+}
