@@ -117,8 +117,8 @@ async fn main() {
         &ClientSettings::new(&bootstrap, "bench"),
         &[
             TopicSpec::new(&raw, PARTITIONS),
-            TopicSpec::new(&processed(ProcessingGuarantee::Idempotent), PARTITIONS),
-            TopicSpec::new(&processed(ProcessingGuarantee::ExactlyOnce), PARTITIONS),
+            TopicSpec::new(processed(ProcessingGuarantee::Idempotent), PARTITIONS),
+            TopicSpec::new(processed(ProcessingGuarantee::ExactlyOnce), PARTITIONS),
             TopicSpec::new(&dlq, 1),
             TopicSpec::new(&pt, PARTITIONS),
         ],
