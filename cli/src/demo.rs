@@ -186,6 +186,10 @@ pub async fn run(dir: &Path, events: u64, say: &mut (dyn FnMut(&str) + Send)) ->
     processor_config.kafka.processed_topic = PROCESSED.into();
     processor_config.kafka.dead_letter_topic = DEAD_LETTERS.into();
     processor_config.kafka.group_id = "demo-processor".into();
+    // librdkafka's mock cluster answers the transactional calls but writes no commit or abort
+    // markers and keeps no last stable offset, so read_committed readers would see aborted
+    // records there: exactly-once would be claimed, not kept. The demo says what it runs.
+    processor_config.kafka.processing_guarantee = audit_processor::config::ProcessingGuarantee::Idempotent;
     processor_config.http.listen = "127.0.0.1:0".into();
     // Signed checkpoints every 500 events (or second) per chain, to a witness the sinks do not hold.
     // The private key lives where no sink writes: not in jsonl/, not beside audit.db's journal.

@@ -20,8 +20,9 @@
 //!   processor's start-up check and the tests.
 //!
 //! Nothing here depends on broker-specific behaviour: it targets Apache Kafka (the test suite runs
-//! against Apache Kafka 4.1 itself, `scripts/services`) and Redpanda. Transactions are not used
-//! yet (`docs/INTEGRITY.md` says what they would close).
+//! against Apache Kafka 4.1 itself, `scripts/services`) and Redpanda. The processor writes in
+//! transactions (`processing_guarantee = "exactly_once"`); every consumer here reads committed
+//! records only ([`AT_LEAST_ONCE_CONSUMER`], [`READ_COMMITTED`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -186,6 +187,12 @@ pub const AT_LEAST_ONCE_CONSUMER: &[Required] = &[
     },
     Required { key: "isolation.level", value: Cow::Borrowed("read_committed"), reason: "never read aborted records" },
 ];
+
+/// What every reader of the processed topic fixes (librdkafka's default, stated so no pass-through
+/// option turns it off): records of an aborted transaction (a fenced processor's, or one a crash
+/// cut short) never reach a sink, a verifier or a lane's tail recovery.
+pub const READ_COMMITTED: &[Required] =
+    &[Required::fixed("isolation.level", "read_committed", "never read records of aborted transactions")];
 
 /// How a consumer close ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,14 +6,15 @@
 //! ```
 //!
 //! Pre-fills a raw topic, then times, over the same data, (1) a pass-through (consume + produce
-//! the same bytes, no processing) and (2) the processor draining it; prints both rates and their
-//! ratio.
+//! the same bytes, no processing) and (2) the processor draining it, once per processing guarantee
+//! (`idempotent`, then `exactly_once`, each into a processed topic and group of its own;
+//! `AUDIT_BENCH_GUARANTEE=idempotent|exactly_once` runs one); prints the rates and their ratios.
 
 use std::time::{Duration, Instant};
 
 use audit_kafka::topics::{create_topics, TopicSpec};
 use audit_kafka::ClientSettings;
-use audit_processor::config::ProcessorConfig;
+use audit_processor::config::{ProcessingGuarantee, ProcessorConfig};
 use audit_processor::metrics::ProcessorMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -105,13 +106,19 @@ async fn main() {
     let bootstrap = std::env::var("AUDIT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let n: usize = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
     let id = format!("bench-e2e-{}", std::process::id());
-    let (raw, processed, dlq, pt) =
-        (format!("{id}.raw"), format!("{id}.processed"), format!("{id}.dlq"), format!("{id}.passthrough"));
+    let (raw, dlq, pt) = (format!("{id}.raw"), format!("{id}.dlq"), format!("{id}.passthrough"));
+    let guarantees: Vec<ProcessingGuarantee> = match std::env::var("AUDIT_BENCH_GUARANTEE").as_deref() {
+        Ok("idempotent") => vec![ProcessingGuarantee::Idempotent],
+        Ok("exactly_once") => vec![ProcessingGuarantee::ExactlyOnce],
+        _ => vec![ProcessingGuarantee::Idempotent, ProcessingGuarantee::ExactlyOnce],
+    };
+    let processed = |g: ProcessingGuarantee| format!("{id}.processed.{g:?}");
     create_topics(
         &ClientSettings::new(&bootstrap, "bench"),
         &[
             TopicSpec::new(&raw, PARTITIONS),
-            TopicSpec::new(&processed, PARTITIONS),
+            TopicSpec::new(processed(ProcessingGuarantee::Idempotent), PARTITIONS),
+            TopicSpec::new(processed(ProcessingGuarantee::ExactlyOnce), PARTITIONS),
             TopicSpec::new(&dlq, 1),
             TopicSpec::new(&pt, PARTITIONS),
         ],
@@ -138,12 +145,39 @@ async fn main() {
     let pt_rate = n as f64 / pt_time.as_secs_f64();
     println!("pass-through (consume + produce, no processing): {pt_rate:.0} events/s ({:.1}s)", pt_time.as_secs_f64());
 
+    let mut rates = Vec::new();
+    for g in guarantees {
+        let rate = run_processor(&bootstrap, &raw, &processed(g), &dlq, &format!("{id}.{g:?}"), g, n).await;
+        println!("ratio processor ({g:?}) / pass-through: {:.0}%", rate / pt_rate * 100.0);
+        rates.push(rate);
+    }
+    if let [idempotent, exactly_once] = rates[..] {
+        println!("ratio exactly_once / idempotent: {:.0}%", exactly_once / idempotent * 100.0);
+    }
+}
+
+/// Runs the processor with `guarantee` over the `n` raw events; returns its rate (events/s, start-up
+/// and drain included).
+async fn run_processor(
+    bootstrap: &str,
+    raw: &str,
+    processed: &str,
+    dlq: &str,
+    group: &str,
+    guarantee: ProcessingGuarantee,
+    n: usize,
+) -> f64 {
     let mut config = ProcessorConfig::default();
-    config.kafka.brokers = bootstrap.clone();
-    config.kafka.raw_topic = raw;
-    config.kafka.processed_topic = processed;
-    config.kafka.dead_letter_topic = dlq;
-    config.kafka.group_id = format!("{id}.processor");
+    config.kafka.brokers = bootstrap.to_owned();
+    config.kafka.raw_topic = raw.to_owned();
+    config.kafka.processed_topic = processed.to_owned();
+    config.kafka.dead_letter_topic = dlq.to_owned();
+    config.kafka.group_id = group.to_owned();
+    config.kafka.processing_guarantee = guarantee;
+    if let Some(ms) = std::env::var("AUDIT_BENCH_TRANSACTION_MS").ok().and_then(|v| v.parse().ok()) {
+        config.kafka.transaction_interval_ms = ms;
+    }
+    let interval = config.kafka.transaction_interval_ms;
     config.http.listen = "127.0.0.1:0".into();
     let settings = config.validate().expect("config");
     let metrics = ProcessorMetrics::new().expect("metrics");
@@ -164,7 +198,7 @@ async fn main() {
     let proc_rate = n as f64 / proc_time.as_secs_f64();
     let first = first.unwrap_or(all_in);
     println!(
-        "processor (decode, validate, redact, limit, chain, Avro, produce): {proc_rate:.0} events/s ({:.1}s, includes start-up and drain), {} dead letters",
+        "processor {guarantee:?} (decode, validate, redact, limit, chain, Avro, produce): {proc_rate:.0} events/s ({:.1}s, includes start-up and drain), {} dead letters",
         proc_time.as_secs_f64(),
         metrics.dead_lettered_total()
     );
@@ -175,5 +209,13 @@ async fn main() {
         n as f64 / (all_in - first).as_secs_f64(),
         (proc_time - all_in).as_secs_f64()
     );
-    println!("ratio processor / pass-through: {:.0}%", proc_rate / pt_rate * 100.0);
+    if guarantee == ProcessingGuarantee::ExactlyOnce {
+        let commits = metrics.transactions_committed();
+        println!(
+            "  {commits} transactions committed ({:.0}/s over {PARTITIONS} lanes, {:.0} records each; interval {interval} ms)",
+            commits as f64 / proc_time.as_secs_f64(),
+            n as f64 / commits.max(1) as f64
+        );
+    }
+    proc_rate
 }

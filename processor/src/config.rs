@@ -61,6 +61,31 @@ pub struct KafkaConfig {
     pub accept_raw_loss: bool,
     /// Extra librdkafka options for every client (security, SASL, TLS...).
     pub librdkafka: BTreeMap<String, String>,
+    /// How the processed records are written. `exactly_once` (default): each lane writes in Kafka
+    /// transactions of its own (`transactional.id` `<group_id>.<processed_topic>.<partition>`), so
+    /// an instance that lost its partitions while paused is fenced and nothing it wrote afterwards
+    /// becomes visible: no fork. Needs a broker with transactions (Apache Kafka, Redpanda).
+    /// `idempotent`: one idempotent producer per instance, for brokers without transactions; a
+    /// paused instance can then still publish after its partitions moved (`docs/INTEGRITY.md`).
+    pub processing_guarantee: ProcessingGuarantee,
+    /// `exactly_once`: a lane commits its open transaction this many milliseconds after it opened
+    /// it (10–10000)... What a lane produces becomes visible to `read_committed` readers (the
+    /// sinks, `auditctl`) at the commit: this is the latency exactly-once adds.
+    pub transaction_interval_ms: u64,
+    /// ...or after this many records (events, dead letters and checkpoints; 1–100000), whichever
+    /// comes first.
+    pub transaction_max_records: usize,
+}
+
+/// How the processor writes its output (`kafka.processing_guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Transactions per lane, fenced for a stale owner: no fork, ever.
+    ExactlyOnce,
+    /// One idempotent producer per instance (brokers without transactions); a paused instance can
+    /// fork the chain, which verification reports.
+    Idempotent,
 }
 
 impl Default for KafkaConfig {
@@ -75,6 +100,9 @@ impl Default for KafkaConfig {
             instance_id: None,
             accept_raw_loss: false,
             librdkafka: BTreeMap::new(),
+            processing_guarantee: ProcessingGuarantee::ExactlyOnce,
+            transaction_interval_ms: 100,
+            transaction_max_records: 10_000,
         }
     }
 }
@@ -316,6 +344,16 @@ impl ProcessorConfig {
         GroupMember::new(&k.group_id, k.session_timeout_ms, k.instance_id.as_deref())
             .validate()
             .map_err(|(key, message)| bad(format!("kafka.{key}"), message))?;
+        if k.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            crate::client::TransactionalIds::new(&k.group_id, &k.processed_topic)
+                .map_err(|message| bad("kafka.group_id", message))?;
+        }
+        if !(10..=10_000).contains(&k.transaction_interval_ms) {
+            return Err(bad("kafka.transaction_interval_ms", "must be between 10 and 10000"));
+        }
+        if !(1..=100_000).contains(&k.transaction_max_records) {
+            return Err(bad("kafka.transaction_max_records", "must be between 1 and 100000"));
+        }
         let mut kafka = ClientSettings::new(k.brokers.clone(), "audit-processor");
         kafka.pass_through = k.librdkafka.clone();
         let protected = crate::client::protected_keys();
@@ -423,6 +461,18 @@ mod tests {
         let mut c = ProcessorConfig::default();
         c.processing.max_depth = 200;
         cases.push((c, "processing.max_depth"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.group_id = "audit processor".into();
+        cases.push((c, "kafka.group_id"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.transaction_interval_ms = 5;
+        cases.push((c, "kafka.transaction_interval_ms"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.transaction_max_records = 0;
+        cases.push((c, "kafka.transaction_max_records"));
+        let mut c = ProcessorConfig::default();
+        c.kafka.librdkafka.insert("transactional.id".into(), "mine".into());
+        cases.push((c, "kafka.librdkafka.transactional.id"));
         for (config, key) in cases {
             let err = config.validate().unwrap_err();
             assert_eq!(err.key, key, "{err}");
@@ -432,6 +482,25 @@ mod tests {
         c.checkpoint.witness_url = Some("https://auditor:hunter2@witness.example/x".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "the witness URL's password is not echoed: {err}");
+    }
+
+    #[test]
+    fn the_processing_guarantee_is_exactly_once_by_default_and_read_from_file_and_env() {
+        assert_eq!(ProcessorConfig::default().kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"idempotent\"\ntransaction_interval_ms = 250\n")
+            .unwrap();
+        let c = ProcessorConfig::load(Some(&path)).unwrap();
+        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::Idempotent);
+        assert_eq!(c.kafka.transaction_interval_ms, 250);
+        // A group id that cannot name transactions is fine where none are used.
+        let mut idempotent = c.clone();
+        idempotent.kafka.group_id = "audit processor".into();
+        idempotent.validate().unwrap();
+        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"exactly-once\"\n").unwrap();
+        let err = ProcessorConfig::load(Some(&path)).unwrap_err();
+        assert_eq!(err.key, "kafka.processing_guarantee", "{err}");
     }
 
     #[test]

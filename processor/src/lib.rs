@@ -4,11 +4,15 @@
 //! * **One ordered lane per raw partition**; processed partition p holds the hash chain of raw
 //!   partition p (`chain = "<raw topic>/<p>"`), so raw and processed topics must have the same
 //!   partition count (checked at start).
-//! * **Exactly once per raw offset in the chain, without broker transactions**: on assignment a lane
-//!   recovers `(seq, hash, source.offset)` from the tail of its processed partition and resumes right
-//!   after that raw offset; the producer is idempotent with unlimited retries; processing is a pure
-//!   function of the raw record and the policy. See `docs/INTEGRITY.md` for the argument and the
-//!   remaining risk (a paused zombie), which `verify_chain` exposes as a fork.
+//! * **Exactly once per raw offset in the chain**: on assignment a lane recovers `(seq, hash,
+//!   source.offset)` from the (committed) tail of its processed partition and resumes right after
+//!   that raw offset; processing is a pure function of the raw record and the policy.
+//!   `kafka.processing_guarantee = "exactly_once"` (default) writes each lane's output in
+//!   transactions of a producer whose `transactional.id` belongs to the partition, initialized
+//!   before the tail read, so a paused instance whose partitions moved is fenced: no fork.
+//!   `"idempotent"` (brokers without transactions) uses one idempotent producer with unlimited
+//!   retries; a paused zombie can then fork the chain, which `verify_chain` exposes. See
+//!   `docs/INTEGRITY.md`.
 //! * **Nothing vanishes**: an unprocessable record goes to the dead-letter topic with its class,
 //!   reason and source in headers, and a quarantine entry takes its place in the chain.
 //!
@@ -27,8 +31,9 @@
 //!   which owns the consumer group, the ordered lanes, back-pressure, offset storing, release
 //!   and close. `lane/tail.rs` recovers each lane's chain head (and so its start offset) from the
 //!   processed tail; `lane/handler.rs` runs the pipeline over a lane's records and signs
-//!   checkpoints (`checkpoints.rs`); `lane/publish.rs` is the idempotent producer and the
-//!   deliveries that acknowledge raw offsets; `lane/topics.rs` checks the topics at start.
+//!   checkpoints (`checkpoints.rs`); `lane/publish.rs` is the producers and the deliveries
+//!   that acknowledge raw offsets (`idempotent`), `lane/transaction.rs` each lane's transactions
+//!   (`exactly_once`); `lane/topics.rs` checks the topics at start.
 //! * [`metrics`]: the metric names, served with `/healthz` and `/readyz` by [`audit_service::serve_ops`].
 //!
 //! The binary (`src/main.rs`) only calls [`cli::main`], which loads config, starts telemetry and

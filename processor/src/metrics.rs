@@ -21,6 +21,9 @@ pub const ASSIGNED: &str = "audit_processor_assigned_partitions";
 /// Counter: signed checkpoints, by `result` (`published`: handed to the processed partition,
 /// `publish_failed`, `witness_failed`: a witness file or endpoint did not take one).
 pub const CHECKPOINTS: &str = "audit_processor_checkpoints_total";
+/// Counter: lane transactions (`kafka.processing_guarantee = "exactly_once"`), by `result`
+/// (`committed`, `aborted`, `fenced`: another instance owns the partition now).
+pub const TRANSACTIONS: &str = "audit_processor_transactions_total";
 /// Counter: times the Kafka clients were started again in the same process (deliveries were
 /// still in flight when partitions had to be released, e.g. while the broker was unreachable).
 pub const CLIENT_RESTARTS: &str = "audit_processor_client_restarts_total";
@@ -40,6 +43,7 @@ pub struct ProcessorMetrics {
     pub(crate) assigned: prometheus::IntGauge,
     pub(crate) checkpoints: IntCounterVec,
     pub(crate) client_restarts: IntCounter,
+    pub(crate) transactions: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -72,6 +76,7 @@ impl ProcessorMetrics {
                 &["result"],
             )?,
             client_restarts: IntCounter::new(CLIENT_RESTARTS, "Kafka clients started again in this process.")?,
+            transactions: IntCounterVec::new(Opts::new(TRANSACTIONS, "Lane transactions, by result."), &["result"])?,
             registry,
         };
         m.registry.register(Box::new(m.consumed.clone()))?;
@@ -84,6 +89,7 @@ impl ProcessorMetrics {
         m.registry.register(Box::new(m.assigned.clone()))?;
         m.registry.register(Box::new(m.checkpoints.clone()))?;
         m.registry.register(Box::new(m.client_restarts.clone()))?;
+        m.registry.register(Box::new(m.transactions.clone()))?;
         Ok(m)
     }
 
@@ -95,6 +101,11 @@ impl ProcessorMetrics {
     /// Signed checkpoints published in the processed partitions so far.
     pub fn checkpoints_published(&self) -> u64 {
         self.checkpoints.with_label_values(&["published"]).get()
+    }
+
+    /// Lane transactions committed so far.
+    pub fn transactions_committed(&self) -> u64 {
+        self.transactions.with_label_values(&["committed"]).get()
     }
 
     /// Records dead-lettered so far.

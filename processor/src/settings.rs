@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use audit_kafka::ClientSettings;
 
-use crate::config::{bad, ConfigError, ProcessorConfig, ReplaceConfig};
+use crate::client::TransactionalIds;
+use crate::config::{bad, ConfigError, ProcessingGuarantee, ProcessorConfig, ReplaceConfig};
 use crate::redact::{RedactionPolicy, Replacement, Rule, RuleMatch};
 
 /// The validated settings the processor runs with.
@@ -25,6 +26,30 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     /// The checkpoint signing key, when checkpoints are on.
     pub signing_key: Option<audit_schema::checkpoint::SigningKey>,
+    /// How the lanes write their output (`kafka.processing_guarantee`).
+    pub guarantee: Guarantee,
+}
+
+/// How the lanes write their output, from `kafka.processing_guarantee`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarantee {
+    /// One idempotent producer for the instance; a raw offset is acknowledged once its event is
+    /// delivered.
+    Idempotent,
+    /// A transactional producer per lane; a raw offset is acknowledged once the transaction
+    /// holding its event is committed.
+    ExactlyOnce(Transactions),
+}
+
+/// How each lane's transactions are named and cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transactions {
+    /// The lanes' `transactional.id`s.
+    pub ids: TransactionalIds,
+    /// A transaction is committed this long after it opened...
+    pub interval: Duration,
+    /// ...or once it holds this many records.
+    pub max_records: usize,
 }
 
 impl ProcessorConfig {
@@ -33,7 +58,17 @@ impl ProcessorConfig {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let kafka = self.check()?;
         let policy = self.redaction_policy()?;
+        let k = &self.kafka;
+        let guarantee = match k.processing_guarantee {
+            ProcessingGuarantee::Idempotent => Guarantee::Idempotent,
+            ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce(Transactions {
+                ids: TransactionalIds::new(&k.group_id, &k.processed_topic).map_err(|m| bad("kafka.group_id", m))?,
+                interval: Duration::from_millis(k.transaction_interval_ms),
+                max_records: k.transaction_max_records,
+            }),
+        };
         Ok(Settings {
+            guarantee,
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
             http_listen: self.http.listen.parse().map_err(|_| bad("http.listen", "unparseable"))?,
             signing_key: self.signing_key()?,

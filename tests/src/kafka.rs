@@ -74,9 +74,22 @@ impl From<OwnedMessage> for Record {
 /// Reads every partition of `topic` from the beginning until `expected` records arrived or nothing
 /// new came for `quiet` (after at least `expected` or the overall 120 s limit).
 pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, quiet: Duration) -> Vec<Record> {
+    read_topic_isolated(bootstrap, topic, expected, quiet, "read_committed")
+}
+
+/// [`read_topic`] with `isolation.level = isolation`: `read_uncommitted` also returns the records
+/// of open and aborted transactions (what reached the log, visible or not).
+pub fn read_topic_isolated(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    isolation: &str,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientSettings::new(bootstrap, "test-reader")
         .client_config(&[])
         .unwrap()
+        .set("isolation.level", isolation)
         // assign() needs a group id; nothing is ever committed, so the group is never joined.
         .set("group.id", unique_name("reader"))
         .set("enable.auto.commit", "false")

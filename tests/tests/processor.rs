@@ -326,6 +326,71 @@ async fn kill_9_at_random_moments_under_load_never_forks_skips_or_repeats_the_ch
     assert!(resumed_mid_chain >= kills, "only {resumed_mid_chain} lanes resumed mid-chain over {kills} restarts");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cut_by_kill_9_between_produce_and_commit_stays_invisible_and_the_next_owner_continues_without_a_gap(
+) {
+    use audit_tests::kafka::read_topic_isolated;
+    let t = Topology::create(1, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let uncommitted =
+        |n: usize| read_topic_isolated(&t.bootstrap, &t.processed, n, Duration::from_millis(300), "read_uncommitted");
+    let committed = |n: usize| read_topic(&t.bootstrap, &t.processed, n, Duration::from_millis(300));
+    let batch = |from: u64| -> Vec<(String, Vec<u8>)> { (from..from + 100).map(raw_event).collect() };
+    let send = |records: &[(String, Vec<u8>)]| {
+        let parts: Vec<RecordParts<'_>> =
+            records.iter().map(|(k, v)| (Some(k.as_str()), v.as_slice(), &[][..])).collect();
+        produce(&t.bootstrap, &t.raw, 0, &parts);
+    };
+
+    // 100 raw records chained and committed; a clean stop.
+    send(&batch(0));
+    run_until_processed(&t, &log, &[], 100);
+
+    // 100 more, processed by an instance whose transaction stays open for 10 s: its records reach
+    // the log (a read_uncommitted reader sees them) and it is killed before it commits.
+    send(&batch(100));
+    let mut child = t.spawn_processor(
+        PROCESSOR,
+        &log,
+        &[("AUDIT_KAFKA__TRANSACTION_INTERVAL_MS", "10000"), ("AUDIT_KAFKA__TRANSACTION_MAX_RECORDS", "100000")],
+    );
+    let started = Instant::now();
+    let in_log = loop {
+        let n = uncommitted(200).len();
+        if n >= 200 || started.elapsed() > Duration::from_secs(8) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    child.kill().unwrap(); // SIGKILL, between produce and commit
+    child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "killed before the transaction was due");
+    assert!(in_log >= 200, "the uncommitted records reached the log: {in_log} records there");
+    let visible = committed(100);
+    assert_eq!(visible.len(), 100, "a read_committed reader sees only the committed 100");
+
+    // The next owner aborts the open transaction, resumes from the committed tail and continues.
+    run_until_processed(&t, &log, &[], 200);
+    let processed = t.read_processed(200);
+    let raw = raw_counts(&t, 200);
+    assert_exactly_once(&t, &processed, &raw);
+    assert_eq!(committed(200).len(), 200, "nothing of the aborted transaction became visible");
+    assert!(
+        uncommitted(300).len() >= 300,
+        "the aborted records are still in the log, for read_uncommitted readers only"
+    );
+    let resumed: Vec<(i32, u64)> = resume_points(&log);
+    assert!(
+        resumed.iter().filter(|(_, seq)| *seq == 100).count() >= 2,
+        "both later instances resumed at seq 100: {resumed:?}"
+    );
+    // What an auditor runs on the processed topic: intact, no gap.
+    let source: auditctl::Source = format!("kafka://{}/{}", t.bootstrap, t.processed).parse().unwrap();
+    let report = auditctl::verify(&source, &auditctl::VerifyRequest::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.verdict, auditctl::Verdict::Intact, "{:?}", report.findings().collect::<Vec<_>>());
+}
+
 /// Waits until `loader` sent everything and the processor published it, then stops the processor.
 fn run_until_processed(t: &Topology, log: &std::path::Path, env: &[(&str, &str)], total: usize) {
     let mut child = t.spawn_processor(PROCESSOR, log, env);

@@ -4,13 +4,18 @@
 //! instance whose partitions moved to another one meanwhile).
 //!
 //! Afterwards every raw offset is in its partition's chain exactly once and in order, and every
-//! chain verifies from genesis. The processor has no fencing yet, so a paused instance can still
-//! publish what it had in flight after its partitions moved: such events are off the chain that
-//! reaches the newest event. Processing is deterministic, so when both instances chained the same
-//! raw record from the same head the two events are byte-identical (a duplicate, which the sinks
-//! absorb); different content at one seq is a fork. The test counts both and requires that
-//! `auditctl verify`, on the processed topic itself, reports each duplicate as `duplicated` and
-//! each fork as `forked` at its seq, and nothing else.
+//! chain verifies from genesis.
+//!
+//! * `exactly_once` (the default): each lane writes in transactions fenced for a stale owner, so a
+//!   paused instance whose partitions moved can publish nothing visible after it wakes: zero
+//!   events off the chain, and `auditctl verify` on the processed topic finds it intact.
+//! * `idempotent`: a paused instance can still publish what it had in flight after its partitions
+//!   moved: such events are off the chain that reaches the newest event. Processing is
+//!   deterministic, so when both instances chained the same raw record from the same head the two
+//!   events are byte-identical (a duplicate, which the sinks absorb); different content at one seq
+//!   is a fork. The test counts both and requires that `auditctl verify`, on the processed topic
+//!   itself, reports each duplicate as `duplicated` and each fork as `forked` at its seq, and
+//!   nothing else.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -25,7 +30,6 @@ use auditctl::{Source, VerifyRequest};
 const PROCESSOR: &str = env!("CARGO_BIN_EXE_audit-test-processor");
 const INSTANCES: usize = 3;
 const KILLS: usize = 30;
-const PAUSES: usize = 5;
 /// Longer than the session timeout the topology sets (6 s): the group moves the partitions away.
 const PAUSE: Duration = Duration::from_secs(9);
 
@@ -78,19 +82,32 @@ fn start_load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_and_verify_reports_every_fork() {
+async fn exactly_once_three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_without_any_fork() {
+    let off = three_instances_through_kill_9_and_pauses("exactly_once", 10).await;
+    assert_eq!(off, 0, "exactly_once: no event off the chain (no fork, no duplicate)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_and_verify_reports_every_fork(
+) {
+    three_instances_through_kill_9_and_pauses("idempotent", 5).await;
+}
+
+/// Runs the schedule with `kafka.processing_guarantee = guarantee` and `pauses` pauses; returns
+/// how many events were published off the chain (each reported by verify).
+async fn three_instances_through_kill_9_and_pauses(guarantee: &str, pauses_planned: usize) -> usize {
     let t = Topology::create(6, None).await;
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("processors.log");
     let spool = tempfile::tempdir().unwrap();
-    let spawn = || t.spawn_processor(PROCESSOR, &log, &[]);
+    let spawn = || t.spawn_processor(PROCESSOR, &log, &[("AUDIT_KAFKA__PROCESSING_GUARANTEE", guarantee)]);
     let mut instances: Vec<Child> = (0..INSTANCES).map(|_| spawn()).collect();
     let (load, stop_load) = start_load(&t, spool.path(), 250);
 
     let mut dice = Dice(0x0dd_ba11_5eed);
     let (mut kills, mut pauses, mut exited) = (0, 0, 0);
     // A pause after every sixth kill.
-    while kills < KILLS || pauses < PAUSES {
+    while kills < KILLS || pauses < pauses_planned {
         // An instance that stopped by itself (a fatal error; a pause that cost it its partitions
         // mid-write makes it start its clients again in-process, not exit) is started again, as its
         // orchestrator would; the count is printed.
@@ -102,12 +119,12 @@ async fn three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_a
             }
         }
         let victim = dice.below(INSTANCES as u64) as usize;
-        if pauses < PAUSES && kills >= (pauses + 1) * KILLS / (PAUSES + 1) {
+        if pauses < pauses_planned && kills >= (pauses + 1) * KILLS / (pauses_planned + 1) {
             signal(&instances[victim], "-STOP");
             tokio::time::sleep(PAUSE).await;
             signal(&instances[victim], "-CONT");
             pauses += 1;
-            eprintln!("pause {pauses} of {PAUSES}: instance {victim} frozen for {PAUSE:?}");
+            eprintln!("pause {pauses} of {pauses_planned}: instance {victim} frozen for {PAUSE:?}");
             tokio::time::sleep(Duration::from_secs(2)).await;
         } else {
             instances[victim].kill().unwrap(); // SIGKILL
@@ -213,11 +230,16 @@ async fn three_instances_through_kill_9_and_pauses_chain_every_raw_offset_once_a
         "the verdict says whether anything is off the chain"
     );
     let chained: usize = raw.values().sum::<i64>() as usize;
+    // What the instances said about their transactions (exactly_once): the fenced zombies.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let fenced = text.lines().filter(|l| l.contains("is fenced") || l.contains("transaction not committed")).count();
+    eprintln!("LOG ({guarantee}): {fenced} lines of fenced or aborted transactions");
     eprintln!(
-        "COUNTS: {logged} events logged, {chained} chained exactly once over {} partitions; {kills} kills, \
+        "COUNTS ({guarantee}): {logged} events logged, {chained} chained exactly once over {} partitions; {kills} kills, \
          {pauses} pauses of {PAUSE:?}, {exited} instances exited by themselves; {off} events published off the \
          chain by paused instances in {episodes} runs: {duplicates} byte-identical duplicates (verify: duplicated), \
          {forks} forks with other content (verify: forked)",
         t.partitions
     );
+    off
 }

@@ -26,6 +26,7 @@ mod handler;
 mod publish;
 mod tail;
 mod topics;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -120,6 +121,7 @@ pub(crate) fn run_blocking(
         checkpoints,
         recovered: Mutex::new(BTreeMap::new()),
         outputs: Mutex::new(BTreeMap::new()),
+        transactions: Mutex::new(BTreeMap::new()),
         settings,
     });
     let result = lanes::run(config, handler.clone(), tokio::runtime::Handle::current(), shutdown);

@@ -1,7 +1,12 @@
-//! Publishing: one idempotent producer for every lane's processed events, dead letters and
-//! checkpoints, and what each lane has in flight. A raw offset is acknowledged to the engine only
-//! once the processed event it produced is delivered; a permanent delivery failure is fatal (the
-//! chain must not skip an event).
+//! Publishing: the producer of each lane's processed events, dead letters and checkpoints, and
+//! what each lane has in flight.
+//!
+//! * `idempotent`: one idempotent producer for every lane. A raw offset is acknowledged to the
+//!   engine once the processed event it produced is delivered; a permanent delivery failure is
+//!   fatal (the chain must not skip an event).
+//! * `exactly_once`: each lane's own transactional producer ([`super::transaction`]); a raw
+//!   offset is acknowledged once the transaction holding its event is committed, and a failed
+//!   transaction stops the lane (the clients start again, from the committed tail).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,11 +22,12 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, P
 use rdkafka::Message;
 
 use super::topics::RecordLimits;
+use super::transaction::{LaneTransactions, TxnError};
 use super::RunError;
 use crate::checkpoints::LaneMark;
-use crate::client::producer_required;
+use crate::client::{producer_required, transactional_producer_required};
 use crate::pipeline::{DeadLetter, RawRecord};
-use crate::settings::Settings;
+use crate::settings::{Guarantee, Settings, Transactions};
 
 /// Longest raw key carried over to the processed record (a tenant id is far shorter; the
 /// partition is chosen explicitly, so a longer key is left off rather than let the record grow
@@ -47,6 +53,11 @@ pub(super) struct LaneOutput {
     /// Records the lane has taken, and how long it has taken none while full.
     taken: AtomicU64,
     stall: Mutex<Stall>,
+    /// `exactly_once`: the lane's transactional producer.
+    pub(super) txn: Option<LaneTransactions>,
+    /// The lane is released: what its producer reports from now on (purged records when it is
+    /// dropped) is expected.
+    released: AtomicBool,
 }
 
 /// How long a full lane has taken no record.
@@ -59,7 +70,13 @@ struct Stall {
 }
 
 impl LaneOutput {
-    pub(super) fn new(partition: i32, acks: Acks, stop: Stop, mark: LaneMark) -> LaneOutput {
+    pub(super) fn new(
+        partition: i32,
+        acks: Acks,
+        stop: Stop,
+        mark: LaneMark,
+        txn: Option<LaneTransactions>,
+    ) -> LaneOutput {
         let now = Instant::now();
         LaneOutput {
             partition,
@@ -70,7 +87,37 @@ impl LaneOutput {
             mark: Mutex::new(mark),
             taken: AtomicU64::new(0),
             stall: Mutex::new(Stall { taken: 0, since: now, last_full: now, reported: false }),
+            txn,
+            released: AtomicBool::new(false),
         }
+    }
+
+    /// The lane is being released: its producer's reports no longer stop anything.
+    pub(super) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+
+    /// A transactional call failed: the lane takes no further record, and the engine stops so
+    /// that the clients start again (the partition's next owner, maybe this process again,
+    /// resumes from the committed tail). A broker without transactions is fatal.
+    pub(super) fn transaction_failed(&self, error: TxnError) {
+        self.failed.store(true, Ordering::Release);
+        let p = self.partition;
+        let id = self.txn.as_ref().map_or("", |t| t.id.as_str());
+        match error {
+            TxnError::Fenced(m) => self.stop.interrupt(format!(
+                "raw partition {p}: its producer ({id}) is fenced ({m}): another instance owns the partition now; nothing this lane wrote after that becomes visible. Starting the Kafka clients again"
+            )),
+            TxnError::Aborted(m) | TxnError::Unavailable(m) => self.stop.interrupt(format!(
+                "raw partition {p}: transaction of {id} aborted ({m}); the lane's head is ahead of the committed tail, so the Kafka clients start again to resume from it"
+            )),
+            TxnError::Unsupported(m) => self.stop.fatal(unsupported(&m)),
+        }
+    }
+
+    /// Whether a delivery or a transaction of the lane failed.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Whether the lane must take no further record (released, or a delivery failed for good).
@@ -131,19 +178,26 @@ impl LaneOutput {
 
 /// What a delivery report belongs to.
 #[derive(Debug)]
-struct Token {
+pub(super) struct Token {
     lane: Arc<LaneOutput>,
     /// Raw offset whose processed event this is; `None` for a dead letter or a checkpoint.
     raw_offset: Option<i64>,
 }
 
 #[derive(Debug)]
-struct DeliveryContext {
+pub(super) struct DeliveryContext {
     /// The member is leaving the group: purged deliveries are expected.
     leaving: Arc<AtomicBool>,
 }
 
 impl ClientContext for DeliveryContext {}
+
+/// What a broker without transactions means for `kafka.processing_guarantee = "exactly_once"`.
+pub(super) fn unsupported(error: &str) -> String {
+    format!(
+        "kafka.processing_guarantee = \"exactly_once\" needs Kafka transactions, which this broker refuses ({error}). Use a broker with transactions (Apache Kafka, Redpanda; check the transactional.id ACLs for <group_id>.), or set kafka.processing_guarantee = \"idempotent\", which can fork the chain when a paused instance wakes up (docs/INTEGRITY.md)"
+    )
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Token>;
@@ -157,6 +211,12 @@ impl ProducerContext for DeliveryContext {
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight), _))
                 if self.leaving.load(Ordering::Relaxed) => {}
+            Err(_) if token.lane.released.load(Ordering::Acquire) => {}
+            Err((error, message)) if token.lane.txn.is_some() => {
+                // Its transaction cannot commit: aborted, nothing of it becomes visible.
+                tracing::warn!(partition = message.partition(), %error, "a delivery in a transaction failed");
+                token.lane.transaction_failed(TxnError::Aborted(format!("a delivery failed: {error}")));
+            }
             Err((error, message)) => {
                 // The lane takes no further record: nothing may be chained after the lost event.
                 token.lane.failed.store(true, Ordering::Release);
@@ -172,9 +232,11 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// The processor's producer.
+/// The processor's producers: one shared idempotent one, or (`exactly_once`) the config each
+/// lane's transactional producer is made from.
 pub(super) struct Publisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: Option<ThreadedProducer<DeliveryContext>>,
+    transactional: Option<(rdkafka::config::ClientConfig, Transactions)>,
     leaving: Arc<AtomicBool>,
     processed_topic: String,
     dead_letter_topic: String,
@@ -189,8 +251,12 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub(super) fn new(settings: &Settings, limits: RecordLimits) -> Result<Publisher, RunError> {
-        let mut config =
-            settings.kafka.client_config(&producer_required()).map_err(|e| RunError::Client(e.to_string()))?;
+        let required = match &settings.guarantee {
+            Guarantee::Idempotent => producer_required(),
+            // Each lane sets its own transactional.id.
+            Guarantee::ExactlyOnce(_) => transactional_producer_required(""),
+        };
+        let mut config = settings.kafka.client_config(&required).map_err(|e| RunError::Client(e.to_string()))?;
         config
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
@@ -199,17 +265,40 @@ impl Publisher {
             .set("message.max.bytes", limits.producer_max.to_string())
             .set("batch.size", limits.batch_bytes.to_string());
         let leaving = Arc::new(AtomicBool::new(false));
-        let producer = config
-            .create_with_context(DeliveryContext { leaving: leaving.clone() })
-            .map_err(|e| RunError::Client(format!("producer: {e}")))?;
+        let (producer, transactional) = match &settings.guarantee {
+            Guarantee::Idempotent => {
+                let producer = config
+                    .create_with_context(DeliveryContext { leaving: leaving.clone() })
+                    .map_err(|e| RunError::Client(format!("producer: {e}")))?;
+                (Some(producer), None)
+            }
+            Guarantee::ExactlyOnce(transactions) => (None, Some((config, transactions.clone()))),
+        };
         let k = &settings.config.kafka;
         Ok(Publisher {
             producer,
+            transactional,
             leaving,
             processed_topic: k.processed_topic.clone(),
             dead_letter_topic: k.dead_letter_topic.clone(),
             limits,
         })
+    }
+
+    /// Whether each lane has a transactional producer of its own (`exactly_once`).
+    pub(super) fn transactional(&self) -> bool {
+        self.transactional.is_some()
+    }
+
+    /// `exactly_once`: the transactional producer of the lane of `partition`, initialized (which
+    /// fences the partition's previous owner); `None` in `idempotent` mode.
+    pub(super) fn lane_transactions(&self, partition: i32) -> Option<Result<LaneTransactions, TxnError>> {
+        let (config, t) = self.transactional.as_ref()?;
+        let id = t.ids.for_partition(partition);
+        let mut config = config.clone();
+        config.set("transactional.id", &id);
+        let context = DeliveryContext { leaving: self.leaving.clone() };
+        Some(LaneTransactions::init(&config, context, id, t.interval, t.max_records))
     }
 
     /// Sends the processed event of `raw` (`encoded`, with its event id and the raw record's
@@ -222,7 +311,8 @@ impl Publisher {
         encoded: &[u8],
         traceparent: Option<&[u8]>,
     ) -> bool {
-        let token = Box::new(Token { lane: lane.clone(), raw_offset: Some(raw.offset) });
+        // In a transaction the offset is acknowledged at the commit.
+        let token = Box::new(Token { lane: lane.clone(), raw_offset: lane.txn.is_none().then_some(raw.offset) });
         let mut headers = OwnedHeaders::new().insert(Header { key: headers::EVENT_ID, value: Some(event_id) });
         if let Some(tp) = traceparent {
             headers = headers.insert(Header { key: headers::TRACEPARENT, value: Some(tp) });
@@ -234,7 +324,7 @@ impl Publisher {
         if let Some(key) = raw.key.filter(|key| key.len() <= MAX_KEY_BYTES) {
             record = record.key(key);
         }
-        self.send(lane, record)
+        self.send(lane, record, Some(raw.offset))
     }
 
     /// Sends `raw` to the dead-letter topic with the class, reason and source in headers (without
@@ -272,7 +362,7 @@ impl Publisher {
                 record = record.payload(payload);
             }
         }
-        self.send(lane, record)
+        self.send(lane, record, None)
     }
 
     /// Sends checkpoint `c` to the lane's processed partition, marked by its `audit-record` header.
@@ -286,15 +376,41 @@ impl Publisher {
             .key(c.chain.as_bytes())
             .payload(&payload[..])
             .headers(headers);
-        self.send(lane, record)
+        self.send(lane, record, None)
     }
 
-    /// Hands a record to the producer, waiting while its queue is full; false when the lane must stop.
-    fn send(&self, lane: &LaneOutput, mut record: BaseRecord<'_, [u8], [u8], Box<Token>>) -> bool {
+    /// Hands a record to the lane's producer (in `exactly_once`, into its open transaction, `raw_offset`
+    /// naming the raw record an event covers), waiting while its queue is full; false when the lane
+    /// must stop.
+    fn send(
+        &self,
+        lane: &LaneOutput,
+        mut record: BaseRecord<'_, [u8], [u8], Box<Token>>,
+        raw_offset: Option<i64>,
+    ) -> bool {
+        let producer = match (&lane.txn, &self.producer) {
+            (Some(txn), _) => {
+                if let Err(error) = txn.begin() {
+                    lane.transaction_failed(error);
+                    return false;
+                }
+                &txn.producer
+            }
+            (None, Some(producer)) => producer,
+            (None, None) => {
+                lane.stop.fatal(format!("raw partition {}: its lane has no producer", lane.partition));
+                return false;
+            }
+        };
         lane.in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
-            match self.producer.send(record) {
-                Ok(()) => return true,
+            match producer.send(record) {
+                Ok(()) => {
+                    if let Some(txn) = &lane.txn {
+                        txn.added(raw_offset);
+                    }
+                    return true;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     if lane.halted() {
                         lane.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -302,6 +418,14 @@ impl Publisher {
                     }
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) if lane.txn.is_some() => {
+                    // E.g. fenced: the producer cannot take records any more.
+                    lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    lane.transaction_failed(TxnError::Aborted(format!(
+                        "cannot hand a record to the producer: {error}"
+                    )));
+                    return false;
                 }
                 Err((error, _)) => {
                     lane.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -318,7 +442,9 @@ impl Publisher {
     /// Drops every record not yet delivered (their raw records are processed again from the
     /// processed tail by the partitions' next owner).
     pub(super) fn purge(&self) {
-        self.producer.purge(PurgeConfig::default().queue().inflight());
+        if let Some(producer) = &self.producer {
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }
     }
 
     /// The member leaves the group: what is not delivered by now is dropped, so that the
@@ -330,6 +456,8 @@ impl Publisher {
 
     /// Waits up to `timeout` for what is still queued (after [`Publisher::leave`]: the purge reports).
     pub(super) fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
+        if let Some(producer) = &self.producer {
+            let _ = producer.flush(timeout);
+        }
     }
 }

@@ -80,7 +80,8 @@ impl TailReader {
         let chain = chain_name(&self.raw_topic, p);
         let mut guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let mut config = self.kafka.client_config(&[]).map_err(|e| e.to_string())?;
+            // Committed records only: the chain continues from what every sink can see.
+            let mut config = self.kafka.client_config(audit_kafka::READ_COMMITTED).map_err(|e| e.to_string())?;
             config
                 .set("group.id", &self.group_id)
                 .set("enable.auto.commit", "false")
@@ -105,10 +106,14 @@ impl TailReader {
             )));
         }
         // Read from the last record to the end (records may arrive meanwhile); when the newest
-        // records are not events of ours (checkpoints, foreign records), step back 1,000 at a time.
+        // records are not events of ours (checkpoints, foreign records, and in a partition
+        // written in transactions the commit marker that ends it, which no reader receives),
+        // step back 16, then 1,000 at a time.
         let mut start = (high - 1).max(low);
+        let mut back = 16;
         loop {
-            if let Some(link) = read_last_event(reader, topic, p, start)? {
+            let (found, visible) = read_last_event(reader, topic, p, start)?;
+            if let Some(link) = found {
                 if link.chain != chain {
                     return Err(TailError::Broken(format!(
                         "processed partition {p} holds chain {:?}, expected {chain:?}: do raw and processed topics belong together?",
@@ -127,9 +132,15 @@ impl TailReader {
                 return Ok(Recovered { head, start: StartAt::Offset(link.source_offset + 1), prev });
             }
             if start == low {
+                if low == 0 && visible == 0 {
+                    // Only records of aborted transactions (and their markers): nothing was ever
+                    // committed, the chain starts at genesis.
+                    return Ok(Recovered { head: ChainHead::genesis(chain), start: StartAt::Beginning, prev: None });
+                }
                 return Err(TailError::Broken(format!("processed partition {p} has records but no auditstream event")));
             }
-            start = (start - 1000).max(low);
+            start = (start - back).max(low);
+            back = 1000;
         }
     }
 
@@ -153,9 +164,16 @@ struct TailLink {
     checkpoint: Option<Checkpoint>,
 }
 
-/// The last event in `topic`/`p` from `start` to the end. Records no processor wrote are passed
-/// over; one of ours that cannot be read back after the last readable event is an error.
-fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Result<Option<TailLink>, TailError> {
+/// The last event in `topic`/`p` from `start` to the end, and how many records were read (a
+/// read_committed reader sees no aborted record and no transaction marker). Records no processor
+/// wrote are passed over; one of ours that cannot be read back after the last readable event is
+/// an error.
+fn read_last_event(
+    reader: &BaseConsumer,
+    topic: &str,
+    p: i32,
+    start: i64,
+) -> Result<(Option<TailLink>, usize), TailError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(|e| e.to_string())?;
     reader.assign(&tpl).map_err(|e| TailError::Unavailable(format!("assign {topic}/{p}: {e}")))?;
@@ -165,6 +183,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     // A record of ours after the last readable event.
     let mut unreadable = None;
     let mut buf = Vec::new();
+    let mut visible = 0;
     loop {
         if Instant::now() > deadline {
             let _ = reader.unassign();
@@ -174,6 +193,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
         }
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
+                visible += 1;
                 if is_checkpoint_record(&m) {
                     if let Some(c) = m.payload().and_then(|p| Checkpoint::from_json(p).ok()) {
                         checkpoint = Some(c);
@@ -226,7 +246,7 @@ fn read_last_event(reader: &BaseConsumer, topic: &str, p: i32, start: i64) -> Re
     let _ = reader.unassign();
     match unreadable {
         Some(message) => Err(TailError::Broken(message)),
-        None => Ok(last.map(|link| TailLink { checkpoint, ..link })),
+        None => Ok((last.map(|link| TailLink { checkpoint, ..link }), visible)),
     }
 }
 
