@@ -24,6 +24,9 @@ pub const CHECKPOINTS: &str = "audit_processor_checkpoints_total";
 /// Counter: lane transactions (`kafka.processing_guarantee = "exactly_once"`), by `result`
 /// (`committed`, `aborted`, `fenced`: another instance owns the partition now).
 pub const TRANSACTIONS: &str = "audit_processor_transactions_total";
+/// Histogram: seconds a lane spends committing its transaction (flushing its records, then the
+/// coordinator's commit), during which it takes no record.
+pub const TRANSACTION_COMMIT: &str = "audit_processor_transaction_commit_seconds";
 /// Counter: times the Kafka clients were started again in the same process (deliveries were
 /// still in flight when partitions had to be released, e.g. while the broker was unreachable).
 pub const CLIENT_RESTARTS: &str = "audit_processor_client_restarts_total";
@@ -44,6 +47,7 @@ pub struct ProcessorMetrics {
     pub(crate) checkpoints: IntCounterVec,
     pub(crate) client_restarts: IntCounter,
     pub(crate) transactions: IntCounterVec,
+    pub(crate) commit_seconds: Histogram,
 }
 
 impl ProcessorMetrics {
@@ -77,6 +81,10 @@ impl ProcessorMetrics {
             )?,
             client_restarts: IntCounter::new(CLIENT_RESTARTS, "Kafka clients started again in this process.")?,
             transactions: IntCounterVec::new(Opts::new(TRANSACTIONS, "Lane transactions, by result."), &["result"])?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(TRANSACTION_COMMIT, "Seconds a lane spends committing its transaction.")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.consumed.clone()))?;
@@ -90,6 +98,7 @@ impl ProcessorMetrics {
         m.registry.register(Box::new(m.checkpoints.clone()))?;
         m.registry.register(Box::new(m.client_restarts.clone()))?;
         m.registry.register(Box::new(m.transactions.clone()))?;
+        m.registry.register(Box::new(m.commit_seconds.clone()))?;
         Ok(m)
     }
 
@@ -106,6 +115,11 @@ impl ProcessorMetrics {
     /// Lane transactions committed so far.
     pub fn transactions_committed(&self) -> u64 {
         self.transactions.with_label_values(&["committed"]).get()
+    }
+
+    /// Lane commits so far and the seconds they took in all (`exactly_once`).
+    pub fn transaction_commit_time(&self) -> (u64, f64) {
+        (self.commit_seconds.get_sample_count(), self.commit_seconds.get_sample_sum())
     }
 
     /// Records dead-lettered so far.

@@ -315,6 +315,7 @@ pub fn run<H: LaneHandler>(
     let lag_interval = shared.config.lag_interval;
     // Tokio time (paused in tests), like the release deadline.
     let mut next_lag = lag_interval.map(|every| tokio::time::Instant::now() + every);
+    let mut handed = 0;
     let result = loop {
         shared.liveness(|l| l.polled());
         if let Some(error) = shared.slot.get() {
@@ -323,7 +324,9 @@ pub fn run<H: LaneHandler>(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        turn(&shared, &consumer, &mut feeder);
+        // While records flow the next turn does not wait on the main queue: a partition queue
+        // (which cannot wake the poll) may already hold what a lane waits for.
+        handed = turn(&shared, &consumer, &mut feeder, handed > 0);
         if let (Some(every), Some(next)) = (lag_interval, next_lag) {
             if tokio::time::Instant::now() >= next {
                 next_lag = Some(tokio::time::Instant::now() + every);
@@ -356,9 +359,15 @@ fn report_lag<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebala
     }
 }
 
-/// One turn of the poll loop: the main queue, then each partition queue whose lane has room, then
-/// the acknowledged offsets.
-fn turn<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>>, feeder: &mut Feeder) {
+/// One turn of the poll loop: the main queue (waited on for up to 5 ms unless `flowing`: the last
+/// turn handed records over), then each partition queue whose lane has room, then the acknowledged
+/// offsets. Returns how many records it took from the partition queues.
+fn turn<H: LaneHandler>(
+    shared: &Shared<H>,
+    consumer: &BaseConsumer<Rebalance<H>>,
+    feeder: &mut Feeder,
+    flowing: bool,
+) -> usize {
     let sync = |feeder: &mut Feeder| {
         // The rebalance callback bumps the generation before it starts or releases any lane.
         let generation = shared.generation.load(Ordering::Acquire);
@@ -367,8 +376,15 @@ fn turn<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>
     // The main queue serves rebalances and errors (and any record fetched in the instant between
     // an assignment and the split of its queue). It is emptied before any partition queue is
     // read: a record of a partition found there precedes everything in that partition's queue.
-    let idle = if shared.queues().is_empty() { 100 } else { 5 };
+    // Only the main queue can wake this wait: a partition queue's record waits out the 5 ms
+    // unless records are flowing, when the turn does not wait at all.
+    let idle = match (shared.queues().is_empty(), flowing) {
+        (true, _) => 100,
+        (false, false) => 5,
+        (false, true) => 0,
+    };
     let mut polled = consumer.poll(Duration::from_millis(idle));
+    let mut handed = 0;
     for _ in 0..MAIN_QUEUE_TURN {
         sync(feeder);
         match polled {
@@ -392,6 +408,7 @@ fn turn<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>
         for _ in 0..room {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
+                    handed += 1;
                     if let Err(message) = feeder.accept(*p, m.offset(), || m.detach(), false) {
                         shared.fatal(message);
                     }
@@ -419,4 +436,5 @@ fn turn<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>
         }
         shared.store_offset(consumer, *p, &lane.acks, &mut lane.stored);
     }
+    handed
 }

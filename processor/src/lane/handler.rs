@@ -335,7 +335,10 @@ impl ProcessorLanes {
         timeout: Duration,
         stopping: &dyn Fn() -> bool,
     ) -> Result<(), TxnError> {
-        match txn.commit(timeout, stopping) {
+        let started = Instant::now();
+        let result = txn.commit(timeout, stopping);
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(committed) => {
                 if let Some(offset) = committed.raw_offset {
                     lane.acks.ack(offset);
