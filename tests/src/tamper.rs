@@ -416,10 +416,11 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The `INSERT` that adds `event` to `audit_events` as a row the sink would have written, every
-/// query column equal to the event's field (the same statement serves SQLite, where the event is
-/// its canonical text, and PostgreSQL, which casts the literals to `jsonb` and `timestamptz`).
-pub fn sql_insert(event: &Value, kafka_partition: i32, kafka_offset: i64) -> String {
+/// The `INSERT` that adds `event` to `audit_events` of the database of `source` (`sqlite:PATH` or
+/// a PostgreSQL URL) as a row the sink would have written, every query column equal to the event's
+/// field and the event as its canonical text (PostgreSQL casts the times' literals to
+/// `timestamptz`, and its row names the text's form: `event_form` 'canonical').
+pub fn sql_insert(source: &str, event: &Value, kafka_partition: i32, kafka_offset: i64) -> String {
     let field = |path: &[&str]| {
         let value = path.iter().try_fold(event, |v, key| v.get(key)).and_then(Value::as_str);
         value.map_or_else(|| "NULL".to_owned(), quoted)
@@ -443,10 +444,11 @@ pub fn sql_insert(event: &Value, kafka_partition: i32, kafka_offset: i64) -> Str
         kafka_offset.to_string(),
         quoted(&String::from_utf8(canonical(event)).unwrap()),
     ];
+    let (form_column, form) = if source.starts_with("sqlite:") { ("", "") } else { (", event_form", ", 'canonical'") };
     format!(
         "INSERT INTO audit_events (event_id, tenant_id, action, outcome, actor_type, actor_id, target_type, \
-         target_id, occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event) \
-         VALUES ({})",
+         target_id, occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event\
+         {form_column}) VALUES ({}{form})",
         columns.join(", ")
     )
 }

@@ -302,8 +302,10 @@ async fn postgres_and_mongodb_are_read_and_an_edit_in_each_is_found() {
     {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        // The event rewritten through jsonb, its row naming that form: only the content changed.
         sqlx::query(
-            "UPDATE audit_events SET event = jsonb_set(event, '{action}', '\"auth.logout\"') WHERE event_id = $1",
+            "UPDATE audit_events SET event = jsonb_set(event::jsonb, '{action}', '\"auth.logout\"')::text, \
+             event_form = 'jsonb' WHERE event_id = $1",
         )
         .bind(&victim)
         .execute(&mut conn)

@@ -368,22 +368,45 @@ fn class6_postgres_rows_verify_cannot_decode_are_reported() {
     let url = postgres_store();
     let victim = sql(&url, &[VICTIM_SQL]);
     let seq: u64 = victim[2].parse().unwrap();
-    for attack in [
-        "UPDATE audit_events SET event = event - 'integrity' WHERE event_id = $1",
-        r#"UPDATE audit_events SET event = jsonb_set(event, '{integrity,seq}', '"seven"') WHERE event_id = $1"#,
-    ] {
+    // The event is text: the text cut short (not JSON: a cast in the reader's query would fail the
+    // whole query), emptied, NULL, or JSON without its chain fields.
+    let attacks: [&[&str]; 5] = [
+        &["UPDATE audit_events SET event = substr(event, 1, 200) WHERE event_id = $1"],
+        &["UPDATE audit_events SET event = '' WHERE event_id = $1"],
+        &[
+            "ALTER TABLE audit_events ALTER COLUMN event DROP NOT NULL",
+            "UPDATE audit_events SET event = NULL WHERE event_id = $1",
+        ],
+        &["UPDATE audit_events SET event = (event::jsonb - 'integrity')::text, event_form = 'jsonb' WHERE event_id = $1"],
+        &[r#"UPDATE audit_events SET event = jsonb_set(event::jsonb, '{integrity,seq}', '"seven"')::text WHERE event_id = $1"#],
+    ];
+    for attack in attacks {
         let url = postgres_store();
-        sql(&url, &[&attack.replace("$1", &format!("'{}'", victim[0]))]);
+        let statements: Vec<String> = attack.iter().map(|a| a.replace("$1", &format!("'{}'", victim[0]))).collect();
+        sql(&url, &statements);
         let out = verify(&url, &[]);
         let found = out.expect(1, &[("unreadable", seq)]).one("unreadable");
         assert_eq!(found.event_id.as_deref(), Some(victim[0].as_str()));
+        assert!(found.location.as_deref().unwrap().starts_with("audit_events row"), "{found:?}");
     }
     // A source offset that is not a number used to fail the whole query (exit 3): now the event
-    // is read, and its content no longer hashes.
+    // is read, and its content no longer hashes (rewritten as jsonb text, its row saying so).
     sql(
         &url,
         &[&format!(
-            r#"UPDATE audit_events SET event = jsonb_set(event, '{{integrity,source,offset}}', '"x"') WHERE event_id = '{}'"#,
+            r#"UPDATE audit_events SET event = jsonb_set(event::jsonb, '{{integrity,source,offset}}', '"x"')::text,
+               event_form = 'jsonb' WHERE event_id = '{}'"#,
+            victim[0]
+        )],
+    );
+    verify(&url, &[]).expect(1, &[("modified", seq)]);
+    // The same in the canonical text itself.
+    let url = postgres_store();
+    sql(
+        &url,
+        &[&format!(
+            r#"UPDATE audit_events SET event = regexp_replace(event, '"source":[{{]"offset":[0-9]+', '"source":{{"offset":"x"')
+               WHERE event_id = '{}'"#,
             victim[0]
         )],
     );

@@ -198,7 +198,8 @@ impl Store for Sql {
             "SELECT CAST(COALESCE(MAX(kafka_offset), -1) AS TEXT) FROM audit_events WHERE kafka_partition = {p}"
         );
         let after: i64 = sql(&self.source, &[newest])[0].parse().unwrap();
-        let inserts: Vec<String> = forged.iter().zip(after + 1..).map(|(e, offset)| sql_insert(e, p, offset)).collect();
+        let inserts: Vec<String> =
+            forged.iter().zip(after + 1..).map(|(e, offset)| sql_insert(&self.source, e, p, offset)).collect();
         sql(&self.source, &inserts[..]);
     }
 

@@ -260,12 +260,46 @@ fn postgres_controls_and_classes_1_to_3() {
     out.expect(0, &[]);
     assert!(out.selected() > 0 && out.selected() < out.events(), "{out:?}");
 
-    // Class 1: a number alias jsonb keeps (numeric keeps its scale), and a serde token member.
+    // Class 1: the event column is the canonical bytes, as for SQLite (whitespace, a duplicate
+    // member, an escaped alias, a number alias).
+    for edit in [
+        r#"replace(event, '"outcome":"', '"outcome": "')"#,
+        r#"replace(event, '{"action":', '{"action":"x","action":')"#,
+        r#"replace(event, '"environment":"demo"', '"environment":"\u0064emo"')"#,
+        r#"replace(event, '"schemaVersion":1,', '"schemaVersion":1.0,')"#,
+    ] {
+        let url = postgres_store();
+        sql(&url, &[format!("UPDATE audit_events SET event = {edit} WHERE event_id = '{}'", v.id)]);
+        verify(&url, &[]).expect(1, &[("non_canonical", v.seq)]).names("non_canonical", &v.id);
+    }
+    // The form column edited alone, either way: each text is checked in the form its row names.
+    let same_event_as_jsonb = "event = event::jsonb::text";
+    for edit in ["event_form = 'jsonb'", same_event_as_jsonb] {
+        let url = postgres_store();
+        sql(&url, &[format!("UPDATE audit_events SET {edit} WHERE event_id = '{}'", v.id)]);
+        verify(&url, &[]).expect(1, &[("non_canonical", v.seq)]).names("non_canonical", &v.id);
+    }
+    // A form no writer uses, once the CHECK and NOT NULL are gone.
+    for form in ["'raw'", "NULL"] {
+        let url = postgres_store();
+        sql(
+            &url,
+            &[
+                "ALTER TABLE audit_events DROP CONSTRAINT audit_events_event_form".to_owned(),
+                "ALTER TABLE audit_events ALTER COLUMN event_form DROP NOT NULL".to_owned(),
+                format!("UPDATE audit_events SET event_form = {form} WHERE event_id = '{}'", v.id),
+            ],
+        );
+        verify(&url, &[]).expect(1, &[("non_canonical", v.seq)]).names("non_canonical", &v.id);
+    }
+    // Text in jsonb's output form, its row saying so: a number alias jsonb keeps (numeric keeps its
+    // scale), and a serde token member.
     let url = postgres_store();
     sql(
         &url,
         &[format!(
-            "UPDATE audit_events SET event = jsonb_set(event, '{{schemaVersion}}', '1.0'::jsonb) WHERE event_id = '{}'",
+            "UPDATE audit_events SET event = jsonb_set(event::jsonb, '{{schemaVersion}}', '1.0'::jsonb)::text, \
+             event_form = 'jsonb' WHERE event_id = '{}'",
             v.id
         )],
     );
@@ -274,11 +308,30 @@ fn postgres_controls_and_classes_1_to_3() {
     sql(
         &url,
         &[format!(
-            r#"UPDATE audit_events SET event = event || '{{"$serde_json::private::Number": "1"}}' WHERE event_id = '{}'"#,
+            r#"UPDATE audit_events SET event = (event::jsonb || '{{"$serde_json::private::Number": "1"}}')::text,
+               event_form = 'jsonb' WHERE event_id = '{}'"#,
             v.id
         )],
     );
     verify(&url, &[]).expect(1, &[("modified", v.seq), ("non_canonical", v.seq)]).names("non_canonical", &v.id);
+    // The event rewritten as jsonb text and its form set to match: the same event in another
+    // spelling that everyone reads alike, so verify finds nothing; with any change of content, it
+    // is modified.
+    let url = postgres_store();
+    sql(
+        &url,
+        &[format!("UPDATE audit_events SET {same_event_as_jsonb}, event_form = 'jsonb' WHERE event_id = '{}'", v.id)],
+    );
+    verify(&url, &[]).expect(0, &[]);
+    sql(
+        &url,
+        &[format!(
+            "UPDATE audit_events SET event = jsonb_set(event::jsonb, '{{action}}', '\"auth.forged\"')::text, \
+             action = 'auth.forged', event_form = 'jsonb' WHERE event_id = '{}'",
+            v.id
+        )],
+    );
+    verify(&url, &[]).expect(1, &[("modified", v.seq)]).names("modified", &v.id);
 
     // Class 2: columns, times compared as instants.
     for edit in ["tenant_id = 'evil'", "received_at = received_at + interval '1 hour'", "outcome = 'failure'"] {
@@ -293,6 +346,32 @@ fn postgres_controls_and_classes_1_to_3() {
     verify(&url, &["--tenant", &v.tenant]).expect(1, &[("column_mismatch", v.seq)]).names("column_mismatch", &v.id);
     let out = verify(&url, &["--since", "2999-01-01T00:00:00Z"]);
     out.expect(1, &[("column_mismatch", v.seq), ("no_events", 0)]);
+
+    // The content moved, the column kept: handed over by its column, found changed.
+    let url = postgres_store();
+    sql(
+        &url,
+        &[format!(
+            "UPDATE audit_events SET event = jsonb_set(event::jsonb, '{{context,tenantId}}', to_jsonb('{}'::text))::text, \
+             event_form = 'jsonb' WHERE event_id = '{}'",
+            v.other, v.id
+        )],
+    );
+    verify(&url, &["--tenant", &v.tenant])
+        .expect(1, &[("column_mismatch", v.seq), ("modified", v.seq)])
+        .names("modified", &v.id);
+
+    // Text that is not JSON, its column moved away: whose it is cannot be told, so every tenant's
+    // verification reports it (the reader reads the tenant from the text, not in its query).
+    let url = postgres_store();
+    sql(
+        &url,
+        &[format!(
+            "UPDATE audit_events SET event = substr(event, 1, 100), tenant_id = '{}' WHERE event_id = '{}'",
+            v.other, v.id
+        )],
+    );
+    verify(&url, &["--tenant", &v.tenant]).expect(1, &[("unreadable", v.seq)]).names("unreadable", &v.id);
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl Target for PostgresTarget {
                 let mut out: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
                 let Ok(mut c) = PgConnection::connect(&url).await else { return out };
                 let rows: Vec<(i32, String)> = match sqlx::query_as(
-                    "SELECT kafka_partition, event::text FROM audit_events ORDER BY kafka_partition, kafka_offset",
+                    "SELECT kafka_partition, event FROM audit_events ORDER BY kafka_partition, kafka_offset",
                 )
                 .fetch_all(&mut c)
                 .await
@@ -80,7 +80,7 @@ impl Target for PostgresTarget {
                     Err(_) => return out,
                 };
                 for (p, text) in rows {
-                    out.entry(p).or_default().push(serde_json::from_str(&text).expect("jsonb text"));
+                    out.entry(p).or_default().push(serde_json::from_str(&text).expect("the event's text"));
                 }
                 out
             })

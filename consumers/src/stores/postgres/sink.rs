@@ -1,6 +1,8 @@
 //! PostgreSQL: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (event_id) DO NOTHING` per batch, in
 //! a transaction with the conflict check, so a batch is durable at `COMMIT` and idempotent on
-//! `eventId`. Migrations (`migrations/` beside this file) are compiled in.
+//! `eventId`. The event is stored as its canonical text, as it is (no `jsonb`: the server parses
+//! nothing), each row naming that form (`event_form`). Migrations (`migrations/` beside this file)
+//! are compiled in.
 
 use std::time::Duration;
 
@@ -108,8 +110,8 @@ impl Sink for PostgresSink {
         let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
         let inserted = sqlx::query(
             "INSERT INTO audit_events (event_id, tenant_id, action, outcome, actor_type, actor_id, target_type, target_id, \
-             occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event) \
-             SELECT i, t, a, o, aty, aid, tty, tid, occ, rec, ch, s, ph, h, kp, ko, ev::jsonb \
+             occurred_at, received_at, chain, seq, prev_hash, hash, kafka_partition, kafka_offset, event, event_form) \
+             SELECT i, t, a, o, aty, aid, tty, tid, occ, rec, ch, s, ph, h, kp, ko, ev, 'canonical' \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
                          $9::timestamptz[], $10::timestamptz[], $11::text[], $12::int8[], $13::text[], $14::text[], \
                          $15::int4[], $16::int8[], $17::text[]) \
@@ -154,8 +156,8 @@ impl Sink for PostgresSink {
             for r in batch {
                 let Some(h) = stored.get(&r.event_id).filter(|h| **h != r.hash) else { continue };
                 sqlx::query(
-                    "INSERT INTO audit_event_conflicts (event_id, stored_hash, incoming_hash, incoming_event, kafka_partition, kafka_offset) \
-                     VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
+                    "INSERT INTO audit_event_conflicts (event_id, stored_hash, incoming_hash, incoming_event, \
+                     incoming_event_form, kafka_partition, kafka_offset) VALUES ($1, $2, $3, $4, 'canonical', $5, $6)",
                 )
                 .bind(&r.event_id)
                 .bind(h)

@@ -2,14 +2,16 @@
 //! `audit_events` and `audit_checkpoints`, each row decoded column by column, and every query
 //! column compared with the hashed event it stands beside.
 
+use audit_schema::canonical::TextForm;
 use audit_schema::checkpoint::Checkpoint;
 use serde_json::Value;
 
 use crate::stores::read::{missing_link_field, Each, LinkOnly, ReadError, ReadFilter, Stored, Unread, UnreadKind};
 
-/// Rows of the SQL sinks' `audit_events` table: the link columns, the content only where it is
-/// wanted, the source offset and `receivedAt` as text, the row's Kafka position, then
-/// [`QUERY_COLUMNS`] and `occurred_at` (as text).
+/// Rows of the SQL sinks' `audit_events` table: the link columns, the content (only where it is
+/// wanted, or every row's, chosen by [`SqlRow::chosen_by_content`]), the source offset and
+/// `receivedAt` as text, the row's Kafka position, then [`QUERY_COLUMNS`] and `occurred_at` (as
+/// text).
 pub(crate) const SQL_COLUMNS: &str = "chain, seq, prev_hash, hash, event_id";
 
 /// The query columns a row holds beside its event, each the event's field of the same meaning
@@ -29,6 +31,15 @@ const COLUMN_FIELDS: [(&str, &[&str]); 9] = [
     ("received_at", &["receivedAt"]),
 ];
 
+/// How a SQL store keeps the times of its query columns (`occurred_at`, `received_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnTimes {
+    /// As the event's RFC 3339 text (SQLite): compared byte for byte.
+    Text,
+    /// As instants (PostgreSQL `timestamptz`): compared to the microsecond.
+    Instants,
+}
+
 /// One `audit_events` row, each column as it decoded (`Err`: why it did not). A writer with the
 /// database's password can put anything into a column (SQLite keeps any type in any column).
 pub(crate) struct SqlRow {
@@ -39,6 +50,8 @@ pub(crate) struct SqlRow {
     event_id: Result<String, String>,
     /// The event as text where it is wanted (`Ok(None)`: another tenant's).
     content: Result<Option<String>, String>,
+    /// The content already parsed by [`SqlRow::chosen_by_content`] (so it is parsed once).
+    parsed: Option<Result<Value, String>>,
     source_offset: Option<i64>,
     received_at: Option<String>,
     /// `(kafka_partition, kafka_offset)`.
@@ -72,6 +85,7 @@ impl SqlRow {
             hash: column(row, 3),
             event_id: column(row, 4),
             content: column(row, 5),
+            parsed: None,
             source_offset: text(6).and_then(|t| t.parse().ok()),
             received_at: text(7),
             position: column::<R, i64>(row, 8).ok().zip(column::<R, i64>(row, 9).ok()),
@@ -80,18 +94,61 @@ impl SqlRow {
         }
     }
 
+    /// Reads the content's own fields here, for a store whose query cannot (PostgreSQL keeps the
+    /// event as text, and a cast to `jsonb` in the query would fail the whole query on one edited
+    /// row): the source offset, and, with `tenant`, whose the content is. The content is kept when
+    /// no tenant is asked, when the tenant column or the content's `context.tenantId` names the
+    /// tenant, or when it is not JSON (whose it is cannot be told, so every tenant's verification
+    /// reports it); otherwise only the row's link columns are handed over.
+    /// Every row's text is asked for, so a NULL is a row without its event (not another tenant's).
+    pub(crate) fn chosen_by_content(mut self, tenant: Option<&str>) -> SqlRow {
+        if matches!(self.content, Ok(None)) {
+            self.content = Err("it is NULL".to_owned());
+        }
+        let Ok(Some(text)) = &self.content else { return self };
+        let parsed = serde_json::from_str::<Value>(text).map_err(|e| format!("is not JSON ({e})"));
+        if let Ok(event) = &parsed {
+            // Plain lookups: `Value::pointer` allocates while unescaping every token.
+            let field = |path: &[&str]| path.iter().try_fold(event, |v, key| v.get(key));
+            self.source_offset = field(&["integrity", "source", "offset"]).and_then(Value::as_i64);
+            if let Some(tenant) = tenant {
+                let column = matches!(self.columns.first(), Some(Ok(Some(c))) if c == tenant);
+                let content = field(&["context", "tenantId"]).and_then(Value::as_str) == Some(tenant);
+                if !column && !content {
+                    self.content = Ok(None);
+                    return self;
+                }
+            }
+        }
+        self.parsed = Some(parsed);
+        self
+    }
+
     /// What the row stores: an event; or, when its content does not decode, that finding and its
     /// link columns in its place (so the chain around it still links); or only that finding
     /// when even the link columns do not decode.
-    /// `form`: how the store keeps the event's text (SQLite: the canonical bytes; PostgreSQL:
-    /// `jsonb`'s output).
+    /// `form`: how the row's event text is written (SQLite: always the canonical bytes;
+    /// PostgreSQL: as the row's `event_form` says); `Err`: the row names no form its writer uses
+    /// (why), itself a finding. `times`: how the store keeps the query columns' times.
     pub(crate) fn stored<E: From<ReadError>>(
         self,
-        form: audit_schema::canonical::TextForm,
+        form: Result<TextForm, String>,
+        times: ColumnTimes,
         each: &mut Each<'_, E>,
     ) -> Result<(), E> {
-        let SqlRow { chain, seq, prev_hash, hash, event_id, content, source_offset, received_at, position, columns } =
-            self;
+        let SqlRow {
+            chain,
+            seq,
+            prev_hash,
+            hash,
+            event_id,
+            content,
+            parsed,
+            source_offset,
+            received_at,
+            position,
+            columns,
+        } = self;
         let location = match position {
             Some((p, o)) => format!("audit_events row of Kafka partition {p} offset {o}"),
             None => "audit_events row".to_owned(),
@@ -131,8 +188,20 @@ impl SqlRow {
         let content = match content {
             Ok(None) => return each(Stored::Link(link)),
             Ok(Some(text)) => {
-                strict = audit_schema::canonical::check_text(text.as_bytes(), form);
-                serde_json::from_str::<Value>(&text).map_err(|e| format!("is not JSON ({e})"))
+                strict = match form {
+                    Ok(form) => audit_schema::canonical::check_text(text.as_bytes(), form).map_err(|e| {
+                        let what = match form {
+                            TextForm::Canonical => "the canonical form the processor published",
+                            TextForm::Jsonb => "jsonb's output of the canonical form",
+                        };
+                        format!("the event column is not {what} (at {e})")
+                    }),
+                    Err(why) => Err(format!(
+                        "the row's {why}, no form its writer uses, so its event text cannot be checked in the form it \
+                         was written in"
+                    )),
+                };
+                parsed.unwrap_or_else(|| serde_json::from_str::<Value>(&text).map_err(|e| format!("is not JSON ({e})")))
             }
             Err(e) => Err(format!("does not decode ({e})")),
         };
@@ -140,20 +209,13 @@ impl SqlRow {
             Ok(event) => match missing_link_field(&event) {
                 None => {
                     if let Err(e) = strict {
-                        let what = match form {
-                            audit_schema::canonical::TextForm::Canonical => {
-                                "the canonical form the processor published"
-                            }
-                            audit_schema::canonical::TextForm::Jsonb => "jsonb's output of the canonical form",
-                        };
                         let reason = format!(
-                            "the event column is not {what} (at {e}): readers of the column may see other content \
-                             than what was hashed; the event is verified as it parses"
+                            "{e}: readers of the column may see other content than what was hashed; the event is \
+                             verified as it parses"
                         );
                         each(Unread::about(UnreadKind::NonCanonical, location.clone(), &event, reason))?;
                     }
-                    let exact_times = form == audit_schema::canonical::TextForm::Canonical;
-                    let wrong = column_mismatches(&event, &link, &columns, exact_times);
+                    let wrong = column_mismatches(&event, &link, &columns, times == ColumnTimes::Text);
                     if !wrong.is_empty() {
                         let reason = format!(
                             "query columns differ from the hashed event: {}; queries, export and --tenant on those \
@@ -290,4 +352,113 @@ where
         })))?;
     }
     each(Stored::Checkpoint(Box::new(checkpoint)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"action":"user.login","actor":{"id":"u1","type":"user"},"context":{"occurredAt":"2026-11-26T12:00:00.000Z","tenantId":"acme"},"eventId":"e1","integrity":{"chain":"audit.raw/0","hash":"h","prevHash":"p","seq":1,"source":{"offset":41,"partition":0,"topic":"audit.raw"}},"outcome":"success","receivedAt":"2026-11-26T12:00:00.100Z"}"#;
+
+    /// `canonical` with the spacing PostgreSQL prints `jsonb` with (its member order is jsonb's
+    /// choice and not compared).
+    fn jsonb_output(canonical: &str) -> String {
+        let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+        for c in canonical.chars() {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_string => escaped = true,
+                '"' => in_string = !in_string,
+                ':' | ',' if !in_string => out.push(' '),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A PostgreSQL row of `EVENT` (times as `to_char` prints the `timestamptz` columns) holding
+    /// `text`, its tenant column `tenant`.
+    fn row(text: Option<&str>, tenant: &str) -> SqlRow {
+        let some = |t: &str| Ok(Some(t.to_owned()));
+        SqlRow {
+            chain: Ok("audit.raw/0".into()),
+            seq: Ok(1),
+            prev_hash: Ok("p".into()),
+            hash: Ok("h".into()),
+            event_id: Ok("e1".into()),
+            content: Ok(text.map(str::to_owned)),
+            parsed: None,
+            source_offset: None,
+            received_at: Some("2026-11-26T12:00:00.100000Z".into()),
+            position: Some((0, 7)),
+            columns: vec![
+                some(tenant),
+                some("user.login"),
+                some("success"),
+                some("user"),
+                some("u1"),
+                Ok(None),
+                Ok(None),
+                some("2026-11-26T12:00:00.000000Z"),
+                some("2026-11-26T12:00:00.100000Z"),
+            ],
+        }
+    }
+
+    /// What `row` hands over, each item as a short label.
+    fn handed(row: SqlRow, form: Result<TextForm, String>, times: ColumnTimes) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |s: Stored| -> Result<(), ReadError> {
+            out.push(match s {
+                Stored::Event(_) => "event".to_owned(),
+                Stored::Link(l) => format!("link of offset {:?}", l.source_offset),
+                Stored::Unread(u) => format!("{:?}", u.kind),
+                other => format!("{other:?}"),
+            });
+            Ok(())
+        };
+        row.stored(form, times, &mut each).unwrap();
+        out
+    }
+
+    #[test]
+    fn each_row_is_checked_in_the_form_it_names() {
+        let jsonb = jsonb_output(EVENT);
+        let pg =
+            |text: &str, form| handed(row(Some(text), "acme").chosen_by_content(None), form, ColumnTimes::Instants);
+        assert_eq!(pg(EVENT, Ok(TextForm::Canonical)), ["event"]);
+        assert_eq!(pg(&jsonb, Ok(TextForm::Jsonb)), ["event"]);
+        // The form column flipped either way, or naming no form: found, and the event still read.
+        assert_eq!(pg(EVENT, Ok(TextForm::Jsonb)), ["NonCanonical", "event"]);
+        assert_eq!(pg(&jsonb, Ok(TextForm::Canonical)), ["NonCanonical", "event"]);
+        assert_eq!(pg(EVENT, Err("event_form is \"raw\"".into())), ["NonCanonical", "event"]);
+    }
+
+    #[test]
+    fn times_are_compared_as_text_or_as_instants() {
+        assert_eq!(handed(row(Some(EVENT), "acme"), Ok(TextForm::Canonical), ColumnTimes::Instants), ["event"]);
+        assert_eq!(
+            handed(row(Some(EVENT), "acme"), Ok(TextForm::Canonical), ColumnTimes::Text),
+            ["ColumnMismatch", "event"]
+        );
+    }
+
+    #[test]
+    fn content_is_chosen_by_what_it_says_whatever_the_tenant_column_says() {
+        let pg = |text: Option<&str>, column: &str, tenant: Option<&str>| {
+            handed(row(text, column).chosen_by_content(tenant), Ok(TextForm::Canonical), ColumnTimes::Instants)
+        };
+        assert_eq!(pg(Some(EVENT), "acme", Some("acme")), ["event"]);
+        // Another tenant's: only its link, with the source offset read from its text.
+        assert_eq!(pg(Some(EVENT), "acme", Some("globex")), ["link of offset Some(41)"]);
+        // The tenant column moved away: still handed over by its content, and the column found.
+        assert_eq!(pg(Some(EVENT), "globex", Some("acme")), ["ColumnMismatch", "event"]);
+        // Text that is not JSON: whose it is cannot be told, so every tenant's verification sees it.
+        let cut = &EVENT[..100];
+        assert_eq!(pg(Some(cut), "acme", Some("globex")), ["Unreadable", "link of offset None"]);
+        assert_eq!(pg(Some(cut), "acme", None), ["Unreadable", "link of offset None"]);
+        // A row without its event is not another tenant's.
+        assert_eq!(pg(None, "acme", Some("globex")), ["Unreadable", "link of offset None"]);
+    }
 }

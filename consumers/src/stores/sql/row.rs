@@ -26,7 +26,7 @@ pub(crate) struct EventRow<'a> {
     pub(crate) hash: &'a str,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
-    /// The event as published (JSON text).
+    /// The event's canonical text ([`SinkRecord::json`]): stored as it is, the bytes that are hashed.
     pub(crate) event: &'a str,
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use futures::TryStreamExt as _;
 
 use crate::stores::read::{Each, ReadContext as _, ReadError, ReadFilter};
-use crate::stores::sql::read::{checkpoint_row, SqlRow, QUERY_COLUMNS, SQL_COLUMNS};
+use crate::stores::sql::read::{checkpoint_row, ColumnTimes, SqlRow, QUERY_COLUMNS, SQL_COLUMNS};
 
 pub(super) async fn read_sqlite<E: From<ReadError>>(
     path: &Path,
@@ -43,7 +43,7 @@ pub(super) async fn read_sqlite<E: From<ReadError>>(
     }
     // json_extract fails the whole query on text that is not JSON: only valid JSON is asked.
     // As for PostgreSQL, the tenant is also read from the content (and a row whose content is not
-    // JSON is handed over to every tenant: whose it is cannot be told).
+    // JSON is handed over to every tenant: whose it is cannot be told), here by the database.
     let sql = format!(
         "SELECT {SQL_COLUMNS}, CASE WHEN ?1 IS NULL OR tenant_id = ?1 THEN event WHEN NOT json_valid(event) THEN event \
          WHEN json_extract(event, '$.context.tenantId') = ?1 THEN event END, \
@@ -58,7 +58,7 @@ pub(super) async fn read_sqlite<E: From<ReadError>>(
     while let Some(row) =
         rows.try_next().await.with_context(|| format!("reading audit_events from {}", path.display()))?
     {
-        SqlRow::read(&row).stored(audit_schema::canonical::TextForm::Canonical, each)?;
+        SqlRow::read(&row).stored(Ok(audit_schema::canonical::TextForm::Canonical), ColumnTimes::Text, each)?;
     }
     Ok(())
 }
