@@ -501,7 +501,18 @@ async fn a_lane_whose_deliveries_are_stuck_leaves_its_partition_unread_stays_in_
     let config = dir.path().join("processor.toml");
     std::fs::write(&config, "[kafka.librdkafka]\n\"queue.buffering.max.kbytes\" = \"128\"\n").unwrap();
     let config = config.display().to_string();
-    let mut processor = t.spawn_processor(PROCESSOR, &log, &[("AUDIT_CONFIG", config.as_str())]);
+    // `idempotent`: the property here is the lane engine's (a stuck lane stays in the group), and
+    // an idempotent producer waits for a stuck delivery as long as it takes. In `exactly_once` a
+    // delivery cannot outlive the transaction (`transaction.timeout.ms`, 60 s): when the broker
+    // holds produce answers back that long (it did on a loaded machine: throttling continued well
+    // after the 15 s quota), the transaction is aborted and the clients start again from the
+    // committed tail, a rejoin by design (`a_transaction_cut_by_kill_9_...` and the group test
+    // cover that path).
+    let mut processor = t.spawn_processor(
+        PROCESSOR,
+        &log,
+        &[("AUDIT_CONFIG", config.as_str()), ("AUDIT_KAFKA__PROCESSING_GUARANTEE", "idempotent")],
+    );
     let loader = Loader::start(&t.bootstrap, &t.raw, 1_000, 25_000);
     tokio::time::sleep(Duration::from_secs(5)).await;
     // 1 KiB/s for the processor's produce requests: the broker holds their answers back for
