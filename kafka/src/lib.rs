@@ -185,14 +185,17 @@ pub const AT_LEAST_ONCE_CONSUMER: &[Required] = &[
         value: Cow::Borrowed("true"),
         reason: "stored offsets are committed in the background and on revoke",
     },
-    Required { key: "isolation.level", value: Cow::Borrowed("read_committed"), reason: "never read aborted records" },
+    ISOLATION_READ_COMMITTED,
 ];
 
 /// What every reader of the processed topic fixes (librdkafka's default, stated so no pass-through
 /// option turns it off): records of an aborted transaction (a fenced processor's, or one a crash
 /// cut short) never reach a sink, a verifier or a lane's tail recovery.
-pub const READ_COMMITTED: &[Required] =
-    &[Required::fixed("isolation.level", "read_committed", "never read records of aborted transactions")];
+pub const READ_COMMITTED: &[Required] = &[ISOLATION_READ_COMMITTED];
+
+/// The one `isolation.level` every consumer of ours fixes.
+const ISOLATION_READ_COMMITTED: Required =
+    Required::fixed("isolation.level", "read_committed", "never read records of aborted transactions");
 
 /// How a consumer close ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
