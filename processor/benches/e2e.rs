@@ -7,8 +7,11 @@
 //!
 //! Pre-fills a raw topic, then times, over the same data, (1) a pass-through (consume + produce
 //! the same bytes, no processing) and (2) the processor draining it, once per processing guarantee
-//! (`idempotent`, then `exactly_once`, each into a processed topic and group of its own;
-//! `AUDIT_BENCH_GUARANTEE=idempotent|exactly_once` runs one); prints the rates and their ratios.
+//! and round (`idempotent`, then `exactly_once`, each run into a processed topic and group of its
+//! own; `AUDIT_BENCH_GUARANTEE=exactly_once,idempotent` sets which and in what order;
+//! `AUDIT_BENCH_ROUNDS`, default 2, how many rounds, each odd round in the reverse order); prints
+//! each run's rates, stalls and transactions, then the medians per mode and their ratio, over the
+//! whole run and while processing.
 
 use std::time::{Duration, Instant};
 
@@ -103,28 +106,32 @@ fn pass_through(bootstrap: &str, from: &str, to: &str, n: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=info shows the processor's own log (start-up steps with their times).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let bootstrap = std::env::var("AUDIT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let n: usize = std::env::var("AUDIT_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
     let id = format!("bench-e2e-{}", std::process::id());
     let (raw, dlq, pt) = (format!("{id}.raw"), format!("{id}.dlq"), format!("{id}.passthrough"));
-    let guarantees: Vec<ProcessingGuarantee> = match std::env::var("AUDIT_BENCH_GUARANTEE").as_deref() {
-        Ok("idempotent") => vec![ProcessingGuarantee::Idempotent],
-        Ok("exactly_once") => vec![ProcessingGuarantee::ExactlyOnce],
-        _ => vec![ProcessingGuarantee::Idempotent, ProcessingGuarantee::ExactlyOnce],
-    };
-    let processed = |g: ProcessingGuarantee| format!("{id}.processed.{g:?}");
-    create_topics(
-        &ClientSettings::new(&bootstrap, "bench"),
-        &[
-            TopicSpec::new(&raw, PARTITIONS),
-            TopicSpec::new(processed(ProcessingGuarantee::Idempotent), PARTITIONS),
-            TopicSpec::new(processed(ProcessingGuarantee::ExactlyOnce), PARTITIONS),
-            TopicSpec::new(&dlq, 1),
-            TopicSpec::new(&pt, PARTITIONS),
-        ],
-    )
-    .await
-    .expect("create topics");
+    let guarantees: Vec<ProcessingGuarantee> = std::env::var("AUDIT_BENCH_GUARANTEE")
+        .unwrap_or_else(|_| "idempotent,exactly_once".into())
+        .split(',')
+        .map(|g| match g {
+            "idempotent" => ProcessingGuarantee::Idempotent,
+            "exactly_once" => ProcessingGuarantee::ExactlyOnce,
+            other => panic!("AUDIT_BENCH_GUARANTEE: {other:?} is neither idempotent nor exactly_once"),
+        })
+        .collect();
+    // Rounds alternate the order (A B, B A, ...): this machine's speed drifts by tens of percent
+    // within a minute, so one run of each mode compares the drift as much as the modes.
+    let rounds: usize = std::env::var("AUDIT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).max(1);
+    let processed = |g: ProcessingGuarantee, round: usize| format!("{id}.processed.{g:?}.{round}");
+    let mut topics = vec![TopicSpec::new(&raw, PARTITIONS), TopicSpec::new(&dlq, 1), TopicSpec::new(&pt, PARTITIONS)];
+    for round in 0..rounds {
+        topics.extend(guarantees.iter().map(|&g| TopicSpec::new(processed(g, round), PARTITIONS)));
+    }
+    create_topics(&ClientSettings::new(&bootstrap, "bench"), &topics).await.expect("create topics");
 
     let started = Instant::now();
     let p = producer(&bootstrap);
@@ -145,19 +152,48 @@ async fn main() {
     let pt_rate = n as f64 / pt_time.as_secs_f64();
     println!("pass-through (consume + produce, no processing): {pt_rate:.0} events/s ({:.1}s)", pt_time.as_secs_f64());
 
-    let mut rates = Vec::new();
-    for g in guarantees {
-        let rate = run_processor(&bootstrap, &raw, &processed(g), &dlq, &format!("{id}.{g:?}"), g, n).await;
-        println!("ratio processor ({g:?}) / pass-through: {:.0}%", rate / pt_rate * 100.0);
-        rates.push(rate);
+    // Per mode: (whole run, processing only) rates, one per round.
+    let mut rates: Vec<(ProcessingGuarantee, f64, f64)> = Vec::new();
+    for round in 0..rounds {
+        let mut order = guarantees.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for g in order {
+            let group = format!("{id}.{g:?}.{round}");
+            let (rate, steady) = run_processor(&bootstrap, &raw, &processed(g, round), &dlq, &group, g, n).await;
+            println!("ratio processor ({g:?}) / pass-through: {:.0}%", rate / pt_rate * 100.0);
+            rates.push((g, rate, steady));
+        }
     }
-    if let [idempotent, exactly_once] = rates[..] {
-        println!("ratio exactly_once / idempotent: {:.0}%", exactly_once / idempotent * 100.0);
+    let median = |g: ProcessingGuarantee, pick: fn(&(ProcessingGuarantee, f64, f64)) -> f64| {
+        let mut of: Vec<f64> = rates.iter().filter(|r| r.0 == g).map(pick).collect();
+        of.sort_by(f64::total_cmp);
+        (!of.is_empty()).then(|| {
+            if of.len() % 2 == 1 {
+                of[of.len() / 2]
+            } else {
+                (of[of.len() / 2 - 1] + of[of.len() / 2]) / 2.0
+            }
+        })
+    };
+    for (what, pick) in [
+        ("whole run (start-up and drain included)", (|r: &(ProcessingGuarantee, f64, f64)| r.1) as fn(&_) -> f64),
+        ("processing only", |r: &(ProcessingGuarantee, f64, f64)| r.2),
+    ] {
+        if let (Some(idempotent), Some(exactly_once)) =
+            (median(ProcessingGuarantee::Idempotent, pick), median(ProcessingGuarantee::ExactlyOnce, pick))
+        {
+            println!(
+                "{what}, median of {rounds} round(s): idempotent {idempotent:.0}, exactly_once {exactly_once:.0} events/s; ratio exactly_once / idempotent: {:.0}%",
+                exactly_once / idempotent * 100.0
+            );
+        }
     }
 }
 
-/// Runs the processor with `guarantee` over the `n` raw events; returns its rate (events/s, start-up
-/// and drain included).
+/// Runs the processor with `guarantee` over the `n` raw events; returns its rates (events/s): over
+/// the whole run (start-up and drain included), and while processing.
 async fn run_processor(
     bootstrap: &str,
     raw: &str,
@@ -166,7 +202,7 @@ async fn run_processor(
     group: &str,
     guarantee: ProcessingGuarantee,
     n: usize,
-) -> f64 {
+) -> (f64, f64) {
     let mut config = ProcessorConfig::default();
     config.kafka.brokers = bootstrap.to_owned();
     config.kafka.raw_topic = raw.to_owned();
@@ -177,6 +213,11 @@ async fn run_processor(
     if let Some(ms) = std::env::var("AUDIT_BENCH_TRANSACTION_MS").ok().and_then(|v| v.parse().ok()) {
         config.kafka.transaction_interval_ms = ms;
     }
+    // Extra librdkafka options for every client of the processor (`key=value,key=value`).
+    for kv in std::env::var("AUDIT_BENCH_LIBRDKAFKA").unwrap_or_default().split(',').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').expect("AUDIT_BENCH_LIBRDKAFKA: key=value,...");
+        config.kafka.librdkafka.insert(k.to_owned(), v.to_owned());
+    }
     let interval = config.kafka.transaction_interval_ms;
     config.http.listen = "127.0.0.1:0".into();
     let settings = config.validate().expect("config");
@@ -185,11 +226,23 @@ async fn run_processor(
     let started = Instant::now();
     let task = tokio::spawn(audit_processor::run_with_metrics(settings, metrics.clone(), shutdown.clone()));
     let mut first = None;
-    while (metrics.processed_total() as usize) < n {
-        if first.is_none() && metrics.processed_total() > 0 {
+    // Stretches of 100 ms or more in which no event was processed, once processing began.
+    let (mut stalls, mut last, mut since) = (Vec::new(), 0, Instant::now());
+    loop {
+        let done = metrics.processed_total();
+        if done as usize >= n {
+            break;
+        }
+        if first.is_none() && done > 0 {
             first = Some(started.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if done != last {
+            if first.is_some() && last > 0 && since.elapsed() >= Duration::from_millis(100) {
+                stalls.push((since.duration_since(started), since.elapsed()));
+            }
+            (last, since) = (done, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_in = started.elapsed();
     shutdown.cancel();
@@ -209,6 +262,18 @@ async fn run_processor(
         n as f64 / (all_in - first).as_secs_f64(),
         (proc_time - all_in).as_secs_f64()
     );
+    let stalled: Duration = stalls.iter().map(|(_, d)| *d).sum();
+    let longest = stalls.iter().max_by_key(|(_, d)| *d);
+    println!(
+        "  stalls (no event processed for 100 ms or more): {} lasting {:.1}s in all{}",
+        stalls.len(),
+        stalled.as_secs_f64(),
+        longest.map_or(String::new(), |(at, d)| format!(
+            ", the longest {} ms at {:.1}s",
+            d.as_millis(),
+            at.as_secs_f64()
+        ))
+    );
     if guarantee == ProcessingGuarantee::ExactlyOnce {
         let commits = metrics.transactions_committed();
         let (calls, seconds) = metrics.transaction_commit_time();
@@ -219,5 +284,5 @@ async fn run_processor(
             seconds * 1000.0 / calls.max(1) as f64
         );
     }
-    proc_rate
+    (proc_rate, n as f64 / (all_in - first).as_secs_f64())
 }

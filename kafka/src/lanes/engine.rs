@@ -211,15 +211,42 @@ impl<H: LaneHandler> ConsumerContext for Rebalance<H> {
     }
 }
 
+/// How many partitions of an assignment start at once.
+const PARALLEL_STARTS: usize = 16;
+
+/// Where each partition of `tpl` starts, in the assignment's order. The partitions start side by
+/// side (up to [`PARALLEL_STARTS`] at a time): a start may wait on the cluster, e.g. the
+/// processor's `exactly_once` lane initializing its transactional producer (60–500 ms each,
+/// which one after the other made a six-partition start-up take over a second).
+fn start_all<H: LaneHandler>(shared: &Shared<H>, tpl: &TopicPartitionList) -> Vec<(i32, Result<StartAt, StartError>)> {
+    let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    let mut starts = Vec::with_capacity(partitions.len());
+    for chunk in partitions.chunks(PARALLEL_STARTS) {
+        if let [p] = chunk {
+            starts.push((*p, shared.start_retrying(*p)));
+            continue;
+        }
+        std::thread::scope(|s| {
+            let running: Vec<_> = chunk.iter().map(|&p| (p, s.spawn(move || shared.start_retrying(p)))).collect();
+            for (p, start) in running {
+                let start = start
+                    .join()
+                    .unwrap_or_else(|_| Err(StartError::Fatal(format!("partition {p}: its start panicked"))));
+                starts.push((p, start));
+            }
+        });
+    }
+    starts
+}
+
 impl<H: LaneHandler> Rebalance<H> {
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
         let topic = shared.config.topic.as_str();
         let mut starts = BTreeMap::new();
         let mut committed = TopicPartitionList::new();
-        for e in tpl.elements() {
-            let p = e.partition();
-            match shared.start_retrying(p) {
+        for (p, start) in start_all(shared, tpl) {
+            match start {
                 Ok(StartAt::Offset(o)) => {
                     starts.insert(p, Offset::Offset(o));
                 }
@@ -315,6 +342,10 @@ pub fn run<H: LaneHandler>(
     let lag_interval = shared.config.lag_interval;
     // Tokio time (paused in tests), like the release deadline.
     let mut next_lag = lag_interval.map(|every| tokio::time::Instant::now() + every);
+    // The lag is measured on a thread of its own: asking the broker for each partition's end
+    // takes a round trip per partition (behind the consumer's fetches on the same connection),
+    // and on this loop it held every lane without records for 1.6–2.4 s every interval.
+    let mut lag_probe: Option<std::thread::JoinHandle<()>> = None;
     let mut handed = 0;
     let result = loop {
         shared.liveness(|l| l.polled());
@@ -330,11 +361,26 @@ pub fn run<H: LaneHandler>(
         if let (Some(every), Some(next)) = (lag_interval, next_lag) {
             if tokio::time::Instant::now() >= next {
                 next_lag = Some(tokio::time::Instant::now() + every);
-                report_lag(&shared, &consumer);
+                // One measurement at a time: a slow broker skips intervals instead of piling them up.
+                if lag_probe.as_ref().is_none_or(std::thread::JoinHandle::is_finished) {
+                    let (shared, consumer) = (shared.clone(), consumer.clone());
+                    match std::thread::Builder::new()
+                        .name("lanes-lag".into())
+                        .spawn(move || report_lag(&shared, &consumer))
+                    {
+                        Ok(probe) => lag_probe = Some(probe),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot start the lag measurement; skipping it this interval")
+                        }
+                    }
+                }
             }
         }
     };
     shared.liveness(|l| l.ready(false));
+    if let Some(probe) = lag_probe.take() {
+        let _ = probe.join();
+    }
     let all: Vec<i32> = shared.lanes().keys().copied().collect();
     shared.release(&consumer, &all);
     shared.queues().clear();

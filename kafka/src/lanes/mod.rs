@@ -22,7 +22,8 @@
 //!   non-zero exit, an interrupted one for the clients to start again in the same process;
 //! * **liveness**: each turn of the poll loop, and readiness while subscribed ([`Liveness`]);
 //! * **lag**: every [`EngineConfig::lag_interval`], each lane's distance from its partition's
-//!   end ([`LaneHandler::lag`]);
+//!   end ([`LaneHandler::lag`]), measured on a thread of its own (a round trip to the broker per
+//!   partition must not hold the poll loop);
 //! * **close**: once every lane is released the handler finishes what must end before the
 //!   member leaves ([`LaneHandler::leaving`]), then the consumer leaves the group within a
 //!   deadline ([`crate::close_consumer`]).
@@ -204,7 +205,8 @@ pub fn consumer_keys(gone: OffsetGone) -> Vec<crate::Required> {
 /// lane does with the records, and what is left to do when the partition is released.
 pub trait LaneHandler: Send + Sync + 'static {
     /// Where `partition` starts. Called in the rebalance callback (blocking the poll loop): keep
-    /// it to what the start needs.
+    /// it to what the start needs. The partitions of one assignment start side by side, each on
+    /// a thread of its own: calls for different partitions may overlap.
     fn start(&self, partition: i32) -> Result<StartAt, StartError>;
 
     /// Processes the records of one partition, in offset order, acknowledging each processed
