@@ -101,7 +101,7 @@ impl Default for KafkaConfig {
             accept_raw_loss: false,
             librdkafka: BTreeMap::new(),
             processing_guarantee: ProcessingGuarantee::ExactlyOnce,
-            transaction_interval_ms: 100,
+            transaction_interval_ms: 250,
             transaction_max_records: 10_000,
         }
     }
@@ -489,11 +489,11 @@ mod tests {
         assert_eq!(ProcessorConfig::default().kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"idempotent\"\ntransaction_interval_ms = 250\n")
+        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"idempotent\"\ntransaction_interval_ms = 500\n")
             .unwrap();
         let c = ProcessorConfig::load(Some(&path)).unwrap();
         assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::Idempotent);
-        assert_eq!(c.kafka.transaction_interval_ms, 250);
+        assert_eq!(c.kafka.transaction_interval_ms, 500);
         // A group id that cannot name transactions is fine where none are used.
         let mut idempotent = c.clone();
         idempotent.kafka.group_id = "audit processor".into();

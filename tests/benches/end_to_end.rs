@@ -788,6 +788,13 @@ impl Knobs {
 fn spawn(bin: &str, env: &[(String, String)], log: &Path) -> Child {
     let file = std::fs::File::create(log).expect("log file");
     let mut cmd = Command::new(bin);
+    // The bench's own knobs are not the services' settings: `AUDIT_BENCH_PROCESSOR__KAFKA__…`
+    // would read as an unknown `bench_processor` section and stop the process.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("AUDIT_BENCH_")) {
+            cmd.env_remove(key);
+        }
+    }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"))
 }

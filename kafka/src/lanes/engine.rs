@@ -393,12 +393,18 @@ pub fn run<H: LaneHandler>(
     result
 }
 
+/// How long the lag measurement waits for a partition's end. The broker answers a connection's
+/// requests one at a time, so the query waits behind the consumer's fetch (up to
+/// `fetch.wait.max.ms`, 500 ms): a shorter limit timed it out under load, with a librdkafka warning
+/// each time. It runs off the poll loop, so waiting costs the lanes nothing.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Tells the handler how far each lane is behind its partition's end (a partition whose end
 /// cannot be read now is left out until the next time).
 fn report_lag<H: LaneHandler>(shared: &Shared<H>, consumer: &BaseConsumer<Rebalance<H>>) {
     let acked: Vec<(i32, i64)> = shared.lanes().iter().map(|(p, l)| (*p, l.acks.acked())).collect();
     for (p, acked) in acked {
-        match consumer.fetch_watermarks(&shared.config.topic, p, Duration::from_millis(500)) {
+        match consumer.fetch_watermarks(&shared.config.topic, p, LAG_QUERY_TIMEOUT) {
             Ok((_, high)) => shared.handler.lag(p, (high - (acked + 1)).max(0)),
             Err(error) => tracing::debug!(partition = p, %error, "no high watermark for the lag"),
         }
