@@ -152,8 +152,8 @@ async fn main() {
     let pt_rate = n as f64 / pt_time.as_secs_f64();
     println!("pass-through (consume + produce, no processing): {pt_rate:.0} events/s ({:.1}s)", pt_time.as_secs_f64());
 
-    // Per mode: (whole run, processing only) rates, one per round.
-    let mut rates: Vec<(ProcessingGuarantee, f64, f64)> = Vec::new();
+    // Per run: its mode and its rates (whole run, processing only).
+    let mut rates: Vec<(ProcessingGuarantee, [f64; 2])> = Vec::new();
     for round in 0..rounds {
         let mut order = guarantees.clone();
         if round % 2 == 1 {
@@ -161,28 +161,20 @@ async fn main() {
         }
         for g in order {
             let group = format!("{id}.{g:?}.{round}");
-            let (rate, steady) = run_processor(&bootstrap, &raw, &processed(g, round), &dlq, &group, g, n).await;
-            println!("ratio processor ({g:?}) / pass-through: {:.0}%", rate / pt_rate * 100.0);
-            rates.push((g, rate, steady));
+            let rate = run_processor(&bootstrap, &raw, &processed(g, round), &dlq, &group, g, n).await;
+            println!("ratio processor ({g:?}) / pass-through: {:.0}%", rate[0] / pt_rate * 100.0);
+            rates.push((g, rate));
         }
     }
-    let median = |g: ProcessingGuarantee, pick: fn(&(ProcessingGuarantee, f64, f64)) -> f64| {
-        let mut of: Vec<f64> = rates.iter().filter(|r| r.0 == g).map(pick).collect();
+    let median = |g: ProcessingGuarantee, which: usize| {
+        let mut of: Vec<f64> = rates.iter().filter(|r| r.0 == g).map(|r| r.1[which]).collect();
         of.sort_by(f64::total_cmp);
-        (!of.is_empty()).then(|| {
-            if of.len() % 2 == 1 {
-                of[of.len() / 2]
-            } else {
-                (of[of.len() / 2 - 1] + of[of.len() / 2]) / 2.0
-            }
-        })
+        let mid = of.len() / 2;
+        (!of.is_empty()).then(|| if of.len() % 2 == 1 { of[mid] } else { (of[mid - 1] + of[mid]) / 2.0 })
     };
-    for (what, pick) in [
-        ("whole run (start-up and drain included)", (|r: &(ProcessingGuarantee, f64, f64)| r.1) as fn(&_) -> f64),
-        ("processing only", |r: &(ProcessingGuarantee, f64, f64)| r.2),
-    ] {
+    for (which, what) in ["whole run (start-up and drain included)", "processing only"].into_iter().enumerate() {
         if let (Some(idempotent), Some(exactly_once)) =
-            (median(ProcessingGuarantee::Idempotent, pick), median(ProcessingGuarantee::ExactlyOnce, pick))
+            (median(ProcessingGuarantee::Idempotent, which), median(ProcessingGuarantee::ExactlyOnce, which))
         {
             println!(
                 "{what}, median of {rounds} round(s): idempotent {idempotent:.0}, exactly_once {exactly_once:.0} events/s; ratio exactly_once / idempotent: {:.0}%",
@@ -193,7 +185,7 @@ async fn main() {
 }
 
 /// Runs the processor with `guarantee` over the `n` raw events; returns its rates (events/s): over
-/// the whole run (start-up and drain included), and while processing.
+/// the whole run (start-up and drain included), then while processing.
 async fn run_processor(
     bootstrap: &str,
     raw: &str,
@@ -202,7 +194,7 @@ async fn run_processor(
     group: &str,
     guarantee: ProcessingGuarantee,
     n: usize,
-) -> (f64, f64) {
+) -> [f64; 2] {
     let mut config = ProcessorConfig::default();
     config.kafka.brokers = bootstrap.to_owned();
     config.kafka.raw_topic = raw.to_owned();
@@ -255,11 +247,11 @@ async fn run_processor(
         proc_time.as_secs_f64(),
         metrics.dead_lettered_total()
     );
+    let steady_rate = n as f64 / (all_in - first).as_secs_f64();
     println!(
-        "  of which start-up (group join, tail reads) {:.1}s, processing {:.1}s ({:.0} events/s), drain and close {:.1}s",
+        "  of which start-up (group join, tail reads) {:.1}s, processing {:.1}s ({steady_rate:.0} events/s), drain and close {:.1}s",
         first.as_secs_f64(),
         (all_in - first).as_secs_f64(),
-        n as f64 / (all_in - first).as_secs_f64(),
         (proc_time - all_in).as_secs_f64()
     );
     let stalled: Duration = stalls.iter().map(|(_, d)| *d).sum();
@@ -284,5 +276,5 @@ async fn run_processor(
             seconds * 1000.0 / calls.max(1) as f64
         );
     }
-    (proc_rate, n as f64 / (all_in - first).as_secs_f64())
+    [proc_rate, steady_rate]
 }

@@ -222,10 +222,6 @@ fn start_all<H: LaneHandler>(shared: &Shared<H>, tpl: &TopicPartitionList) -> Ve
     let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
     let mut starts = Vec::with_capacity(partitions.len());
     for chunk in partitions.chunks(PARALLEL_STARTS) {
-        if let [p] = chunk {
-            starts.push((*p, shared.start_retrying(*p)));
-            continue;
-        }
         std::thread::scope(|s| {
             let running: Vec<_> = chunk.iter().map(|&p| (p, s.spawn(move || shared.start_retrying(p)))).collect();
             for (p, start) in running {

@@ -233,7 +233,8 @@ pub trait LaneHandler: Send + Sync + 'static {
     }
 
     /// Every [`EngineConfig::lag_interval`]: the lane of `partition` is `records` behind its
-    /// partition's end (the high watermark less the offset after the acknowledged one).
+    /// partition's end (the high watermark less the offset after the acknowledged one). Called
+    /// from the engine's lag thread, not the poll loop.
     fn lag(&self, partition: i32, records: i64) {
         let _ = (partition, records);
     }
