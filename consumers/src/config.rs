@@ -77,11 +77,16 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Longest a partial batch waits, milliseconds.
     pub max_wait_ms: u64,
+    /// A partial batch is also written once no record has come for this long, milliseconds: the
+    /// records of a processor's transaction become readable at once, and waiting out `max_wait_ms`
+    /// after such a burst only adds latency. Under a steady stream records keep coming and batches
+    /// still fill up to the bounds above. A value above `max_wait_ms` has no effect.
+    pub idle_ms: u64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_events: 1000, max_bytes: 4 << 20, max_wait_ms: 200 }
+        BatchConfig { max_events: 1000, max_bytes: 4 << 20, max_wait_ms: 200, idle_ms: 10 }
     }
 }
 
@@ -219,6 +224,9 @@ impl SinkConfig {
         }
         if b.max_wait_ms == 0 || b.max_wait_ms > 60_000 {
             return Err(bad("batch.max_wait_ms", "must be between 1 and 60000"));
+        }
+        if b.idle_ms == 0 || b.idle_ms > 60_000 {
+            return Err(bad("batch.idle_ms", "must be between 1 and 60000"));
         }
         let r = &self.retry;
         if r.base_backoff_ms == 0 || r.max_backoff_ms < r.base_backoff_ms {

@@ -206,7 +206,9 @@ impl<S: Sink> SinkLanes<S> {
             let mut bytes = first.payload().map_or(0, <[u8]>::len);
             messages.push(first);
             let deadline = tokio::time::Instant::now() + Duration::from_millis(b.max_wait_ms);
+            let idle = Duration::from_millis(b.idle_ms);
             while messages.len() < b.max_events && bytes < b.max_bytes {
+                let quiet = deadline.min(tokio::time::Instant::now() + idle);
                 tokio::select! {
                     m = records.recv() => match m {
                         Some(m) => {
@@ -215,7 +217,7 @@ impl<S: Sink> SinkLanes<S> {
                         }
                         None => break,
                     },
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = tokio::time::sleep_until(quiet) => break,
                     () = stop.requested() => return,
                 }
             }

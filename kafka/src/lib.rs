@@ -156,6 +156,13 @@ impl ClientSettings {
     /// Builds a `ClientConfig`: `required` first, then the pass-through options (which may not touch a
     /// required key).
     pub fn client_config(&self, required: &[Required]) -> Result<ClientConfig> {
+        self.tuned_client_config(required, &[])
+    }
+
+    /// [`client_config`](Self::client_config) with `tuned`: our defaults for this client (batching,
+    /// compression...), set before the pass-through options so that a user's value for the same key
+    /// wins.
+    pub fn tuned_client_config(&self, required: &[Required], tuned: &[(&str, &str)]) -> Result<ClientConfig> {
         self.validate(required)?;
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
@@ -164,6 +171,9 @@ impl ClientSettings {
         }
         for r in required {
             config.set(r.key, r.value.as_ref());
+        }
+        for (k, v) in tuned {
+            config.set(*k, *v);
         }
         for (k, v) in &self.pass_through {
             config.set(k, v);
@@ -256,6 +266,15 @@ mod tests {
         let c = s.client_config(AT_LEAST_ONCE_CONSUMER).unwrap();
         assert_eq!(c.get("security.protocol"), Some("plaintext"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn a_users_option_overrides_a_tuned_default() {
+        let mut s = ClientSettings::new("127.0.0.1:9092", "t");
+        s.pass_through.insert("linger.ms".into(), "50".into());
+        let c = s.tuned_client_config(&[], &[("linger.ms", "5"), ("compression.type", "lz4")]).unwrap();
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
     }
 
     #[test]

@@ -72,7 +72,7 @@
 //!
 //! The processes' logs stay in the directory printed at the start.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -264,8 +264,9 @@ struct Tracker {
 
 #[derive(Debug, Default)]
 struct Seen {
-    /// Per phase: latency of each event (µs) and the poll-gap bound that came with it (µs).
-    latency: [Vec<(u64, u64)>; 3],
+    /// Per phase: latency of each event (µs), the poll-gap bound that came with it (µs), and when
+    /// it was seen stored.
+    latency: [Vec<(u64, u64, Instant)>; 3],
     /// Per phase: (when, how many stored so far), at each poll that found some.
     timeline: [Vec<(Instant, u64)>; 3],
     /// Seen stored before its `log` call was recorded (a race of microseconds): matched later.
@@ -296,7 +297,7 @@ impl Tracker {
         for (id, at, bound) in early.into_iter().chain(fresh) {
             match returned.remove(&id) {
                 Some((logged, phase)) => {
-                    seen.latency[phase].push((at.saturating_duration_since(logged).as_micros() as u64, bound));
+                    seen.latency[phase].push((at.saturating_duration_since(logged).as_micros() as u64, bound, at));
                     counts[phase] += 1;
                 }
                 None => seen.early.push((id, at, bound)),
@@ -483,11 +484,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-fn latency_line(samples: &[(u64, u64)]) -> String {
-    let mut lat: Vec<u64> = samples.iter().map(|(l, _)| *l).collect();
+fn latency_line(samples: &[(u64, u64, Instant)]) -> String {
+    let mut lat: Vec<u64> = samples.iter().map(|(l, _, _)| *l).collect();
     lat.sort_unstable();
-    let bound_mean = samples.iter().map(|(_, b)| *b).sum::<u64>() as f64 / samples.len().max(1) as f64;
-    let bound_max = samples.iter().map(|(_, b)| *b).max().unwrap_or(0);
+    let bound_mean = samples.iter().map(|(_, b, _)| *b).sum::<u64>() as f64 / samples.len().max(1) as f64;
+    let bound_max = samples.iter().map(|(_, b, _)| *b).max().unwrap_or(0);
     let ms = |us: u64| us as f64 / 1000.0;
     format!(
         "latency log → stored: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events; each at most \
@@ -500,6 +501,29 @@ fn latency_line(samples: &[(u64, u64)]) -> String {
         bound_mean / 1000.0,
         bound_max as f64 / 1000.0,
     )
+}
+
+/// When the slowest 1 % of the events were stored: the seconds of the phase (from its first `log`
+/// call) holding most of them, with how many each holds and their worst latency. A tail from one
+/// stall sits in one or two seconds; a tail spread over the phase is steady queueing.
+fn tail_line(samples: &[(u64, u64, Instant)], first: Instant) -> String {
+    let mut lat: Vec<u64> = samples.iter().map(|(l, _, _)| *l).collect();
+    lat.sort_unstable();
+    let p99 = percentile(&lat, 0.99);
+    let mut by_second: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+    for (l, _, at) in samples.iter().filter(|(l, _, _)| *l >= p99) {
+        let e = by_second.entry(at.saturating_duration_since(first).as_secs()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*l);
+    }
+    let mut seconds: Vec<(u64, (usize, u64))> = by_second.into_iter().collect();
+    seconds.sort_by_key(|s| std::cmp::Reverse(s.1 .0));
+    let shown: Vec<String> = seconds
+        .iter()
+        .take(5)
+        .map(|(s, (n, worst))| format!("{s} s: {n} (worst {:.0} ms)", *worst as f64 / 1000.0))
+        .collect();
+    format!("slowest 1 % stored in {} distinct seconds; most in: {}", seconds.len(), shown.join(", "))
 }
 
 fn cpu_table(before: &Reading, after: &Reading, events: u64, tck: f64, processors: usize) -> String {
@@ -738,6 +762,7 @@ async fn phase(
         done.duration_since(first).as_secs_f64()
     );
     println!("  {}", latency_line(&seen.latency[index]));
+    println!("  {}", tail_line(&seen.latency[index], first));
     println!("{}", probe_line(&probed, &probed_after, n));
     println!("{}", cpu_table(&before, &after, n, knobs.tck, knobs.processors));
     PhaseFigures { stored_rate: if rate.is_some() { overall } else { steady } }
@@ -747,6 +772,8 @@ async fn phase(
 struct Knobs {
     events: u64,
     seconds: u64,
+    half_rate: Option<f64>,
+    producer_linger_ms: Option<u64>,
     store: StoreKind,
     skip_seed: bool,
     seed_events: u64,
@@ -766,6 +793,10 @@ impl Knobs {
         Knobs {
             events,
             seconds: knob("AUDIT_BENCH_SECONDS", 30),
+            half_rate: std::env::var("AUDIT_BENCH_HALF_RATE").ok().map(|_| knob("AUDIT_BENCH_HALF_RATE", 0.0)),
+            producer_linger_ms: std::env::var("AUDIT_BENCH_PRODUCER_LINGER_MS")
+                .ok()
+                .map(|_| knob("AUDIT_BENCH_PRODUCER_LINGER_MS", 0)),
             store: match knob("AUDIT_BENCH_SINK", "postgres".to_owned()).as_str() {
                 "postgres" => StoreKind::Postgres,
                 "jsonl" => StoreKind::Jsonl,
@@ -908,14 +939,15 @@ async fn main() {
     };
 
     let spool = tempfile::tempdir().expect("spool dir");
-    let logger = AuditLogger::builder("bench-e2e")
+    let mut builder = AuditLogger::builder("bench-e2e")
         .brokers(&topology.bootstrap)
         .topic(&topology.raw)
         .environment("production")
-        .spool_dir(spool.path())
-        .build()
-        .await
-        .expect("the producer library starts");
+        .spool_dir(spool.path());
+    if let Some(ms) = knobs.producer_linger_ms {
+        builder = builder.linger_ms(ms);
+    }
+    let logger = builder.build().await.expect("the producer library starts");
 
     // Warm-up: group joins, connections, the table's first pages.
     let t = Instant::now();
@@ -951,11 +983,16 @@ async fn main() {
 
     if knobs.seconds > 0 {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let rate = full.stored_rate / 2.0;
+        let rate = knobs.half_rate.unwrap_or(full.stored_rate / 2.0);
         let n = (rate * knobs.seconds as f64) as u64;
         phase(
             &format!(
-                "half load ({rate:.0} events/s, half of the full phase's steady stored rate, for {} s)",
+                "half load ({rate:.0} events/s, {}, for {} s)",
+                if knobs.half_rate.is_some() {
+                    "AUDIT_BENCH_HALF_RATE"
+                } else {
+                    "half of the full phase's steady stored rate"
+                },
                 knobs.seconds
             ),
             2,

@@ -75,6 +75,10 @@ fn bad_values_and_unknown_keys_are_refused_naming_the_key() {
             &[("AUDIT_KAFKA__GROUP_ID", "g"), ("AUDIT_STORE__KIND", "jsonl"), ("AUDIT_BATCH__MAX_EVENTS", "0")],
             "batch.max_events",
         ),
+        (
+            &[("AUDIT_KAFKA__GROUP_ID", "g"), ("AUDIT_STORE__KIND", "jsonl"), ("AUDIT_BATCH__IDLE_MS", "0")],
+            "batch.idle_ms",
+        ),
         (&[("AUDIT_KAFKA__GROUP_ID", "g"), ("AUDIT_STORE__KIND", "jsonl"), ("AUDIT_KAFKA__COLOUR", "blue")], "colour"),
     ];
     for (env, key) in cases {

@@ -1,8 +1,8 @@
 //! One conformance suite, written once and run against every sink with real servers: ordering
-//! within a partition and a chain that verifies when read back, duplicate deliveries absorbed, a
-//! conflicting duplicate flagged, a poison record dead-lettered while the lane goes on, signed
-//! checkpoints stored beside the events (once each), and `kill -9` of the sink process at random
-//! moments under load.
+//! within a partition and a chain that verifies when read back, a partial batch written once records
+//! stop coming, duplicate deliveries absorbed, a conflicting duplicate flagged, a poison record
+//! dead-lettered while the lane goes on, signed checkpoints stored beside the events (once each),
+//! and `kill -9` of the sink process at random moments under load.
 
 use std::time::Duration;
 
@@ -128,6 +128,23 @@ async fn dead_letters_a_poison_record_and_the_lane_continues(target: &dyn Target
     assert_eq!(dead[0].header("audit.sink"), Some(target.name()));
     terminate(&sink.child);
     sink.child.wait().unwrap();
+}
+
+async fn writes_a_partial_batch_once_records_stop_coming(target: &dyn Target) {
+    // The longest batch wait there is (60 s) against a sink that must store the 40 events (far
+    // fewer than `batch.max_events`) within 30 s of starting: only a batch closed once no record
+    // has come for `batch.idle_ms` can be.
+    let mut processed = Processed::create(2).await;
+    processed.publish(40);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("sink.log");
+    let extra = [("AUDIT_BATCH__MAX_WAIT_MS", "60000"), ("AUDIT_BATCH__IDLE_MS", "10")];
+    let mut sink = spawn_sink(SINK, target, &processed.bootstrap, &processed.topic, &unique_name("g"), &log, &extra);
+    let stored = wait_stored(target, processed.total(), Duration::from_secs(30));
+    assert_eq!(stored.values().map(Vec::len).sum::<usize>(), 40, "{}: stored within 30 s", target.name());
+    assert_stored_exactly(target, &processed, &log);
+    terminate(&sink.child);
+    assert!(sink.child.wait().unwrap().success());
 }
 
 async fn keeps_every_event_when_its_lane_falls_behind(target: &dyn Target) {
@@ -271,6 +288,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn dead_letters_a_poison_record_and_keeps_going() {
                 dead_letters_a_poison_record_and_the_lane_continues(&$target).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn writes_a_partial_batch_once_records_stop_coming() {
+                super::writes_a_partial_batch_once_records_stop_coming(&$target).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

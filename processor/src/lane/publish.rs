@@ -34,6 +34,14 @@ use crate::settings::{Guarantee, Settings, Transactions};
 /// past what the topic accepts).
 const MAX_KEY_BYTES: usize = 4 * 1024;
 
+/// The output producers' batching and compression; `kafka.librdkafka` may override each.
+const PRODUCER_TUNING: &[(&str, &str)] = &[
+    ("linger.ms", "20"),
+    ("compression.type", "lz4"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "200000"),
+];
+
 /// Longest `traceparent` header passed on (the W3C form is 55 characters).
 pub(super) const MAX_TRACEPARENT_BYTES: usize = 512;
 
@@ -256,12 +264,11 @@ impl Publisher {
             // Each lane sets its own transactional.id.
             Guarantee::ExactlyOnce(_) => transactional_producer_required(""),
         };
-        let mut config = settings.kafka.client_config(&required).map_err(|e| RunError::Client(e.to_string()))?;
+        let mut config = settings
+            .kafka
+            .tuned_client_config(&required, PRODUCER_TUNING)
+            .map_err(|e| RunError::Client(e.to_string()))?;
         config
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
             .set("message.max.bytes", limits.producer_max.to_string())
             .set("batch.size", limits.batch_bytes.to_string());
         let leaving = Arc::new(AtomicBool::new(false));

@@ -94,6 +94,12 @@ impl AuditLoggerBuilder {
         self
     }
 
+    /// How long a batch may wait to fill, milliseconds (librdkafka `linger.ms`).
+    pub fn linger_ms(mut self, ms: u64) -> Self {
+        self.config.linger_ms = Some(ms);
+        self
+    }
+
     /// A librdkafka option (security, SASL, TLS...). Keys the guarantees depend on are refused at
     /// `build()`.
     pub fn librdkafka(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
