@@ -569,6 +569,14 @@ fn cpu_table(before: &Reading, after: &Reading, events: u64, tck: f64, processor
     out
 }
 
+/// `Dirty` of `/proc/meminfo`, MB.
+fn dirty_mb() -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb =
+        meminfo.lines().find_map(|l| l.strip_prefix("Dirty:")).and_then(|v| v.trim().split(' ').next()?.parse().ok());
+    kb.unwrap_or(0.0) / 1000.0
+}
+
 fn idle_line(before: &Reading, after: &Reading, tck: f64) -> String {
     let wall = after.at.zip(before.at).map_or(1.0, |(a, b)| a.duration_since(b).as_secs_f64());
     let share = |a: u64, b: u64| a.saturating_sub(b) as f64 / tck / wall * 100.0;
@@ -725,6 +733,18 @@ async fn phase(
     probes: (u16, Option<&str>),
 ) -> PhaseFigures {
     let n = range.end - range.start;
+    // The page cache the previous phase dirtied (the broker's logs, the spool, PostgreSQL's files:
+    // a gigabyte after a full phase) is written back by the kernel ~30 s later, all at once, and
+    // every fsync of this phase (PostgreSQL's commits, the spool) would wait behind it: a stall
+    // belonging to the previous phase. Written back now, each phase starts from a clean cache.
+    let dirty = dirty_mb();
+    let t = Instant::now();
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    println!(
+        "  before the phase: {dirty:.0} MB of dirty page cache written back in {:.1} s{}",
+        t.elapsed().as_secs_f64(),
+        if synced { "" } else { " (sync failed)" }
+    );
     // What the processes and the shared services use while this bench sends nothing: the idle cost
     // of the clients, and whatever else runs on the machine (other tests on the shared broker).
     let idle_before = pids.read();
@@ -1069,5 +1089,19 @@ async fn main() {
             full.stored_rate,
             full.stored_rate / seed.max(1.0)
         );
+    }
+
+    // Nothing left behind: PostgreSQL's autovacuum of this run's table, or a gigabyte of topics,
+    // would share the machine with the next run (a one-second stall in its half phase was one).
+    database.drop_database().await;
+    let admin: rdkafka::admin::AdminClient<_> = audit_kafka::ClientSettings::new(&topology.bootstrap, "bench-cleanup")
+        .client_config(&[])
+        .expect("config")
+        .create()
+        .expect("admin client");
+    let pass_through = format!("{}.pass-through", topology.raw);
+    let topics = [topology.raw.as_str(), &topology.processed, &topology.dead_letter, &pass_through];
+    if let Err(e) = admin.delete_topics(&topics, &rdkafka::admin::AdminOptions::new()).await {
+        eprintln!("deleting the bench's topics: {e}");
     }
 }

@@ -38,6 +38,16 @@ impl PostgresTarget {
         PostgresTarget { url: format!("{base}/{name}") }
     }
 
+    /// Drops the database, ending any session still in it.
+    pub async fn drop_database(self) {
+        let (base, name) = self.url.rsplit_once('/').expect("database url");
+        let mut admin = admin_connection(&format!("{base}/postgres")).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await
+            .expect("drop database");
+    }
+
     /// The database URL.
     pub fn url(&self) -> &str {
         &self.url
