@@ -3,8 +3,9 @@
 //!
 //! It owns the few things that must be done the same way everywhere:
 //! * [`ClientSettings::client_config`]: one function builds each client's `ClientConfig`: our required
-//!   keys first, then the user's pass-through librdkafka options, refusing overrides of the keys our
-//!   delivery guarantees depend on.
+//!   keys first, then (with [`ClientSettings::tuned_client_config`]) our tuning for that client, then
+//!   the user's pass-through librdkafka options, which may change the tuning but are refused for the
+//!   keys our delivery guarantees depend on.
 //! * [`close_consumer`]: the one close sequence for a consumer that is in a group. Dropping a
 //!   `BaseConsumer` runs librdkafka's close with no time limit, which hangs while the broker is
 //!   unreachable (and was seen to hang against rdkafka's mock cluster); this closes with a
