@@ -96,10 +96,13 @@ const WARM_UP_BASE: u64 = 1 << 40;
 const HALF_BASE: u64 = 1 << 41;
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not valid")),
-        Err(_) => default,
-    }
+    optional_knob(name).unwrap_or(default)
+}
+
+/// A knob without a default: `None` when unset.
+fn optional_knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let v = std::env::var(name).ok()?;
+    Some(v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not valid")))
 }
 
 /// `AUDIT_BENCH_<PREFIX>__KEY=value` → `AUDIT_KEY=value`.
@@ -484,18 +487,24 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-fn latency_line(samples: &[(u64, u64, Instant)]) -> String {
+/// The latencies of `samples`, sorted.
+fn sorted_latencies(samples: &[(u64, u64, Instant)]) -> Vec<u64> {
     let mut lat: Vec<u64> = samples.iter().map(|(l, _, _)| *l).collect();
     lat.sort_unstable();
+    lat
+}
+
+/// `lat`: the latencies of `samples`, sorted.
+fn latency_line(samples: &[(u64, u64, Instant)], lat: &[u64]) -> String {
     let bound_mean = samples.iter().map(|(_, b, _)| *b).sum::<u64>() as f64 / samples.len().max(1) as f64;
     let bound_max = samples.iter().map(|(_, b, _)| *b).max().unwrap_or(0);
     let ms = |us: u64| us as f64 / 1000.0;
     format!(
         "latency log → stored: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events; each at most \
          one poll gap late: mean {:.1} ms, max {:.1} ms)",
-        ms(percentile(&lat, 0.50)),
-        ms(percentile(&lat, 0.90)),
-        ms(percentile(&lat, 0.99)),
+        ms(percentile(lat, 0.50)),
+        ms(percentile(lat, 0.90)),
+        ms(percentile(lat, 0.99)),
         ms(lat.last().copied().unwrap_or(0)),
         lat.len(),
         bound_mean / 1000.0,
@@ -506,10 +515,8 @@ fn latency_line(samples: &[(u64, u64, Instant)]) -> String {
 /// When the slowest 1 % of the events were stored: the seconds of the phase (from its first `log`
 /// call) holding most of them, with how many each holds and their worst latency. A tail from one
 /// stall sits in one or two seconds; a tail spread over the phase is steady queueing.
-fn tail_line(samples: &[(u64, u64, Instant)], first: Instant) -> String {
-    let mut lat: Vec<u64> = samples.iter().map(|(l, _, _)| *l).collect();
-    lat.sort_unstable();
-    let p99 = percentile(&lat, 0.99);
+fn tail_line(samples: &[(u64, u64, Instant)], lat: &[u64], first: Instant) -> String {
+    let p99 = percentile(lat, 0.99);
     let mut by_second: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
     for (l, _, at) in samples.iter().filter(|(l, _, _)| *l >= p99) {
         let e = by_second.entry(at.saturating_duration_since(first).as_secs()).or_default();
@@ -781,8 +788,9 @@ async fn phase(
          to the last row ({:.1} s)",
         done.duration_since(first).as_secs_f64()
     );
-    println!("  {}", latency_line(&seen.latency[index]));
-    println!("  {}", tail_line(&seen.latency[index], first));
+    let lat = sorted_latencies(&seen.latency[index]);
+    println!("  {}", latency_line(&seen.latency[index], &lat));
+    println!("  {}", tail_line(&seen.latency[index], &lat, first));
     println!("{}", probe_line(&probed, &probed_after, n));
     println!("{}", cpu_table(&before, &after, n, knobs.tck, knobs.processors));
     PhaseFigures { stored_rate: if rate.is_some() { overall } else { steady } }
@@ -813,10 +821,8 @@ impl Knobs {
         Knobs {
             events,
             seconds: knob("AUDIT_BENCH_SECONDS", 30),
-            half_rate: std::env::var("AUDIT_BENCH_HALF_RATE").ok().map(|_| knob("AUDIT_BENCH_HALF_RATE", 0.0)),
-            producer_linger_ms: std::env::var("AUDIT_BENCH_PRODUCER_LINGER_MS")
-                .ok()
-                .map(|_| knob("AUDIT_BENCH_PRODUCER_LINGER_MS", 0)),
+            half_rate: optional_knob("AUDIT_BENCH_HALF_RATE"),
+            producer_linger_ms: optional_knob("AUDIT_BENCH_PRODUCER_LINGER_MS"),
             store: match knob("AUDIT_BENCH_SINK", "postgres".to_owned()).as_str() {
                 "postgres" => StoreKind::Postgres,
                 "jsonl" => StoreKind::Jsonl,

@@ -16,6 +16,8 @@ use crate::{database_url, unique_name};
 #[derive(Debug)]
 pub struct PostgresTarget {
     url: String,
+    /// The server's URL the database was created through.
+    server: String,
 }
 
 async fn admin_connection(server_url: &str) -> PgConnection {
@@ -35,13 +37,13 @@ impl PostgresTarget {
             .await
             .expect("create database");
         let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-        PostgresTarget { url: format!("{base}/{name}") }
+        PostgresTarget { url: format!("{base}/{name}"), server }
     }
 
     /// Drops the database, ending any session still in it.
     pub async fn drop_database(self) {
-        let (base, name) = self.url.rsplit_once('/').expect("database url");
-        let mut admin = admin_connection(&format!("{base}/postgres")).await;
+        let (_, name) = self.url.rsplit_once('/').expect("database url");
+        let mut admin = admin_connection(&self.server).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
             .execute(&mut admin)
             .await
